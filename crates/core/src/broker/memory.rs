@@ -1,0 +1,475 @@
+//! In-process broker, presence store and connection registry.
+//!
+//! Several hubs in one process may share one instance; it then behaves like
+//! the cluster engines do across processes, which the hub tests rely on.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use chorus_protocol::ChannelName;
+use parking_lot::{Mutex, RwLock};
+
+use super::{
+    Broker, BrokerError, ConnectionRegistry, Control, Health, HistoryPage, HistoryQuery, NodeSink, PresenceEntry,
+    PresenceStore, PresentUser, RegisteredConnection, Retention,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::config::MemoryBrokerConfig;
+use crate::ids::{ConnId, NodeId, UserId};
+use crate::publication::{Draft, Position, Publication, new_epoch};
+
+const SHARDS: usize = 32;
+
+type Sink = Arc<dyn NodeSink>;
+
+struct Stream {
+    epoch: crate::publication::Epoch,
+    top: u64,
+    events: VecDeque<Arc<Publication>>,
+    retention: Retention,
+    /// Nodes with local subscribers, and where to deliver to them.
+    listeners: Vec<(NodeId, Sink)>,
+    last_touch_ms: i64,
+}
+
+impl Stream {
+    fn new(retention: Retention, now_ms: i64) -> Self {
+        Self { epoch: new_epoch(), top: 0, events: VecDeque::new(), retention, listeners: Vec::new(), last_touch_ms: now_ms }
+    }
+
+    fn trim(&mut self, now_ms: i64) {
+        let ttl_ms = i64::try_from(self.retention.ttl.as_millis()).unwrap_or(i64::MAX);
+        while self.events.len() > self.retention.max_events {
+            self.events.pop_front();
+        }
+        while self.events.front().is_some_and(|p| now_ms.saturating_sub(p.time_ms) > ttl_ms) {
+            self.events.pop_front();
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position { offset: self.top, epoch: self.epoch.clone() }
+    }
+
+    fn idle(&self, now_ms: i64) -> bool {
+        let ttl_ms = i64::try_from(self.retention.ttl.as_millis()).unwrap_or(i64::MAX);
+        self.listeners.is_empty() && now_ms.saturating_sub(self.last_touch_ms) > ttl_ms
+    }
+}
+
+type StreamShard = Mutex<HashMap<ChannelName, Arc<Mutex<Stream>>>>;
+type PresenceShard = Mutex<HashMap<ChannelName, HashMap<UserId, Vec<ConnId>>>>;
+type RegistryShard = Mutex<HashMap<UserId, Vec<RegisteredConnection>>>;
+
+/// The in-memory engines. Bounded: at most `max_streams` streams, each
+/// trimmed to its retention; presence and registry entries exist only for
+/// live connections and are removed when they close.
+pub struct MemoryBroker {
+    streams: Box<[StreamShard]>,
+    stream_count: AtomicUsize,
+    max_streams: usize,
+    nodes: RwLock<HashMap<NodeId, Sink>>,
+    presence: Box<[PresenceShard]>,
+    presence_channels: AtomicUsize,
+    registry: Box<[RegistryShard]>,
+    registry_users: AtomicUsize,
+    clock: Arc<dyn Clock>,
+}
+
+fn shard_of<K: Hash + ?Sized>(key: &K) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+fn shards<T: Default>() -> Box<[Mutex<T>]> {
+    (0..SHARDS).map(|_| Mutex::new(T::default())).collect()
+}
+
+impl MemoryBroker {
+    pub fn new(config: MemoryBrokerConfig) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(config: MemoryBrokerConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            streams: shards(),
+            stream_count: AtomicUsize::new(0),
+            max_streams: config.max_streams.max(1),
+            nodes: RwLock::new(HashMap::new()),
+            presence: shards(),
+            presence_channels: AtomicUsize::new(0),
+            registry: shards(),
+            registry_users: AtomicUsize::new(0),
+            clock,
+        }
+    }
+
+    fn stream(&self, channel: &ChannelName, retention: Retention) -> Arc<Mutex<Stream>> {
+        let now = self.clock.now_ms();
+        let shard = &self.streams[shard_of(channel.as_str())];
+        if let Some(s) = shard.lock().get(channel) {
+            return s.clone();
+        }
+        if self.stream_count.load(Ordering::Relaxed) >= self.max_streams {
+            self.evict(now);
+        }
+        let mut map = shard.lock();
+        let entry = map.entry(channel.clone()).or_insert_with(|| {
+            self.stream_count.fetch_add(1, Ordering::Relaxed);
+            Arc::new(Mutex::new(Stream::new(retention, now)))
+        });
+        entry.clone()
+    }
+
+    /// Makes room for a new stream: drops idle ones, then the least recently
+    /// used tenth of the streams nobody listens to.
+    fn evict(&self, now: i64) {
+        self.drop_idle(now);
+        if self.stream_count.load(Ordering::Relaxed) < self.max_streams {
+            return;
+        }
+        let mut candidates: Vec<(i64, ChannelName)> = Vec::new();
+        for shard in self.streams.iter() {
+            for (name, s) in shard.lock().iter() {
+                let s = s.lock();
+                if s.listeners.is_empty() {
+                    candidates.push((s.last_touch_ms, name.clone()));
+                }
+            }
+        }
+        candidates.sort_unstable_by_key(|(t, _)| *t);
+        let n = (self.max_streams / 10).max(1);
+        for (_, name) in candidates.into_iter().take(n) {
+            let shard = &self.streams[shard_of(name.as_str())];
+            let mut map = shard.lock();
+            if map.get(&name).is_some_and(|s| s.lock().listeners.is_empty()) {
+                map.remove(&name);
+                self.stream_count.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn drop_idle(&self, now: i64) {
+        for shard in self.streams.iter() {
+            let mut map = shard.lock();
+            let before = map.len();
+            map.retain(|_, s| !s.lock().idle(now));
+            self.stream_count.fetch_sub(before - map.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, channel: &ChannelName, draft: Draft, retention: Retention) -> Result<Arc<Publication>, BrokerError> {
+        let stream = self.stream(channel, retention);
+        let now = self.clock.now_ms();
+        let mut s = stream.lock();
+        s.top += 1;
+        s.retention = retention;
+        s.last_touch_ms = now;
+        let publication = Arc::new(Publication::new(channel.clone(), s.position(), now, draft));
+        s.events.push_back(publication.clone());
+        s.trim(now);
+        // Delivering under the stream lock keeps every node's deliveries in offset order.
+        for (_, sink) in &s.listeners {
+            sink.publication(publication.clone());
+        }
+        Ok(publication)
+    }
+
+    async fn history(&self, channel: &ChannelName, query: HistoryQuery, retention: Retention) -> Result<HistoryPage, BrokerError> {
+        let stream = self.stream(channel, retention);
+        let now = self.clock.now_ms();
+        let mut s = stream.lock();
+        s.retention = retention;
+        s.trim(now);
+        s.last_touch_ms = now;
+        let current = s.position();
+        let publications = match query {
+            HistoryQuery::Position => Vec::new(),
+            HistoryQuery::Latest { limit } => {
+                let skip = s.events.len().saturating_sub(limit);
+                s.events.iter().skip(skip).cloned().collect()
+            }
+            HistoryQuery::Since { position, limit } => {
+                let first_retained = s.events.front().map_or(s.top + 1, |p| p.offset);
+                if position.epoch != s.epoch || position.offset > s.top || position.offset + 1 < first_retained {
+                    return Err(BrokerError::Unrecoverable { current });
+                }
+                let skip = usize::try_from(position.offset + 1 - first_retained).unwrap_or(usize::MAX);
+                s.events.iter().skip(skip).take(limit).cloned().collect()
+            }
+        };
+        Ok(HistoryPage { current, publications })
+    }
+
+    async fn attach(&self, node: &NodeId, sink: Arc<dyn NodeSink>) -> Result<(), BrokerError> {
+        self.nodes.write().insert(node.clone(), sink);
+        Ok(())
+    }
+
+    async fn detach(&self, node: &NodeId) {
+        self.nodes.write().remove(node);
+        for shard in self.streams.iter() {
+            for s in shard.lock().values() {
+                s.lock().listeners.retain(|(n, _)| n != node);
+            }
+        }
+    }
+
+    async fn listen(&self, node: &NodeId, channel: &ChannelName) -> Result<(), BrokerError> {
+        let sink = self
+            .nodes
+            .read()
+            .get(node)
+            .cloned()
+            .ok_or_else(|| BrokerError::Unavailable(format!("node {node} is not attached")))?;
+        // Publish and history set the real retention; this only creates the stream.
+        let stream = self.stream(channel, Retention { max_events: 0, ttl: std::time::Duration::ZERO });
+        let mut s = stream.lock();
+        if !s.listeners.iter().any(|(n, _)| n == node) {
+            s.listeners.push((node.clone(), sink));
+        }
+        Ok(())
+    }
+
+    async fn unlisten(&self, node: &NodeId, channel: &ChannelName) -> Result<(), BrokerError> {
+        let shard = &self.streams[shard_of(channel.as_str())];
+        let stream = shard.lock().get(channel).cloned();
+        if let Some(stream) = stream {
+            stream.lock().listeners.retain(|(n, _)| n != node);
+        }
+        Ok(())
+    }
+
+    async fn control(&self, target: Option<&NodeId>, control: Control) -> Result<(), BrokerError> {
+        let sinks: Vec<Sink> = {
+            let nodes = self.nodes.read();
+            match target {
+                Some(node) => nodes.get(node).cloned().into_iter().collect(),
+                None => nodes.values().cloned().collect(),
+            }
+        };
+        for sink in sinks {
+            sink.control(control.clone());
+        }
+        Ok(())
+    }
+
+    async fn sweep(&self) {
+        self.drop_idle(self.clock.now_ms());
+    }
+
+    fn health(&self) -> Health {
+        Health::Up { detail: format!("in-memory, {} streams", self.streams()) }
+    }
+
+    fn streams(&self) -> usize {
+        self.stream_count.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryBroker {
+    async fn join(&self, channel: &ChannelName, entry: PresenceEntry) -> Result<bool, BrokerError> {
+        let mut map = self.presence[shard_of(channel.as_str())].lock();
+        let users = map.entry(channel.clone()).or_insert_with(|| {
+            self.presence_channels.fetch_add(1, Ordering::Relaxed);
+            HashMap::new()
+        });
+        let conns = users.entry(entry.user).or_default();
+        let first = conns.is_empty();
+        if !conns.contains(&entry.conn) {
+            conns.push(entry.conn);
+        }
+        Ok(first)
+    }
+
+    async fn leave(&self, channel: &ChannelName, conn: ConnId, user: &UserId) -> Result<bool, BrokerError> {
+        let mut map = self.presence[shard_of(channel.as_str())].lock();
+        let Some(users) = map.get_mut(channel) else { return Ok(false) };
+        let Some(conns) = users.get_mut(user) else { return Ok(false) };
+        let before = conns.len();
+        conns.retain(|c| *c != conn);
+        let last = before > 0 && conns.is_empty();
+        if conns.is_empty() {
+            users.remove(user);
+        }
+        if users.is_empty() {
+            map.remove(channel);
+            self.presence_channels.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(last)
+    }
+
+    async fn list(&self, channel: &ChannelName) -> Result<Vec<PresentUser>, BrokerError> {
+        let map = self.presence[shard_of(channel.as_str())].lock();
+        let mut users: Vec<PresentUser> = map
+            .get(channel)
+            .map(|u| {
+                u.iter()
+                    .map(|(user, conns)| PresentUser {
+                        user: user.clone(),
+                        connections: u32::try_from(conns.len()).unwrap_or(u32::MAX),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        users.sort_by(|a, b| a.user.cmp(&b.user));
+        Ok(users)
+    }
+
+    fn channels(&self) -> usize {
+        self.presence_channels.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl ConnectionRegistry for MemoryBroker {
+    async fn register(&self, entry: RegisteredConnection, limit: usize) -> Result<Vec<RegisteredConnection>, BrokerError> {
+        let mut map = self.registry[shard_of(entry.user.as_str())].lock();
+        let conns = map.entry(entry.user.clone()).or_insert_with(|| {
+            self.registry_users.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        });
+        conns.push(entry);
+        // Stable sort keeps arrival order among equal timestamps.
+        conns.sort_by_key(|c| c.since_ms);
+        let excess = conns.len().saturating_sub(limit.max(1));
+        Ok(conns.drain(..excess).collect())
+    }
+
+    async fn unregister(&self, user: &UserId, conn: ConnId) -> Result<(), BrokerError> {
+        let mut map = self.registry[shard_of(user.as_str())].lock();
+        if let Some(conns) = map.get_mut(user) {
+            conns.retain(|c| c.conn != conn);
+            if conns.is_empty() {
+                map.remove(user);
+                self.registry_users.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn connections(&self, user: &UserId) -> Result<Vec<RegisteredConnection>, BrokerError> {
+        Ok(self.registry[shard_of(user.as_str())].lock().get(user).cloned().unwrap_or_default())
+    }
+
+    fn users(&self) -> usize {
+        self.registry_users.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chorus_protocol::{EventType, Payload};
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const KEEP: Retention = Retention { max_events: 3, ttl: Duration::from_secs(60) };
+
+    fn ch(s: &str) -> ChannelName {
+        ChannelName::parse(s).unwrap()
+    }
+
+    fn draft() -> Draft {
+        Draft::new(EventType::Publication, Payload::empty())
+    }
+
+    #[tokio::test]
+    async fn offsets_increase_and_history_is_trimmed_to_size() {
+        let b = MemoryBroker::new(MemoryBrokerConfig::default());
+        let c = ch("room:a");
+        for i in 1..=5 {
+            assert_eq!(b.publish(&c, draft(), KEEP).await.unwrap().offset, i);
+        }
+        let page = b.history(&c, HistoryQuery::Latest { limit: 10 }, KEEP).await.unwrap();
+        assert_eq!(page.current.offset, 5);
+        assert_eq!(page.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![3, 4, 5]);
+        let since = |offset| HistoryQuery::Since { position: Position { offset, epoch: page.current.epoch.clone() }, limit: 10 };
+        let got = b.history(&c, since(3), KEEP).await.unwrap();
+        assert_eq!(got.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![4, 5]);
+        assert!(b.history(&c, since(2), KEEP).await.unwrap().publications.len() == 3);
+        assert!(matches!(b.history(&c, since(1), KEEP).await, Err(BrokerError::Unrecoverable { .. })));
+        assert!(matches!(b.history(&c, since(6), KEEP).await, Err(BrokerError::Unrecoverable { .. })));
+        let other_epoch = HistoryQuery::Since { position: Position { offset: 4, epoch: "zzz".into() }, limit: 10 };
+        assert!(matches!(b.history(&c, other_epoch, KEEP).await, Err(BrokerError::Unrecoverable { .. })));
+        assert!(b.history(&c, since(5), KEEP).await.unwrap().publications.is_empty());
+    }
+
+    #[tokio::test]
+    async fn history_expires_by_time() {
+        let clock = ManualClock::starting_at(1_000_000);
+        let b = MemoryBroker::with_clock(MemoryBrokerConfig::default(), Arc::new(clock.clone()));
+        let c = ch("room:a");
+        b.publish(&c, draft(), KEEP).await.unwrap();
+        clock.advance_ms(61_000);
+        b.publish(&c, draft(), KEEP).await.unwrap();
+        let page = b.history(&c, HistoryQuery::Latest { limit: 10 }, KEEP).await.unwrap();
+        assert_eq!(page.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![2]);
+        let since0 = HistoryQuery::Since { position: Position { offset: 0, epoch: page.current.epoch.clone() }, limit: 10 };
+        assert!(matches!(b.history(&c, since0, KEEP).await, Err(BrokerError::Unrecoverable { .. })));
+    }
+
+    #[tokio::test]
+    async fn stream_count_is_bounded_and_idle_streams_go() {
+        let clock = ManualClock::starting_at(0);
+        let b = MemoryBroker::with_clock(MemoryBrokerConfig { max_streams: 10 }, Arc::new(clock.clone()));
+        for i in 0..25 {
+            clock.advance_ms(1);
+            b.publish(&ch(&format!("room:{i}")), draft(), KEEP).await.unwrap();
+            assert!(b.streams() <= 10, "{} streams", b.streams());
+        }
+        clock.advance_ms(61_000);
+        b.sweep().await;
+        assert_eq!(b.streams(), 0);
+    }
+
+    #[tokio::test]
+    async fn registry_returns_the_oldest_past_the_limit() {
+        let b = MemoryBroker::new(MemoryBrokerConfig::default());
+        let user = UserId::new("u");
+        let node = NodeId::new("n");
+        let ids: Vec<ConnId> = (0..4).map(|_| ConnId::random()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let evicted = b
+                .register(RegisteredConnection { conn: *id, user: user.clone(), node: node.clone(), since_ms: i as i64 }, 3)
+                .await
+                .unwrap();
+            if i < 3 {
+                assert!(evicted.is_empty());
+            } else {
+                assert_eq!(evicted.iter().map(|e| e.conn).collect::<Vec<_>>(), vec![ids[0]]);
+            }
+        }
+        assert_eq!(b.connections(&user).await.unwrap().len(), 3);
+        for id in &ids {
+            b.unregister(&user, *id).await.unwrap();
+        }
+        assert_eq!(b.users(), 0);
+    }
+
+    #[tokio::test]
+    async fn presence_is_per_user() {
+        let b = MemoryBroker::new(MemoryBrokerConfig::default());
+        let c = ch("room:a");
+        let (u, n) = (UserId::new("u"), NodeId::new("n"));
+        let (c1, c2) = (ConnId::random(), ConnId::random());
+        assert!(b.join(&c, PresenceEntry { conn: c1, user: u.clone(), node: n.clone() }).await.unwrap());
+        assert!(!b.join(&c, PresenceEntry { conn: c2, user: u.clone(), node: n.clone() }).await.unwrap());
+        assert_eq!(b.list(&c).await.unwrap(), vec![PresentUser { user: u.clone(), connections: 2 }]);
+        assert!(!b.leave(&c, c1, &u).await.unwrap());
+        assert!(b.leave(&c, c2, &u).await.unwrap());
+        assert!(!b.leave(&c, c2, &u).await.unwrap());
+        assert_eq!(PresenceStore::channels(&b), 0);
+    }
+}

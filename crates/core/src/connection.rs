@@ -1,0 +1,144 @@
+//! A connection as the core sees it: who, over what, its subscriptions and
+//! its outbound queue. Transports hold an `Arc<Connection>`; the hub indexes it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use chorus_protocol::{ChannelName, CloseCode};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::identity::Identity;
+use crate::ids::{ConnId, Transport, UserId};
+use crate::outbound::Outbound;
+use crate::subscription::Subscription;
+
+pub(crate) struct ConnState {
+    pub identity: Identity,
+    pub subscriptions: HashMap<ChannelName, Arc<Subscription>>,
+    /// Channels where this connection has a typing indicator running.
+    pub typing: Vec<ChannelName>,
+    pub released: bool,
+}
+
+pub struct Connection {
+    pub id: ConnId,
+    pub user: UserId,
+    pub transport: Transport,
+    /// The id of the request that opened the connection; logs and errors carry it.
+    pub request_id: Arc<str>,
+    /// Unix milliseconds.
+    pub opened_at_ms: i64,
+    opened: Instant,
+    pub outbound: Arc<Outbound>,
+    pub(crate) state: Mutex<ConnState>,
+    /// Token expiry in Unix ms, or 0 for none. Checked by the hub's sweeper.
+    expires_at_ms: AtomicI64,
+    /// Milliseconds since `opened` of the last successful read and write.
+    last_read: AtomicU64,
+    last_write: AtomicU64,
+}
+
+/// What an admin or test sees of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub id: ConnId,
+    pub user: UserId,
+    pub transport: Transport,
+    pub opened_at_ms: i64,
+    pub subscriptions: Vec<ChannelName>,
+}
+
+impl Connection {
+    pub(crate) fn new(identity: Identity, transport: Transport, request_id: Arc<str>, outbound: Arc<Outbound>, now_ms: i64) -> Self {
+        let expires = identity.expires_at_ms.unwrap_or(0);
+        Self {
+            id: ConnId::random(),
+            user: identity.user_id.clone(),
+            transport,
+            request_id,
+            opened_at_ms: now_ms,
+            opened: Instant::now(),
+            outbound,
+            state: Mutex::new(ConnState { identity, subscriptions: HashMap::new(), typing: Vec::new(), released: false }),
+            expires_at_ms: AtomicI64::new(expires),
+            last_read: AtomicU64::new(0),
+            last_write: AtomicU64::new(0),
+        }
+    }
+
+    pub fn identity(&self) -> Identity {
+        self.state.lock().identity.clone()
+    }
+
+    pub(crate) fn set_identity(&self, identity: Identity) {
+        self.expires_at_ms.store(identity.expires_at_ms.unwrap_or(0), Ordering::Release);
+        self.state.lock().identity = identity;
+    }
+
+    pub fn session_id(&self) -> Option<String> {
+        self.state.lock().identity.session_id.clone()
+    }
+
+    pub fn expires_at_ms(&self) -> Option<i64> {
+        match self.expires_at_ms.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    pub fn subscription(&self, channel: &str) -> Option<Arc<Subscription>> {
+        self.state.lock().subscriptions.get(channel).cloned()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.state.lock().subscriptions.len()
+    }
+
+    pub fn info(&self) -> ConnectionInfo {
+        let state = self.state.lock();
+        let mut subscriptions: Vec<ChannelName> = state.subscriptions.keys().cloned().collect();
+        subscriptions.sort();
+        ConnectionInfo { id: self.id, user: self.user.clone(), transport: self.transport, opened_at_ms: self.opened_at_ms, subscriptions }
+    }
+
+    /// Asks the transport to close with `code`. The first reason wins.
+    pub fn close(&self, code: CloseCode) -> bool {
+        self.outbound.close(code)
+    }
+
+    pub fn close_reason(&self) -> Option<CloseCode> {
+        self.outbound.closed()
+    }
+
+    /// The transport read a frame (or pong) successfully.
+    pub fn touch_read(&self) {
+        self.last_read.store(self.since_open_ms(), Ordering::Relaxed);
+    }
+
+    /// The transport wrote to the socket successfully.
+    pub fn touch_write(&self) {
+        self.last_write.store(self.since_open_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since the last successful read or write, whichever is later.
+    pub fn idle_for(&self) -> std::time::Duration {
+        let last = self.last_read.load(Ordering::Relaxed).max(self.last_write.load(Ordering::Relaxed));
+        std::time::Duration::from_millis(self.since_open_ms().saturating_sub(last))
+    }
+
+    pub fn age(&self) -> std::time::Duration {
+        self.opened.elapsed()
+    }
+
+    fn since_open_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("id", &self.id).field("user", &self.user).field("transport", &self.transport).finish()
+    }
+}

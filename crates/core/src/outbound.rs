@@ -1,0 +1,284 @@
+//! The bounded queue between a connection's producers (fan-out, replies,
+//! replays) and its writer.
+//!
+//! Live events use [`Outbound::try_push`]: if the queue is full (by count or
+//! by bytes) the client is a slow consumer and the queue closes with 4005.
+//! Replays and replies use [`Outbound::push_paced`], which waits until the
+//! queue is at most half full, so a replay never fills the room live events
+//! need and never trips the slow-consumer limit by itself.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chorus_protocol::CloseCode;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::publication::Publication;
+
+/// One item for the writer.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A channel event.
+    Event(Arc<Publication>),
+    /// A reply to a command (WebSocket only).
+    Reply(Bytes),
+    /// A control push (`recovery_failed`, `unsubscribed`, ...), with its event name.
+    Control { name: &'static str, frame: Bytes },
+}
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        match self {
+            Outgoing::Event(p) => p.frame().len(),
+            Outgoing::Reply(b) | Outgoing::Control { frame: b, .. } => b.len(),
+        }
+    }
+}
+
+/// Why a push failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue is full; the queue has been closed with [`CloseCode::SlowConsumer`].
+    Full,
+    /// The queue was already closed.
+    Closed(CloseCode),
+}
+
+/// Queue bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub max_items: usize,
+    pub max_bytes: usize,
+}
+
+struct State {
+    items: VecDeque<Outgoing>,
+    bytes: usize,
+    closed: Option<CloseCode>,
+}
+
+/// A bounded multi-producer, single-consumer queue with a close reason.
+pub struct Outbound {
+    state: Mutex<State>,
+    limits: QueueLimits,
+    /// Wakes the writer.
+    readable: Notify,
+    /// Wakes paced producers.
+    writable: Notify,
+}
+
+/// What the writer gets from [`Outbound::next_batch`].
+#[derive(Debug)]
+pub enum Batch {
+    Items,
+    /// The queue is closed with this code. For [`CloseCode::ServiceRestart`]
+    /// and [`CloseCode::Normal`] the items left were moved into the batch
+    /// first so they are flushed before the close; otherwise they are dropped.
+    Closed(CloseCode),
+}
+
+impl Outbound {
+    pub fn new(limits: QueueLimits) -> Self {
+        Self {
+            state: Mutex::new(State { items: VecDeque::new(), bytes: 0, closed: None }),
+            limits: QueueLimits { max_items: limits.max_items.max(2), max_bytes: limits.max_bytes.max(1024) },
+            readable: Notify::new(),
+            writable: Notify::new(),
+        }
+    }
+
+    /// Live push: never waits; a full queue closes it as a slow consumer.
+    pub fn try_push(&self, item: Outgoing) -> Result<(), PushError> {
+        let size = item.size();
+        {
+            let mut s = self.state.lock();
+            if let Some(code) = s.closed {
+                return Err(PushError::Closed(code));
+            }
+            if s.items.len() >= self.limits.max_items || s.bytes + size > self.limits.max_bytes {
+                s.closed = Some(CloseCode::SlowConsumer);
+                s.items.clear();
+                s.bytes = 0;
+                drop(s);
+                self.wake_all();
+                return Err(PushError::Full);
+            }
+            s.items.push_back(item);
+            s.bytes += size;
+        }
+        self.readable.notify_one();
+        Ok(())
+    }
+
+    /// Paced push: waits until the queue is at most half full.
+    pub async fn push_paced(&self, item: Outgoing) -> Result<(), CloseCode> {
+        let size = item.size();
+        loop {
+            let wait = self.writable.notified();
+            {
+                let mut s = self.state.lock();
+                if let Some(code) = s.closed {
+                    return Err(code);
+                }
+                let half_items = self.limits.max_items / 2;
+                let half_bytes = self.limits.max_bytes / 2;
+                // An item bigger than half the byte budget still goes into an empty queue.
+                if s.items.len() < half_items && (s.bytes + size <= half_bytes || s.items.is_empty()) {
+                    s.items.push_back(item);
+                    s.bytes += size;
+                    drop(s);
+                    self.readable.notify_one();
+                    return Ok(());
+                }
+            }
+            wait.await;
+        }
+    }
+
+    /// Moves up to `max` items into `batch`, waiting while the queue is empty.
+    pub async fn next_batch(&self, batch: &mut Vec<Outgoing>, max: usize) -> Batch {
+        loop {
+            let wait = self.readable.notified();
+            {
+                let mut s = self.state.lock();
+                if let Some(code) = s.closed {
+                    if matches!(code, CloseCode::ServiceRestart | CloseCode::Normal) {
+                        batch.extend(s.items.drain(..));
+                    }
+                    s.items.clear();
+                    s.bytes = 0;
+                    return Batch::Closed(code);
+                }
+                if !s.items.is_empty() {
+                    let n = s.items.len().min(max);
+                    let mut taken = 0;
+                    for item in s.items.drain(..n) {
+                        taken += item.size();
+                        batch.push(item);
+                    }
+                    s.bytes -= taken;
+                    if s.items.capacity() > 4 * self.limits.max_items && s.items.is_empty() {
+                        s.items.shrink_to(self.limits.max_items);
+                    }
+                    drop(s);
+                    self.writable.notify_waiters();
+                    return Batch::Items;
+                }
+            }
+            wait.await;
+        }
+    }
+
+    /// Closes the queue. The first reason wins.
+    pub fn close(&self, code: CloseCode) -> bool {
+        let first = {
+            let mut s = self.state.lock();
+            if s.closed.is_some() {
+                false
+            } else {
+                s.closed = Some(code);
+                true
+            }
+        };
+        self.wake_all();
+        first
+    }
+
+    pub fn closed(&self) -> Option<CloseCode> {
+        self.state.lock().closed
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn wake_all(&self) {
+        self.readable.notify_one();
+        self.writable.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(n: usize) -> Outgoing {
+        Outgoing::Reply(Bytes::from(vec![b'x'; n]))
+    }
+
+    #[tokio::test]
+    async fn full_by_count_closes_as_slow_consumer() {
+        let q = Outbound::new(QueueLimits { max_items: 3, max_bytes: 1 << 20 });
+        for _ in 0..3 {
+            q.try_push(reply(1)).unwrap();
+        }
+        assert_eq!(q.try_push(reply(1)), Err(PushError::Full));
+        assert_eq!(q.closed(), Some(CloseCode::SlowConsumer));
+        assert_eq!(q.try_push(reply(1)), Err(PushError::Closed(CloseCode::SlowConsumer)));
+        let mut batch = Vec::new();
+        assert!(matches!(q.next_batch(&mut batch, 10).await, Batch::Closed(CloseCode::SlowConsumer)));
+        assert!(batch.is_empty(), "a slow consumer's backlog is dropped");
+    }
+
+    #[tokio::test]
+    async fn full_by_bytes_closes_as_slow_consumer() {
+        let q = Outbound::new(QueueLimits { max_items: 50, max_bytes: 2048 });
+        q.try_push(reply(1500)).unwrap();
+        assert_eq!(q.try_push(reply(600)), Err(PushError::Full));
+    }
+
+    #[tokio::test]
+    async fn paced_push_waits_for_the_writer_and_never_closes() {
+        let q = Arc::new(Outbound::new(QueueLimits { max_items: 4, max_bytes: 1 << 20 }));
+        let producer = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    q.push_paced(reply(1)).await.unwrap();
+                }
+            })
+        };
+        let mut got = 0;
+        while got < 20 {
+            let mut batch = Vec::new();
+            assert!(matches!(q.next_batch(&mut batch, 100).await, Batch::Items));
+            assert!(batch.len() <= 2, "paced pushes keep the queue at most half full");
+            got += batch.len();
+        }
+        producer.await.unwrap();
+        assert_eq!(q.closed(), None);
+        // Live pushes still have room while a replay is paced in.
+        q.try_push(reply(1)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn restart_close_flushes_what_is_queued() {
+        let q = Outbound::new(QueueLimits { max_items: 10, max_bytes: 1 << 20 });
+        q.try_push(reply(1)).unwrap();
+        q.try_push(reply(1)).unwrap();
+        assert!(q.close(CloseCode::ServiceRestart));
+        assert!(!q.close(CloseCode::Stale), "first reason wins");
+        let mut batch = Vec::new();
+        assert!(matches!(q.next_batch(&mut batch, 10).await, Batch::Closed(CloseCode::ServiceRestart)));
+        assert_eq!(batch.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn close_wakes_a_waiting_writer_and_paced_producer() {
+        let q = Arc::new(Outbound::new(QueueLimits { max_items: 2, max_bytes: 1 << 20 }));
+        q.try_push(reply(1)).unwrap();
+        let paced = {
+            let q = q.clone();
+            tokio::spawn(async move { q.push_paced(reply(1)).await })
+        };
+        tokio::task::yield_now().await;
+        q.close(CloseCode::Stale);
+        assert_eq!(paced.await.unwrap(), Err(CloseCode::Stale));
+    }
+}

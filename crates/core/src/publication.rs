@@ -1,0 +1,86 @@
+//! Events on a channel's stream.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use chorus_protocol::{ChannelName, EventType, Payload, PushHeader};
+
+/// Identifies one incarnation of a channel's stream. It changes whenever the
+/// stream's history may have been lost (restart, eviction, reset), so offsets
+/// from different epochs are never compared.
+pub type Epoch = Arc<str>;
+
+/// A fresh random epoch: 8 alphanumeric characters.
+pub fn new_epoch() -> Epoch {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    let s: String = rand::rng().sample_iter(&Alphanumeric).take(8).map(char::from).collect();
+    Arc::from(s)
+}
+
+/// Where a stream stands: the offset of its latest event and its epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: Epoch,
+}
+
+/// What a publisher hands to the broker; the broker assigns offset, epoch and time.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub event: EventType,
+    pub data: Payload,
+}
+
+impl Draft {
+    pub fn new(event: EventType, data: Payload) -> Self {
+        Self { event, data }
+    }
+}
+
+/// An event with its place in a channel's stream.
+#[derive(Debug)]
+pub struct Publication {
+    pub channel: ChannelName,
+    pub offset: u64,
+    pub epoch: Epoch,
+    /// Server time, Unix milliseconds.
+    pub time_ms: i64,
+    pub event: EventType,
+    pub data: Payload,
+    frame: OnceLock<Bytes>,
+}
+
+impl Publication {
+    pub fn new(channel: ChannelName, position: Position, time_ms: i64, draft: Draft) -> Self {
+        Self {
+            channel,
+            offset: position.offset,
+            epoch: position.epoch,
+            time_ms,
+            event: draft.event,
+            data: draft.data,
+            frame: OnceLock::new(),
+        }
+    }
+
+    /// The encoded push, built once and shared by every subscriber.
+    pub fn frame(&self) -> &Bytes {
+        self.frame.get_or_init(|| {
+            chorus_protocol::encode_push(
+                PushHeader {
+                    event: self.event.as_str(),
+                    channel: self.channel.as_str(),
+                    offset: self.offset,
+                    epoch: &self.epoch,
+                    time_ms: self.time_ms,
+                },
+                &self.data,
+            )
+        })
+    }
+
+    pub fn position(&self) -> Position {
+        Position { offset: self.offset, epoch: self.epoch.clone() }
+    }
+}
