@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chorus_protocol::{ChannelName, CloseCode};
 use parking_lot::Mutex;
@@ -35,9 +35,6 @@ pub struct Connection {
     pub(crate) state: Mutex<ConnState>,
     /// Token expiry in Unix ms, or 0 for none. Checked by the hub's sweeper.
     expires_at_ms: AtomicI64,
-    /// Milliseconds since `opened` of the last successful read and write.
-    last_read: AtomicU64,
-    last_write: AtomicU64,
 }
 
 /// What an admin or test sees of a connection.
@@ -63,8 +60,6 @@ impl Connection {
             outbound,
             state: Mutex::new(ConnState { identity, subscriptions: HashMap::new(), typing: Vec::new(), released: false }),
             expires_at_ms: AtomicI64::new(expires),
-            last_read: AtomicU64::new(0),
-            last_write: AtomicU64::new(0),
         }
     }
 
@@ -112,28 +107,8 @@ impl Connection {
         self.outbound.closed()
     }
 
-    /// The transport read a frame (or pong) successfully.
-    pub fn touch_read(&self) {
-        self.last_read.store(self.since_open_ms(), Ordering::Relaxed);
-    }
-
-    /// The transport wrote to the socket successfully.
-    pub fn touch_write(&self) {
-        self.last_write.store(self.since_open_ms(), Ordering::Relaxed);
-    }
-
-    /// How long since the last successful read or write, whichever is later.
-    pub fn idle_for(&self) -> std::time::Duration {
-        let last = self.last_read.load(Ordering::Relaxed).max(self.last_write.load(Ordering::Relaxed));
-        std::time::Duration::from_millis(self.since_open_ms().saturating_sub(last))
-    }
-
     pub fn age(&self) -> std::time::Duration {
         self.opened.elapsed()
-    }
-
-    fn since_open_ms(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 

@@ -396,6 +396,18 @@ impl Hub {
         m.disconnect(conn.close_reason().unwrap_or(CloseCode::Normal));
     }
 
+    /// Wraps a connection's future (already running in its own task, e.g.
+    /// axum's upgrade task): tracked for shutdown, panics caught.
+    pub fn supervise_connection<F>(&self, task: &'static str, fut: F) -> impl Future<Output = ()> + Send + 'static + use<F>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let metrics = self.0.metrics.clone();
+        self.0.connections.track_future(async move {
+            catch_panic(&metrics, task, fut).await;
+        })
+    }
+
     /// Spawns a connection's task: tracked for shutdown, panics caught.
     pub fn spawn_connection<F>(&self, task: &'static str, fut: F)
     where
@@ -537,7 +549,7 @@ impl Hub {
                 data: ReasonData { reason: reason.to_owned() },
             };
             // A full queue here means a slow consumer; it is closing anyway.
-            let _ = conn.outbound.try_push(Outgoing::Control { name: push.name(), frame: encode_control(&push) });
+            let _ = conn.outbound.try_push(Outgoing::Unsubscribed { channel: channel.clone(), frame: encode_control(&push) });
         }
     }
 
@@ -639,7 +651,8 @@ impl Hub {
             timestamp: timestamp::format_ms(self.now_ms()),
             data: ReasonData { reason: "missed events are no longer in history; refetch, then continue from this position".into() },
         };
-        sub.outbound().push_paced(Outgoing::Control { name: push.name(), frame: encode_control(&push) }).await.is_ok()
+        let item = Outgoing::RecoveryFailed { channel: sub.channel.clone(), position: current.clone(), frame: encode_control(&push) };
+        sub.outbound().push_paced(item).await.is_ok()
     }
 
     /// Reads history until the subscription has everything it saw go by, then
@@ -899,14 +912,9 @@ impl Hub {
 
     // ---- background passes -------------------------------------------------
 
-    /// Closes stale connections, unlistens empty channels, sweeps the broker.
+    /// Unlistens empty channels, sweeps the broker. (Stale connections are
+    /// closed by their transports, which see their own reads and writes.)
     pub async fn cleanup(&self) {
-        let stale_after = self.0.timing.stale_after;
-        for c in self.all_connections() {
-            if c.idle_for() >= stale_after {
-                c.close(CloseCode::Stale);
-            }
-        }
         self.unlisten_empty_channels().await;
         self.0.backplane.broker.sweep().await;
         self.0.metrics.channels.set(i64::try_from(self.channel_count()).unwrap_or(i64::MAX));

@@ -11,11 +11,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chorus_protocol::CloseCode;
+use chorus_protocol::{ChannelName, CloseCode};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::publication::Publication;
+use crate::publication::{Position, Publication};
 
 /// One item for the writer.
 #[derive(Debug, Clone)]
@@ -24,16 +24,28 @@ pub enum Outgoing {
     Event(Arc<Publication>),
     /// A reply to a command (WebSocket only).
     Reply(Bytes),
-    /// A control push (`recovery_failed`, `unsubscribed`, ...), with its event name.
+    /// A push outside any channel stream (e.g. `connected`).
     Control { name: &'static str, frame: Bytes },
+    /// `recovery_failed`: the channel continues from `position`.
+    RecoveryFailed { channel: ChannelName, position: Position, frame: Bytes },
+    /// `unsubscribed`: the server ended a subscription.
+    Unsubscribed { channel: ChannelName, frame: Bytes },
 }
 
 impl Outgoing {
-    fn size(&self) -> usize {
+    /// The encoded frame.
+    pub fn frame(&self) -> &Bytes {
         match self {
-            Outgoing::Event(p) => p.frame().len(),
-            Outgoing::Reply(b) | Outgoing::Control { frame: b, .. } => b.len(),
+            Outgoing::Event(p) => p.frame(),
+            Outgoing::Reply(b)
+            | Outgoing::Control { frame: b, .. }
+            | Outgoing::RecoveryFailed { frame: b, .. }
+            | Outgoing::Unsubscribed { frame: b, .. } => b,
         }
+    }
+
+    fn size(&self) -> usize {
+        self.frame().len()
     }
 }
 
@@ -67,6 +79,8 @@ pub struct Outbound {
     readable: Notify,
     /// Wakes paced producers.
     writable: Notify,
+    /// Wakes writers blocked on the socket when the queue closes.
+    closing: Notify,
 }
 
 /// What the writer gets from [`Outbound::next_batch`].
@@ -86,6 +100,7 @@ impl Outbound {
             limits: QueueLimits { max_items: limits.max_items.max(2), max_bytes: limits.max_bytes.max(1024) },
             readable: Notify::new(),
             writable: Notify::new(),
+            closing: Notify::new(),
         }
     }
 
@@ -190,6 +205,20 @@ impl Outbound {
         self.state.lock().closed
     }
 
+    /// Resolves once the queue is closed, with the reason. Writers race a
+    /// blocked socket write against this so a close is never stuck behind it.
+    pub async fn wait_closed(&self) -> CloseCode {
+        loop {
+            let notified = self.closing.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(code) = self.closed() {
+                return code;
+            }
+            notified.await;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.state.lock().items.len()
     }
@@ -201,6 +230,7 @@ impl Outbound {
     fn wake_all(&self) {
         self.readable.notify_one();
         self.writable.notify_waiters();
+        self.closing.notify_waiters();
     }
 }
 
@@ -277,8 +307,13 @@ mod tests {
             let q = q.clone();
             tokio::spawn(async move { q.push_paced(reply(1)).await })
         };
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.wait_closed().await })
+        };
         tokio::task::yield_now().await;
         q.close(CloseCode::Stale);
         assert_eq!(paced.await.unwrap(), Err(CloseCode::Stale));
+        assert_eq!(waiter.await.unwrap(), CloseCode::Stale);
     }
 }

@@ -16,6 +16,8 @@ pub enum CloseCode {
     InternalError,
     /// 1012: the server is restarting or shutting down; reconnect (with recovery).
     ServiceRestart,
+    /// 1013: the node is at its connection limit; try again later (or another node).
+    TryAgainLater,
     /// 4000: too many malformed frames; fix the client before reconnecting.
     ProtocolViolation,
     /// 4001: no valid credentials (no `connect` in time, or a bad token in it).
@@ -39,12 +41,13 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 15] = [
+    pub const ALL: [CloseCode; 16] = [
         CloseCode::Normal,
         CloseCode::UnsupportedData,
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
         CloseCode::ServiceRestart,
+        CloseCode::TryAgainLater,
         CloseCode::ProtocolViolation,
         CloseCode::Unauthorized,
         CloseCode::TokenExpired,
@@ -64,6 +67,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => 1009,
             CloseCode::InternalError => 1011,
             CloseCode::ServiceRestart => 1012,
+            CloseCode::TryAgainLater => 1013,
             CloseCode::ProtocolViolation => 4000,
             CloseCode::Unauthorized => 4001,
             CloseCode::TokenExpired => 4002,
@@ -85,6 +89,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => "frame too large",
             CloseCode::InternalError => "internal error",
             CloseCode::ServiceRestart => "server restarting, reconnect",
+            CloseCode::TryAgainLater => "server full, try again later",
             CloseCode::ProtocolViolation => "too many malformed frames",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token expired",
@@ -106,6 +111,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => "message_too_big",
             CloseCode::InternalError => "internal_error",
             CloseCode::ServiceRestart => "service_restart",
+            CloseCode::TryAgainLater => "try_again_later",
             CloseCode::ProtocolViolation => "protocol_violation",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token_expired",

@@ -55,7 +55,7 @@ fn push_json_str(out: &mut String, s: &str) {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlPush {
-    /// First event of an SSE stream: who the stream belongs to and how to send commands.
+    /// First push of a connection authenticated at upgrade (WebSocket) or of an SSE stream.
     Connected { connection_id: String, user_id: String, timestamp: String, data: ConnectedData },
     /// Missed events of `channel` cannot be replayed; refetch state, then continue from `offset`/`epoch`.
     RecoveryFailed { channel: String, offset: u64, epoch: String, timestamp: String, data: ReasonData },
@@ -71,8 +71,9 @@ pub enum ControlPush {
 pub struct ConnectedData {
     pub protocol_version: u32,
     pub node: String,
-    /// Where this SSE connection's commands are sent (`POST`).
-    pub commands_url: String,
+    /// SSE only: where this connection's commands are sent (`POST`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commands_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
 }

@@ -1,0 +1,45 @@
+//! JSON bodies with errors that name the offending field.
+
+use chorus_protocol::ErrorCode;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+
+/// Parses a JSON body; syntax errors are `malformed_json`, wrong or missing
+/// fields are `invalid_field` with the field's path.
+pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        use serde_json::error::Category;
+        match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::new(ErrorCode::MalformedJson, format!("body is not valid JSON: {inner}")),
+            Category::Data => {
+                let msg = inner.to_string();
+                let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]).to_owned();
+                let msg = if path == "." || path.is_empty() { msg } else { format!("{path}: {msg}") };
+                ApiError::new(ErrorCode::InvalidField, msg)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct T {
+        #[allow(dead_code)]
+        a: u32,
+    }
+
+    #[test]
+    fn classifies_errors() {
+        assert_eq!(parse_json::<T>(b"{").unwrap_err().code, ErrorCode::MalformedJson);
+        let e = parse_json::<T>(br#"{"a":"x"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        assert!(e.message.starts_with("a: "), "{}", e.message);
+    }
+}

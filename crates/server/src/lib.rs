@@ -1,0 +1,26 @@
+//! The HTTP edge of Chorus: transports (WebSocket, SSE) as thin adapters over
+//! the core's session and executor, the server publish API, health, metrics,
+//! and the middleware every request passes through (request id, errors as the
+//! standard object, CORS, metrics, logs). This crate and `chorus-protocol`
+//! are the only ones that know the wire format.
+
+pub mod app;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod origin;
+pub mod publish;
+pub mod request_id;
+pub mod sse;
+pub mod state;
+pub mod ws;
+
+pub use app::app;
+pub use config::{OriginPolicy, ServerConfig};
+pub use credentials::{ApiKeyCheck, ApiPrincipal};
+pub use error::ApiError;
+pub use health::{ComponentReport, HealthCheck, Status};
+pub use state::{AppParts, AppState, HttpMetrics};

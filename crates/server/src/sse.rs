@@ -1,0 +1,284 @@
+//! The SSE transport: a server-to-client stream of the same events, resumed
+//! with `Last-Event-ID`; commands arrive over HTTP and run through the same
+//! executor as WebSocket frames.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use chorus_core::hub::{FollowUp, UserLimiter};
+use chorus_core::limiter::Refusal;
+use chorus_core::outbound::{Batch, Outgoing};
+use chorus_core::{ConnId, Connection, Hub, Transport};
+use chorus_protocol::push::{ConnectedData, ReconnectData};
+use chorus_protocol::sse::{KEEP_ALIVE, SsePositions, encode_event, encode_retry};
+use chorus_protocol::{ChannelName, CloseCode, Command, ControlPush, ErrorCode, PROTOCOL_VERSION, Request, StreamPosition, decode_request, encode_control, timestamp};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
+
+use crate::credentials::bearer;
+use crate::error::ApiError;
+use crate::request_id::RequestId;
+use crate::state::AppState;
+
+/// Browser reconnect delay sent at stream start.
+const RETRY_MS: u64 = 1_000;
+/// Frames buffered between the pump and the HTTP body.
+const BODY_BUFFER: usize = 16;
+const BATCH: usize = 64;
+
+/// `GET /sse?channel=a&channel=b[&token=..][&last_event_id=..]`.
+pub async fn stream(
+    State(app): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref().unwrap_or(""))?;
+    crate::ws::admit(&app)?;
+    let token = bearer(&headers)
+        .map(str::to_owned)
+        .or(params.token)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "a token is required (Authorization header or `token` query parameter)"))?;
+    let identity = app.executor().authenticate(&token).await?;
+
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(params.last_event_id);
+    let resume = match last_event_id {
+        Some(id) => SsePositions::parse(&id).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?,
+        None => SsePositions::new(),
+    };
+    // Every channel asked for now, plus every channel the stream had before.
+    let mut channels = params.channels;
+    for (ch, _) in resume.iter() {
+        if !channels.contains(ch) {
+            channels.push(ch.clone());
+        }
+    }
+    if channels.is_empty() {
+        return Err(ApiError::new(ErrorCode::BadRequest, "at least one `channel` is required"));
+    }
+
+    let hub = app.hub().clone();
+    let outbound = hub.new_outbound();
+    let conn = app.executor().open(identity, Transport::Sse, request_id.0.clone(), outbound.clone()).await?;
+    let mut positions = SsePositions::new();
+    let mut follow_ups = Vec::with_capacity(channels.len());
+    for (i, channel) in channels.into_iter().enumerate() {
+        let since = resume.get(channel.as_str()).cloned();
+        let request = Request { id: i as u64, command: Command::Subscribe { channel: channel.clone(), since: since.clone() } };
+        let executed = app.executor().execute(&conn, request).await;
+        match executed.reply.outcome {
+            Ok(chorus_protocol::ReplyBody::Subscribed(r)) => {
+                let start = since.unwrap_or(StreamPosition { offset: r.offset, epoch: r.epoch });
+                positions.set(channel, start);
+                follow_ups.extend(executed.follow_up);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                hub.release(&conn).await;
+                return Err(ApiError::new(e.error, e.message));
+            }
+        }
+    }
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(BODY_BUFFER);
+    let span = tracing::info_span!("sse", request_id = %request_id.as_str(), conn = %conn.id, user = %conn.user);
+    hub.spawn_connection("sse", pump(hub.clone(), conn, follow_ups, positions, tx).instrument(span));
+
+    let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
+
+struct Params {
+    channels: Vec<ChannelName>,
+    token: Option<String>,
+    last_event_id: Option<String>,
+}
+
+impl Params {
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let mut p = Params { channels: Vec::new(), token: None, last_event_id: None };
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "channel" => {
+                    let ch = ChannelName::parse(&v).map_err(|e| ApiError::new(ErrorCode::InvalidField, format!("channel `{v}`: {e}")))?;
+                    if !p.channels.contains(&ch) {
+                        p.channels.push(ch);
+                    }
+                }
+                "token" => p.token = Some(v.into_owned()),
+                "last_event_id" => p.last_event_id = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// Moves the connection's queue into the response body as SSE events.
+async fn pump(hub: Hub, conn: Arc<Connection>, follow_ups: Vec<FollowUp>, mut positions: SsePositions, tx: mpsc::Sender<Result<Bytes, Infallible>>) {
+    let timing = hub.timing().clone();
+    let outbound = conn.outbound.clone();
+    let follow = async {
+        for f in follow_ups {
+            hub.run_follow_up(f).await;
+        }
+    };
+    let drain = async {
+        let connected = ControlPush::Connected {
+            connection_id: conn.id.to_string(),
+            user_id: conn.user.to_string(),
+            timestamp: timestamp::format_ms(hub.now_ms()),
+            data: ConnectedData {
+                protocol_version: PROTOCOL_VERSION,
+                node: hub.node().to_string(),
+                commands_url: Some(format!("/api/v1/connections/{}/commands", conn.id)),
+                expires_at: conn.expires_at_ms().map(timestamp::format_ms),
+            },
+        };
+        let mut head = encode_retry(RETRY_MS).to_vec();
+        head.extend_from_slice(&encode_event(Some(&positions.encode()), connected.name(), &encode_control(&connected)));
+        if !send(&tx, Bytes::from(head), &outbound, timing.stale_after).await {
+            return;
+        }
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                b = outbound.next_batch(&mut batch, BATCH) => {
+                    let closed = match b { Batch::Items => None, Batch::Closed(code) => Some(code) };
+                    let mut chunk = Vec::new();
+                    for item in batch.drain(..) {
+                        render(&mut chunk, &item, &mut positions);
+                    }
+                    if let Some(code) = closed {
+                        let last = match code {
+                            CloseCode::ServiceRestart => ControlPush::Reconnect {
+                                timestamp: timestamp::format_ms(hub.now_ms()),
+                                data: ReconnectData { reason: code.reason().into(), retry_ms: RETRY_MS },
+                            },
+                            other => ControlPush::disconnect(other),
+                        };
+                        chunk.extend_from_slice(&encode_event(Some(&positions.encode()), last.name(), &encode_control(&last)));
+                        // Best effort: the stream ends either way.
+                        let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(Ok(Bytes::from(chunk)))).await;
+                        return;
+                    }
+                    if !chunk.is_empty() && !send(&tx, Bytes::from(chunk), &outbound, timing.stale_after).await {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(timing.sse_keepalive) => {
+                    if !send(&tx, Bytes::from_static(KEEP_ALIVE), &outbound, timing.stale_after).await {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::join!(follow, drain);
+    if outbound.closed().is_none() {
+        // The client went away.
+        outbound.close(CloseCode::Normal);
+    }
+    hub.release(&conn).await;
+}
+
+fn render(out: &mut Vec<u8>, item: &Outgoing, positions: &mut SsePositions) {
+    match item {
+        Outgoing::Event(p) => {
+            positions.set(p.channel.clone(), StreamPosition { offset: p.offset, epoch: p.epoch.to_string() });
+            out.extend_from_slice(&encode_event(Some(&positions.encode()), p.event.as_str(), p.frame()));
+        }
+        Outgoing::RecoveryFailed { channel, position, frame } => {
+            positions.set(channel.clone(), StreamPosition { offset: position.offset, epoch: position.epoch.to_string() });
+            out.extend_from_slice(&encode_event(Some(&positions.encode()), "recovery_failed", frame));
+        }
+        Outgoing::Unsubscribed { channel, frame } => {
+            positions.remove(channel.as_str());
+            out.extend_from_slice(&encode_event(Some(&positions.encode()), "unsubscribed", frame));
+        }
+        Outgoing::Control { name, frame } => out.extend_from_slice(&encode_event(None, name, frame)),
+        // Replies to SSE commands go in the HTTP response, never in the stream.
+        Outgoing::Reply(_) => {}
+    }
+}
+
+/// Sends into the body; false when the client is gone, the queue closed, or
+/// nothing moved for `stale_after`.
+async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, bytes: Bytes, outbound: &chorus_core::outbound::Outbound, stale_after: Duration) -> bool {
+    tokio::select! {
+        r = tx.send(Ok(bytes)) => r.is_ok(),
+        _ = outbound.wait_closed() => false,
+        _ = tokio::time::sleep(stale_after) => {
+            outbound.close(CloseCode::Stale);
+            false
+        }
+    }
+}
+
+/// `POST /api/v1/connections/{id}/commands`: a command for an SSE connection.
+/// The body is a command frame; the response body is its reply.
+pub async fn command(
+    State(app): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Authorization: Bearer <token> is required"))?;
+    let identity = app.executor().authenticate(token).await?;
+    let hub = app.hub();
+    match hub.check_user_rate(UserLimiter::Frames, &identity.user_id) {
+        Ok(()) => {}
+        Err(Refusal::Rate(wait)) => {
+            return Err(ApiError::new(ErrorCode::RateLimited, "command rate limit reached").retry_after(wait.as_secs() + 1));
+        }
+        Err(Refusal::Full) => return Err(ApiError::new(ErrorCode::RateLimited, "rate limiter is full; retry later").retry_after(1)),
+    }
+    let conn = ConnId::parse(&id)
+        .and_then(|cid| hub.connection(&identity.user_id, cid))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such connection for this user"))?;
+    if body.len() > hub.limits().frame_bytes {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("command is {} bytes; the limit is {}", body.len(), hub.limits().frame_bytes)));
+    }
+    let request = decode_request(&body).map_err(|e| ApiError::new(e.code, e.message))?;
+    if matches!(request.command, Command::Connect { .. }) {
+        return Err(ApiError::new(ErrorCode::Conflict, "already connected"));
+    }
+    let executed = app.executor().execute(&conn, request).await;
+    if let Some(f) = executed.follow_up {
+        let h = hub.clone();
+        hub.spawn_connection("sse_follow_up", async move { h.run_follow_up(f).await });
+    }
+    let status = match &executed.reply.outcome {
+        Ok(_) => StatusCode::OK,
+        Err(e) => StatusCode::from_u16(e.error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    let _ = request_id;
+    let mut res = (status, executed.reply.encode()).into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_values() {
+        let p = Params::parse("channel=room%3Aa&channel=user:u&token=t&x=1").unwrap();
+        assert_eq!(p.channels.len(), 2);
+        assert_eq!(p.token.as_deref(), Some("t"));
+        assert!(Params::parse("channel=nonamespace").is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! The WebSocket transport: an adapter that moves text frames between a
+//! socket and a core [`Session`], and nothing else.
+//!
+//! One task per connection runs two futures: the reader (frames into the
+//! session) and the writer (the outbound queue onto the socket, plus pings).
+//! They share the task, so an idle connection costs one task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Extension;
+use chorus_core::outbound::{Batch, Outbound, Outgoing};
+use chorus_core::{Flow, Identity, Session, Transport};
+use chorus_protocol::push::ConnectedData;
+use chorus_protocol::{CloseCode, ControlPush, ErrorCode, PROTOCOL_VERSION, encode_control, timestamp};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::credentials::bearer;
+use crate::error::ApiError;
+use crate::request_id::RequestId;
+use crate::state::AppState;
+
+/// Frames written per batch before one flush.
+const BATCH: usize = 64;
+/// How long a close frame may take to reach the client.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    /// A token in the query string, for clients that cannot set headers. Never logged.
+    token: Option<String>,
+}
+
+/// `GET /ws`: checks origin, rate and credentials before upgrading.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    Query(query): Query<WsQuery>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("not a WebSocket upgrade: {e}")))?;
+    crate::origin::check_upgrade_origin(&app, &headers)?;
+    admit(&app)?;
+    let token = bearer(&headers).map(str::to_owned).or(query.token);
+    let identity = match token {
+        Some(t) => Some(app.executor().authenticate(&t).await?),
+        None => None,
+    };
+    let limits = app.hub().limits();
+    let config = app.config();
+    let ws = ws
+        .read_buffer_size(config.ws_read_buffer_bytes)
+        .write_buffer_size(config.ws_write_buffer_bytes)
+        .max_write_buffer_size(limits.outbound_queue_bytes.saturating_mul(4).max(config.ws_write_buffer_bytes * 2))
+        .max_message_size(limits.frame_hard_cap_bytes)
+        .max_frame_size(limits.frame_hard_cap_bytes);
+    let span = tracing::info_span!("ws", request_id = %request_id.as_str(), conn = tracing::field::Empty, user = tracing::field::Empty);
+    Ok(ws.on_upgrade(move |socket| {
+        let hub = app.hub().clone();
+        hub.supervise_connection("websocket", run(app, socket, identity, request_id.0).instrument(span))
+    }))
+}
+
+/// The node's connect rate and connection limit, before any work is done.
+pub(crate) fn admit(app: &AppState) -> Result<(), ApiError> {
+    let hub = app.hub();
+    if hub.is_shutting_down() {
+        return Err(ApiError::new(ErrorCode::Unavailable, "server is shutting down").retry_after(1));
+    }
+    if hub.connection_count() >= hub.limits().connections_per_node {
+        hub.metrics().rate_limited("node_connections");
+        return Err(ApiError::new(ErrorCode::Unavailable, "this node is at its connection limit").retry_after(5));
+    }
+    hub.admit_connect().map_err(|wait| {
+        hub.metrics().rate_limited("connect_rate");
+        ApiError::new(ErrorCode::RateLimited, "too many new connections; retry shortly").retry_after(wait.as_secs() + 1)
+    })
+}
+
+/// When the last frame was read and written, in ms since the connection began.
+struct Liveness {
+    origin: Instant,
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+impl Liveness {
+    fn new() -> Self {
+        Self { origin: Instant::now(), read: AtomicU64::new(0), written: AtomicU64::new(0) }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch_read(&self) {
+        self.read.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn touch_write(&self) {
+        self.written.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn read_mark(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    fn idle(&self) -> Duration {
+        let last = self.read.load(Ordering::Relaxed).max(self.written.load(Ordering::Relaxed));
+        Duration::from_millis(self.now().saturating_sub(last))
+    }
+}
+
+async fn run(app: AppState, socket: WebSocket, identity: Option<Identity>, request_id: Arc<str>) {
+    let hub = app.hub().clone();
+    let outbound = hub.new_outbound();
+    let mut session = Session::new(app.executor().clone(), Transport::WebSocket, request_id, outbound.clone());
+    if let Some(identity) = identity {
+        match session.open(identity).await {
+            Ok(conn) => {
+                tracing::Span::current().record("conn", tracing::field::display(conn.id));
+                tracing::Span::current().record("user", tracing::field::display(&conn.user));
+                let push = ControlPush::Connected {
+                    connection_id: conn.id.to_string(),
+                    user_id: conn.user.to_string(),
+                    timestamp: timestamp::format_ms(hub.now_ms()),
+                    data: ConnectedData {
+                        protocol_version: PROTOCOL_VERSION,
+                        node: hub.node().to_string(),
+                        commands_url: None,
+                        expires_at: conn.expires_at_ms().map(timestamp::format_ms),
+                    },
+                };
+                let _ = outbound.try_push(Outgoing::Control { name: push.name(), frame: encode_control(&push) });
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "connection refused after upgrade");
+                outbound.close(if e.code == ErrorCode::Unavailable { CloseCode::TryAgainLater } else { CloseCode::Unauthorized });
+            }
+        }
+    }
+    tracing::debug!("websocket open");
+    let live = Liveness::new();
+    let (sink, stream) = socket.split();
+    let timing = hub.timing().clone();
+    {
+        let connect_deadline = Instant::now() + timing.connect_timeout;
+        let reader = read_loop(stream, &mut session, &live, connect_deadline);
+        let writer = write_loop(sink, &outbound, &live, &timing);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            code = &mut reader => {
+                outbound.close(code);
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+            }
+            () = &mut writer => {}
+        }
+    }
+    let code = outbound.closed().unwrap_or(CloseCode::Normal);
+    tracing::debug!(code = code.code(), reason = code.label(), "websocket closed");
+    session.end().await;
+}
+
+async fn read_loop(mut stream: SplitStream<WebSocket>, session: &mut Session, live: &Liveness, connect_deadline: Instant) -> CloseCode {
+    loop {
+        let next = if session.connection().is_none() {
+            match tokio::time::timeout_at(connect_deadline, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => return CloseCode::Unauthorized,
+            }
+        } else {
+            stream.next().await
+        };
+        let msg = match next {
+            None => return CloseCode::Normal,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return classify_read_error(e),
+        };
+        live.touch_read();
+        match msg {
+            Message::Text(text) => match session.on_text(text.as_bytes()).await {
+                Flow::Continue => {}
+                Flow::Close(code) => return code,
+            },
+            Message::Binary(_) => return CloseCode::UnsupportedData,
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => return CloseCode::Normal,
+        }
+    }
+}
+
+fn classify_read_error(e: axum::Error) -> CloseCode {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    match e.into_inner().downcast::<WsError>() {
+        Ok(inner) => match *inner {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::MessageTooBig,
+            WsError::Utf8(_) | WsError::Protocol(_) => CloseCode::ProtocolViolation,
+            _ => CloseCode::Normal,
+        },
+        Err(_) => CloseCode::Normal,
+    }
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Why a write stopped.
+enum WriteStop {
+    /// The socket failed; nothing more can be sent.
+    Broken,
+    /// The queue closed while the socket was blocked.
+    Closed(CloseCode),
+}
+
+async fn write_loop(mut sink: Sink, outbound: &Outbound, live: &Liveness, timing: &chorus_core::config::Timing) {
+    let mut batch: Vec<Outgoing> = Vec::new();
+    let mut next_ping = Instant::now() + timing.ping_interval;
+    // When a ping is outstanding: its deadline, and the read mark when it was sent.
+    let mut pong_due: Option<(Instant, u64)> = None;
+    loop {
+        let wake = pong_due.map_or(next_ping, |(d, _)| d.min(next_ping));
+        tokio::select! {
+            b = outbound.next_batch(&mut batch, BATCH) => match b {
+                Batch::Items => {
+                    match write_items(&mut sink, &mut batch, outbound, live, timing.stale_after).await {
+                        Ok(()) => {}
+                        Err(WriteStop::Broken) => return,
+                        Err(WriteStop::Closed(code)) => return close(&mut sink, code).await,
+                    }
+                }
+                Batch::Closed(code) => {
+                    // On restart or normal close, what was queued goes out first.
+                    if !batch.is_empty() {
+                        let flushed = tokio::time::timeout(CLOSE_GRACE, feed_all(&mut sink, &mut batch)).await;
+                        if !matches!(flushed, Ok(Ok(()))) {
+                            return;
+                        }
+                    }
+                    return close(&mut sink, code).await;
+                }
+            },
+            _ = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if let Some((deadline, mark)) = pong_due {
+                    if live.read_mark() > mark {
+                        pong_due = None;
+                    } else if now >= deadline {
+                        outbound.close(CloseCode::Stale);
+                        continue;
+                    }
+                }
+                if live.idle() >= timing.stale_after {
+                    outbound.close(CloseCode::Stale);
+                    continue;
+                }
+                if now >= next_ping {
+                    next_ping = now + timing.ping_interval;
+                    let sent = tokio::select! {
+                        r = sink.send(Message::Ping(bytes::Bytes::new())) => r.is_ok(),
+                        _ = outbound.wait_closed() => true,
+                        _ = tokio::time::sleep(timing.stale_after) => false,
+                    };
+                    if !sent {
+                        return;
+                    }
+                    live.touch_write();
+                    if pong_due.is_none() {
+                        pong_due = Some((now + timing.pong_timeout, live.read_mark()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch and flushes once; a blocked socket is abandoned when the
+/// queue closes or nothing moves for `stale_after`.
+async fn write_items(sink: &mut Sink, batch: &mut Vec<Outgoing>, outbound: &Outbound, live: &Liveness, stale_after: Duration) -> Result<(), WriteStop> {
+    tokio::select! {
+        r = feed_all(sink, batch) => {
+            r.map_err(|()| WriteStop::Broken)?;
+            live.touch_write();
+            Ok(())
+        }
+        code = outbound.wait_closed() => Err(WriteStop::Closed(code)),
+        _ = tokio::time::sleep(stale_after) => Err(WriteStop::Closed(CloseCode::Stale)),
+    }
+}
+
+async fn feed_all(sink: &mut Sink, batch: &mut Vec<Outgoing>) -> Result<(), ()> {
+    for item in batch.drain(..) {
+        let Ok(text) = Utf8Bytes::try_from(item.frame().clone()) else { continue };
+        sink.feed(Message::Text(text)).await.map_err(|_| ())?;
+    }
+    sink.flush().await.map_err(|_| ())
+}
+
+async fn close(sink: &mut Sink, code: CloseCode) {
+    let frame = CloseFrame { code: code.code(), reason: Utf8Bytes::from_static(code.reason()) };
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+}
