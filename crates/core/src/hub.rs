@@ -610,8 +610,12 @@ impl Hub {
         if let Some(ok) = recovered {
             self.0.metrics.recovery(if ok { "recovered" } else { "failed" });
         }
-        if ns.presence {
+        if ns.presence && sub.is_active() {
             self.join_presence(conn, &channel).await;
+            // Released meanwhile: its detach may have run before this join.
+            if !sub.is_active() {
+                self.leave_presence(conn, &channel).await;
+            }
         }
         let result = SubscribedResult { channel: channel.to_string(), offset: current.offset, epoch: current.epoch.to_string(), recovered };
         Ok((result, FollowUp { sub, start, retention }))
@@ -737,6 +741,10 @@ impl Hub {
                 gate: Arc::new(tokio::sync::Mutex::new(false)),
             });
             entry.subscribers.insert(sub.conn, sub.clone());
+            // A release that raced this subscribe has already detached it; undo the insert.
+            if !sub.is_active() {
+                entry.subscribers.remove(&sub.conn);
+            }
             entry.gate.clone()
         };
         let mut listening = gate.lock().await;
@@ -1022,6 +1030,41 @@ impl Hub {
     /// Tasks still running (connections plus background), for metrics and tests.
     pub fn task_count(&self) -> usize {
         self.0.connections.len() + self.0.background.len()
+    }
+}
+
+/// Holds a connection open in the hub; releasing it (explicitly with
+/// [`Lease::end`], or by dropping it, e.g. when a task unwinds) frees
+/// everything the connection holds.
+pub struct Lease {
+    hub: Hub,
+    conn: Option<Arc<Connection>>,
+}
+
+impl Lease {
+    pub fn new(hub: Hub, conn: Arc<Connection>) -> Self {
+        Self { hub, conn: Some(conn) }
+    }
+
+    pub fn connection(&self) -> Option<&Arc<Connection>> {
+        self.conn.as_ref()
+    }
+
+    pub async fn end(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.hub.release(&conn).await;
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let hub = self.hub.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move { hub.release(&conn).await });
+            }
+        }
     }
 }
 

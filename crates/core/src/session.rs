@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::connection::Connection;
 use crate::executor::{CommandError, Executor};
-use crate::hub::UserLimiter;
+use crate::hub::{Lease, UserLimiter};
 use crate::ids::Transport;
 use crate::identity::Identity;
 use crate::limiter::{Rate, TokenBucket};
@@ -34,7 +34,7 @@ pub struct Session {
     transport: Transport,
     request_id: Arc<str>,
     outbound: Arc<Outbound>,
-    conn: Option<Arc<Connection>>,
+    lease: Option<Lease>,
     frames: TokenBucket,
     malformed: TokenBucket,
     strikes: u32,
@@ -51,7 +51,7 @@ impl Session {
             transport,
             request_id,
             outbound,
-            conn: None,
+            lease: None,
             strikes: 0,
         }
     }
@@ -61,7 +61,7 @@ impl Session {
     }
 
     pub fn connection(&self) -> Option<&Arc<Connection>> {
-        self.conn.as_ref()
+        self.lease.as_ref().and_then(Lease::connection)
     }
 
     pub fn outbound(&self) -> &Arc<Outbound> {
@@ -71,7 +71,8 @@ impl Session {
     /// Opens the connection for an identity verified at upgrade time.
     pub async fn open(&mut self, identity: Identity) -> Result<&Arc<Connection>, CommandError> {
         let conn = self.executor.open(identity, self.transport, self.request_id.clone(), self.outbound.clone()).await?;
-        Ok(self.conn.insert(conn))
+        let lease = self.lease.insert(Lease::new(self.executor.hub().clone(), conn));
+        lease.connection().ok_or_else(|| CommandError::new(chorus_protocol::ErrorCode::Internal, "connection lost"))
     }
 
     /// Handles one text frame.
@@ -88,7 +89,7 @@ impl Session {
             }
             return self.reply_error(peek_id(frame), ErrorCode::RateLimited, "frame rate limit reached; slow down").await;
         }
-        if let Some(conn) = &self.conn {
+        if let Some(conn) = self.connection() {
             if hub.check_user_rate(UserLimiter::Frames, &conn.user).is_err() {
                 self.strikes += 1;
                 if self.strikes >= rates.flood_strikes.max(1) {
@@ -113,7 +114,7 @@ impl Session {
             }
         };
 
-        let Some(conn) = self.conn.clone() else {
+        let Some(conn) = self.connection().cloned() else {
             return self.before_connect(request).await;
         };
         let executor = self.executor.clone();
@@ -177,22 +178,11 @@ impl Session {
         }
     }
 
-    /// Releases the connection's resources. Call once the transport is done.
+    /// Releases the connection's resources. Call once the transport is done;
+    /// if a task unwinds instead, dropping the session releases them too.
     pub async fn end(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.executor.hub().release(&conn).await;
-        }
-    }
-}
-
-impl Drop for Session {
-    // If the transport's task unwound without calling `end`, release anyway.
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let hub = self.executor.hub().clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move { hub.release(&conn).await });
-            }
+        if let Some(lease) = self.lease.take() {
+            lease.end().await;
         }
     }
 }

@@ -3,7 +3,6 @@
 //! executor as WebSocket frames.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -14,7 +13,7 @@ use axum::Extension;
 use chorus_core::hub::{FollowUp, UserLimiter};
 use chorus_core::limiter::Refusal;
 use chorus_core::outbound::{Batch, Outgoing};
-use chorus_core::{ConnId, Connection, Hub, Transport};
+use chorus_core::{ConnId, Hub, Lease, Transport};
 use chorus_protocol::push::{ConnectedData, ReconnectData};
 use chorus_protocol::sse::{KEEP_ALIVE, SsePositions, encode_event, encode_retry};
 use chorus_protocol::{ChannelName, CloseCode, Command, ControlPush, ErrorCode, PROTOCOL_VERSION, Request, StreamPosition, decode_request, encode_control, timestamp};
@@ -67,6 +66,8 @@ pub async fn stream(
     let hub = app.hub().clone();
     let outbound = hub.new_outbound();
     let conn = app.executor().open(identity, Transport::Sse, request_id.0.clone(), outbound.clone()).await?;
+    // From here on, every way out (error, client gone mid-setup, panic) releases the connection.
+    let lease = Lease::new(hub.clone(), conn.clone());
     let mut positions = SsePositions::new();
     let mut follow_ups = Vec::with_capacity(channels.len());
     for (i, channel) in channels.into_iter().enumerate() {
@@ -81,7 +82,7 @@ pub async fn stream(
             }
             Ok(_) => {}
             Err(e) => {
-                hub.release(&conn).await;
+                lease.end().await;
                 return Err(ApiError::new(e.error, e.message));
             }
         }
@@ -89,7 +90,7 @@ pub async fn stream(
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(BODY_BUFFER);
     let span = tracing::info_span!("sse", request_id = %request_id.as_str(), conn = %conn.id, user = %conn.user);
-    hub.spawn_connection("sse", pump(hub.clone(), conn, follow_ups, positions, tx).instrument(span));
+    hub.spawn_connection("sse", pump(hub.clone(), lease, follow_ups, positions, tx).instrument(span));
 
     let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     let h = res.headers_mut();
@@ -126,7 +127,8 @@ impl Params {
 }
 
 /// Moves the connection's queue into the response body as SSE events.
-async fn pump(hub: Hub, conn: Arc<Connection>, follow_ups: Vec<FollowUp>, mut positions: SsePositions, tx: mpsc::Sender<Result<Bytes, Infallible>>) {
+async fn pump(hub: Hub, lease: Lease, follow_ups: Vec<FollowUp>, mut positions: SsePositions, tx: mpsc::Sender<Result<Bytes, Infallible>>) {
+    let Some(conn) = lease.connection().cloned() else { return };
     let timing = hub.timing().clone();
     let outbound = conn.outbound.clone();
     let follow = async {
@@ -190,7 +192,7 @@ async fn pump(hub: Hub, conn: Arc<Connection>, follow_ups: Vec<FollowUp>, mut po
         // The client went away.
         outbound.close(CloseCode::Normal);
     }
-    hub.release(&conn).await;
+    lease.end().await;
 }
 
 fn render(out: &mut Vec<u8>, item: &Outgoing, positions: &mut SsePositions) {

@@ -154,6 +154,16 @@ impl MemoryBroker {
         }
     }
 
+    /// Channels with presence entries (for tests and metrics).
+    pub fn channels_with_presence(&self) -> usize {
+        self.presence_channels.load(Ordering::Relaxed)
+    }
+
+    /// Users with registered connections (for tests and metrics).
+    pub fn registered_users(&self) -> usize {
+        self.registry_users.load(Ordering::Relaxed)
+    }
+
     fn drop_idle(&self, now: i64) {
         for shard in self.streams.iter() {
             let mut map = shard.lock();

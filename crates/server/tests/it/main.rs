@@ -1,0 +1,14 @@
+//! Integration tests over real sockets on 127.0.0.1:0.
+
+mod common;
+
+mod auth;
+mod churn;
+mod frames;
+mod limits;
+mod multinode;
+mod ops;
+mod presence;
+mod publish_api;
+mod recovery;
+mod sse;
