@@ -14,13 +14,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-as_postgres() {
-  if [ "$(id -u)" = "0" ]; then
-    setpriv --reuid=postgres --regid=postgres --init-groups "$@"
-  else
-    "$@"
-  fi
-}
+# PostgreSQL refuses to run as root; drop to its own user when we are root.
+AS_POSTGRES=()
+if [ "$(id -u)" = "0" ]; then
+  AS_POSTGRES=(setpriv --reuid=postgres --regid=postgres --init-groups)
+fi
 
 start() {
   stop >/dev/null 2>&1 || true
@@ -34,8 +32,10 @@ start() {
   # PostgreSQL: a throwaway cluster; fsync off because the data is disposable.
   mkdir -p "$DIR/pg" "$DIR/pgsock"
   [ "$(id -u)" = "0" ] && chown postgres:postgres "$DIR/pg" "$DIR/pgsock"
-  as_postgres "$PG_BIN/initdb" -D "$DIR/pg/data" -A trust -U postgres >"$DIR/initdb.log" 2>&1
-  as_postgres "$PG_BIN/postgres" -D "$DIR/pg/data" -p "$pg_port" -k "$DIR/pgsock" \
+  "${AS_POSTGRES[@]}" "$PG_BIN/initdb" -D "$DIR/pg/data" -A trust -U postgres >"$DIR/initdb.log" 2>&1
+  # Started directly (not through a function) so that $! is the server itself;
+  # setpriv execs it, keeping the pid.
+  "${AS_POSTGRES[@]}" "$PG_BIN/postgres" -D "$DIR/pg/data" -p "$pg_port" -k "$DIR/pgsock" \
     -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
     -c max_connections=300 >"$DIR/postgres.log" 2>&1 &
   echo $! >"$DIR/postgres.pid"

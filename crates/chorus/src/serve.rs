@@ -14,7 +14,7 @@ use chorus_core::access::AccessPolicy;
 use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::broker::Backplane;
 use chorus_core::clock::SystemClock;
-use chorus_core::metrics::{CoreMetrics, ScrapeGauges};
+use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
 use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics};
 use prometheus_client::registry::Registry;
@@ -114,7 +114,7 @@ pub async fn run(path: Option<PathBuf>, config: Config, logging: &Logging) -> an
     })
     .await
     .context("starting the hub")?;
-    register_scrape_gauges(&mut registry, &hub, &backplane);
+    hub.register_gauges(&mut registry);
     tracing::info!(node = %node, "hub ready");
 
     let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), None));
@@ -169,20 +169,4 @@ pub async fn run(path: Option<PathBuf>, config: Config, logging: &Logging) -> an
         Err(_) => tracing::warn!(limit = ?drain_limit, "drain limit reached; stopping with work still open"),
     }
     Ok(())
-}
-
-fn register_scrape_gauges(registry: &mut Registry, hub: &Hub, backplane: &Backplane) {
-    let (h1, h2, h3, h4, h5) = (hub.clone(), hub.clone(), hub.clone(), hub.clone(), hub.clone());
-    let (broker, presence, conns) = (backplane.broker.clone(), backplane.presence.clone(), backplane.registry.clone());
-    let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-    ScrapeGauges::default()
-        .with("outbound_queued", "Events waiting in outbound queues on this node", move || n(h1.queue_depths().0))
-        .with("outbound_queue_max", "Longest outbound queue on this node", move || n(h2.queue_depths().1))
-        .with("limiter_entries", "Entries in the per-user rate limiters", move || n(h3.limiter_entries()))
-        .with("typing_indicators", "Typing indicators tracked on this node", move || n(h4.typing_count()))
-        .with("tasks", "Connection and background tasks running", move || n(h5.task_count()))
-        .with("broker_streams", "Channel streams held by the broker", move || n(broker.streams()))
-        .with("presence_channels", "Channels with presence entries", move || n(presence.channels()))
-        .with("registered_users", "Users with registered connections", move || n(conns.users()))
-        .register(registry);
 }

@@ -1027,6 +1027,27 @@ impl Hub {
         self.0.backplane.broker.detach(&self.0.node).await;
     }
 
+    /// Registers the gauges computed at scrape time (queue depths, map sizes).
+    pub fn register_gauges(&self, registry: &mut prometheus_client::registry::Registry) {
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        let hub = |f: fn(&Hub) -> usize| {
+            let h = self.clone();
+            move || n(f(&h))
+        };
+        let b = &self.0.backplane;
+        let (broker, presence, registered) = (b.broker.clone(), b.presence.clone(), b.registry.clone());
+        crate::metrics::ScrapeGauges::default()
+            .with("outbound_queued", "Events waiting in outbound queues on this node", hub(|h| h.queue_depths().0))
+            .with("outbound_queue_max", "Longest outbound queue on this node", hub(|h| h.queue_depths().1))
+            .with("limiter_entries", "Entries in the per-user rate limiters", hub(Hub::limiter_entries))
+            .with("typing_indicators", "Typing indicators tracked on this node", hub(Hub::typing_count))
+            .with("tasks", "Connection and background tasks running", hub(Hub::task_count))
+            .with("broker_streams", "Channel streams held by the broker", move || n(broker.streams()))
+            .with("presence_channels", "Channels with presence entries", move || n(presence.channels()))
+            .with("registered_users", "Users with registered connections", move || n(registered.users()))
+            .register(registry);
+    }
+
     /// Tasks still running (connections plus background), for metrics and tests.
     pub fn task_count(&self) -> usize {
         self.0.connections.len() + self.0.background.len()

@@ -87,9 +87,10 @@ pub struct Outbound {
 #[derive(Debug)]
 pub enum Batch {
     Items,
-    /// The queue is closed with this code. For [`CloseCode::ServiceRestart`]
-    /// and [`CloseCode::Normal`] the items left were moved into the batch
-    /// first so they are flushed before the close; otherwise they are dropped.
+    /// The queue is closed with this code. The items left were moved into the
+    /// batch first so they go out before the close frame (e.g. the error reply
+    /// that explains it), except for a slow consumer, whose backlog is the
+    /// problem and is dropped.
     Closed(CloseCode),
 }
 
@@ -159,7 +160,7 @@ impl Outbound {
             {
                 let mut s = self.state.lock();
                 if let Some(code) = s.closed {
-                    if matches!(code, CloseCode::ServiceRestart | CloseCode::Normal) {
+                    if code != CloseCode::SlowConsumer {
                         batch.extend(s.items.drain(..));
                     }
                     s.items.clear();

@@ -61,7 +61,7 @@ pub async fn outermost(State(app): State<AppState>, mut req: Request, next: Next
     let mut res = next.run(req).instrument(span.clone()).await;
 
     let status = res.status();
-    if status.is_client_error() || status.is_server_error() {
+    if (status.is_client_error() || status.is_server_error()) && needs_rendering(&res) {
         res = render_error(res, &id).await;
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -82,6 +82,17 @@ pub async fn outermost(State(app): State<AppState>, mut req: Request, next: Next
         }
     });
     res
+}
+
+/// Our handlers' errors travel as [`ApiError`]; bodies from axum or tower
+/// layers are plain text. A JSON body with an error status is already in its
+/// final form (e.g. a command reply carrying the standard error object).
+fn needs_rendering(res: &Response) -> bool {
+    if res.extensions().get::<ApiError>().is_some() {
+        return true;
+    }
+    let json = res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    !json
 }
 
 async fn render_error(res: Response, request_id: &str) -> Response {

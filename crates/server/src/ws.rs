@@ -239,7 +239,7 @@ async fn write_loop(mut sink: Sink, outbound: &Outbound, live: &Liveness, timing
                     }
                 }
                 Batch::Closed(code) => {
-                    // On restart or normal close, what was queued goes out first.
+                    // What was queued (e.g. the reply explaining the close) goes out first.
                     if !batch.is_empty() {
                         let flushed = tokio::time::timeout(CLOSE_GRACE, feed_all(&mut sink, &mut batch)).await;
                         if !matches!(flushed, Ok(Ok(()))) {

@@ -47,8 +47,9 @@ async fn forged_expired_and_unsigned_tokens_are_refused_at_upgrade() {
     assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
 
     // Expired.
-    let expired = s.token_ttl("alice", &[], Duration::ZERO);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // JWT times have one-second resolution: wait until this one is surely past.
+    let expired = s.token_ttl("alice", &[], Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, body) = upgrade_status(&s, &expired).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("token_expired")));
 

@@ -98,7 +98,13 @@ pub fn install_crypto() {
 impl TestServer {
     pub async fn start(opts: Options) -> TestServer {
         install_crypto();
-        let auth = AuthConfig { hmac_secret: Some(SECRET.into()), api_keys: vec![API_KEY.into()], ..AuthConfig::default() };
+        // No leeway, so expiry tests need not wait half a minute.
+        let auth = AuthConfig {
+            hmac_secret: Some(SECRET.into()),
+            api_keys: vec![API_KEY.into()],
+            leeway: Duration::ZERO,
+            ..AuthConfig::default()
+        };
         let dir = std::env::temp_dir();
         let (verifier, _) = JwtVerifier::from_config(&auth, &dir).expect("verifier");
         let mut registry = Registry::with_prefix("chorus");
@@ -119,6 +125,7 @@ impl TestServer {
         })
         .await
         .expect("hub");
+        hub.register_gauges(&mut registry);
         let registry = Arc::new(registry);
         let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), None));
         let state = AppState::new(AppParts {
@@ -366,4 +373,79 @@ impl WsClient {
     pub fn from_inner(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
         WsClient { ws, next_id: 1000, pushes: VecDeque::new() }
     }
+}
+
+/// A bare-bones WebSocket client over TCP that reads the server's frames but
+/// never answers: the way to be a client that misses its pongs.
+pub struct SilentClient {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl SilentClient {
+    pub async fn connect(addr: SocketAddr, path: &str) -> SilentClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(addr).await.expect("tcp connect");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).await.expect("write upgrade");
+        let mut buf = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await.expect("upgrade timeout").expect("read");
+            assert!(n > 0, "closed during upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        buf.drain(..end);
+        SilentClient { stream, buf }
+    }
+
+    /// Reads frames until the server's close frame; returns its code and how many pings came first.
+    pub async fn close_code(&mut self) -> (u16, usize) {
+        use tokio::io::AsyncReadExt;
+        let mut pings = 0;
+        loop {
+            if let Some((opcode, payload, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                match opcode {
+                    0x9 => pings += 1,
+                    0x8 => {
+                        let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
+                        return (code, pings);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk)).await.expect("read timeout").expect("read");
+            assert!(n > 0, "socket ended without a close frame");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// One unmasked server frame: (opcode, payload, bytes used), if complete.
+fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let opcode = buf[0] & 0x0f;
+    let (len, header) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 if buf.len() >= 10 => (usize::try_from(u64::from_be_bytes(buf[2..10].try_into().ok()?)).ok()?, 10),
+        126 | 127 => return None,
+        n => (usize::from(n), 2),
+    };
+    if buf.len() < header + len {
+        return None;
+    }
+    Some((opcode, buf[header..header + len].to_vec(), header + len))
 }

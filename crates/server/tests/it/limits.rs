@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use crate::common::{Options, TestServer, WsClient};
+use crate::common::{Options, SilentClient, TestServer, WsClient};
 
 #[tokio::test]
 async fn a_fourth_connection_closes_the_oldest_with_4004() {
@@ -94,20 +94,19 @@ async fn a_missed_pong_closes_with_4006() {
     opts.timing.pong_timeout = Duration::from_millis(300);
     let s = TestServer::start(opts).await;
     let mut alive = s.client("alive", &[]).await;
-    let silent = s.client("silent", &[]).await;
-    // The silent client does not read, so it never answers pings.
     let started = Instant::now();
-    let ws = silent.into_inner();
-    // Meanwhile a reading client keeps answering and stays up.
-    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut silent = SilentClient::connect(s.addr, &format!("/ws?token={}", s.token("silent", &[]))).await;
+    let silent = tokio::spawn(async move { silent.close_code().await });
+    // Meanwhile a client that keeps reading (tungstenite answers pings while it reads) stays up.
+    let deadline = Instant::now() + Duration::from_millis(1200);
     while Instant::now() < deadline {
         assert_eq!(alive.request(json!({"type": "ping"})).await["result"]["pong"], true);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut silent = WsClient::from_inner(ws);
-    let (code, _) = silent.closed().await;
+    let (code, pings) = silent.await.unwrap();
     assert_eq!(code, 4006);
-    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(pings >= 1, "closed after an unanswered ping");
+    assert!(started.elapsed() >= Duration::from_millis(500), "not before ping interval + pong timeout");
 }
 
 #[tokio::test]

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Runs rows of the bar (PRODUCT.md) against a fresh release server on loopback.
+#
+#   bash scripts/bench.sh fanout-1000x50            one row
+#   bash scripts/bench.sh idle-5000 idle-15000      several rows
+#   bash scripts/bench.sh all                       every row except soak
+#   REPEAT=2 bash scripts/bench.sh agent-streams    each row twice
+#   SOAK_DURATION=15m SOAK_BASELINE=5m bash scripts/bench.sh soak
+#   bash scripts/bench.sh list                      the rows and their commands
+#
+# Builds the release binaries once, then for every run: starts
+# `chorus serve --config bench/chorus-bench.toml` with a fresh temporary data
+# directory, waits for /health, runs chorus-bench, stops the server by its PID
+# (SIGTERM, then SIGKILL after 20 s) and removes the data directory. Results:
+# one JSON line per run in bench/results/results.jsonl (BENCH_RESULTS_DIR),
+# the printed result blocks and the server logs in bench/results/logs/.
+# Extra chorus-bench arguments: BENCH_ARGS="--threads 1".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+PORT=${BENCH_PORT:-18181}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RESULTS_DIR=${BENCH_RESULTS_DIR:-$ROOT/bench/results}
+REPEAT=${REPEAT:-1}
+# Must match [auth] api_keys in bench/chorus-bench.toml.
+API_KEY=chorus-bench-publisher-key-0001
+
+row_args() {
+  case "$1" in
+    idle-5000)         echo "idle --connections 5000" ;;
+    idle-15000)        echo "idle --connections 15000" ;;
+    connect-rate)      echo "connect-rate --connections 15000 --procs 2" ;;
+    connect-rate-sustained) echo "connect-rate --connections 60000 --procs 2 --drop" ;;
+    fanout-1000x50)    echo "fanout --subscribers 1000 --rate 50 --duration 10s --p99-ms 15" ;;
+    fanout-5000x10)    echo "fanout --subscribers 5000 --rate 10 --duration 10s --p99-ms 75" ;;
+    fanout-1000x100)   echo "fanout --subscribers 1000 --rate 100 --duration 10s --min-deliveries-per-s 95000" ;;
+    agent-streams)     echo "agent-streams --users 2000 --rate 40000 --duration 10s --p99-ms 5" ;;
+    recovery-storm)    echo "recovery-storm --users 1000 --rate-per-user 10 --before 5s --outage 5s --after 5s" ;;
+    sse)               echo "sse --users 1000 --rate-per-user 10 --duration 10s --p99-ms 10 --outage 5s --after 5s" ;;
+    churn)             echo "churn --cycles 100000 --concurrency 200" ;;
+    soak)              echo "soak --connections 5000 --rate 10000 --duration ${SOAK_DURATION:-1h} --baseline-after ${SOAK_BASELINE:-5m}" ;;
+    *) return 1 ;;
+  esac
+}
+ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn)
+ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn soak"
+
+if [ $# -eq 0 ]; then
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  echo "rows: $ROWS_HELP"
+  exit 2
+fi
+rows=()
+for a in "$@"; do
+  case "$a" in
+    all) rows+=("${ALL_ROWS[@]}") ;;
+    list)
+      for r in $ROWS_HELP; do printf '%-24s chorus-bench %s\n' "$r" "$(row_args "$r")"; done
+      exit 0 ;;
+    *) row_args "$a" >/dev/null || { echo "unknown row: $a (rows: $ROWS_HELP)" >&2; exit 2; }; rows+=("$a") ;;
+  esac
+done
+
+echo "building release binaries (target dir $TARGET_DIR)" >&2
+CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p chorus -p chorus-bench
+SERVER_BIN=$TARGET_DIR/release/chorus
+BENCH_BIN=$TARGET_DIR/release/chorus-bench
+mkdir -p "$RESULTS_DIR/logs"
+
+SERVER_PID=""
+DATA_DIR=""
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 200); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "server $SERVER_PID did not stop within 20 s; SIGKILL" >&2
+      kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+  if [ -n "$DATA_DIR" ]; then rm -rf "$DATA_DIR"; DATA_DIR=""; fi
+}
+trap stop_server EXIT INT TERM
+
+start_server() {
+  local log=$1
+  DATA_DIR=$(mktemp -d /tmp/chorus-bench-data.XXXXXX)
+  CHORUS_DATA_DIR=$DATA_DIR CHORUS_SERVER__BIND=127.0.0.1:$PORT \
+    "$SERVER_BIN" serve --config "$ROOT/bench/chorus-bench.toml" >"$log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 300); do
+    if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && [ -s "$DATA_DIR/jwt-secret" ]; then
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited; see $log" >&2; tail -20 "$log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "server not ready within 30 s; see $log" >&2
+  return 1
+}
+
+failed=0
+for row in "${rows[@]}"; do
+  for n in $(seq 1 "$REPEAT"); do
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+    log=$RESULTS_DIR/logs/$row-$stamp.server.log
+    out=$RESULTS_DIR/logs/$row-$stamp.out
+    echo "=== $row (run $n/$REPEAT) — server log $log" >&2
+    start_server "$log"
+    # shellcheck disable=SC2046 # the row's arguments are split on purpose
+    set +e
+    CHORUS_BENCH_API_KEY=$API_KEY "$BENCH_BIN" \
+      --url "http://127.0.0.1:$PORT" --data-dir "$DATA_DIR" --server-pid "$SERVER_PID" \
+      --results "$RESULTS_DIR/results.jsonl" --row "$row" \
+      $(row_args "$row") ${BENCH_ARGS:-} 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    set -e
+    stop_server
+    if [ "$rc" -ne 0 ]; then failed=$((failed + 1)); fi
+    # Let TIME_WAIT sockets and the machine calm down between runs.
+    sleep 2
+  done
+done
+echo "done: ${#rows[@]} row(s) × $REPEAT, $failed run(s) not PASS; results in $RESULTS_DIR/results.jsonl" >&2
+[ "$failed" -eq 0 ]
