@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use chorus_auth::AuthConfig;
+use chorus_chat::ChatConfig;
+use chorus_store::StoreConfig;
 use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
 use chorus_server::{OriginPolicy, ServerConfig};
 use figment::Figment;
@@ -27,6 +29,8 @@ pub struct Config {
     pub namespaces: Namespaces,
     pub broker: BrokerConfig,
     pub auth: AuthConfig,
+    pub store: StoreConfig,
+    pub chat: ChatConfig,
 }
 
 impl Default for Config {
@@ -43,6 +47,8 @@ impl Default for Config {
             namespaces: Namespaces::default(),
             broker: BrokerConfig::default(),
             auth: AuthConfig::default(),
+            store: StoreConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -176,7 +182,7 @@ impl Config {
     /// Top-level sections that changed but only take effect after a restart.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
         let mut changed = Vec::new();
-        let sections: [(&str, serde_json::Value, serde_json::Value); 8] = [
+        let sections: [(&str, serde_json::Value, serde_json::Value); 10] = [
             ("data_dir", to_value(&self.data_dir), to_value(&new.data_dir)),
             ("node_id", to_value(&self.node_id), to_value(&new.node_id)),
             ("server", to_value(&self.server), to_value(&new.server)),
@@ -184,6 +190,8 @@ impl Config {
             ("namespaces", to_value(&self.namespaces), to_value(&new.namespaces)),
             ("broker", to_value(&self.broker), to_value(&new.broker)),
             ("auth", to_value(&self.auth), to_value(&new.auth)),
+            ("store", to_value(&self.store), to_value(&new.store)),
+            ("chat", to_value(&self.chat), to_value(&new.chat)),
             ("log.format", to_value(&self.log.format), to_value(&new.log.format)),
         ];
         for (name, a, b) in sections {

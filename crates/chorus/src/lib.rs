@@ -5,4 +5,5 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod serve;
+pub mod server;
 pub mod token;

@@ -126,7 +126,11 @@ mod tests {
 
     #[tokio::test]
     async fn grants_and_unknown_namespaces() {
-        let p = AccessPolicy::new(Namespaces::default(), None);
+        let mut ns = Namespaces::default();
+        if let Some(room) = ns.0.get_mut("room") {
+            room.subscribe = SubscribeRule::Grants;
+        }
+        let p = AccessPolicy::new(ns, None);
         assert!(p.check_subscribe(&who("a", &["room:x*"]), &ch("room:xy")).await.is_ok());
         assert!(p.check_subscribe(&who("a", &["room:x*"]), &ch("room:y")).await.is_err());
         assert!(matches!(p.check_subscribe(&who("a", &[]), &ch("nope:1")).await, Err(AccessError::UnknownNamespace(_))));
@@ -135,10 +139,11 @@ mod tests {
 
     #[tokio::test]
     async fn membership_cannot_be_overridden_by_grants() {
-        let mut ns = Namespaces::default();
-        if let Some(room) = ns.0.get_mut("room") {
-            room.subscribe = SubscribeRule::Members;
-        }
+        let ns = Namespaces::default();
+        assert!(matches!(
+            AccessPolicy::new(ns.clone(), None).check_subscribe(&who("a", &["room:*"]), &ch("room:1")).await,
+            Err(AccessError::Unavailable(_))
+        ));
         let p = AccessPolicy::new(ns, Some(Arc::new(Members(vec![("a", "room:1")]))));
         assert!(p.check_subscribe(&who("a", &[]), &ch("room:1")).await.is_ok());
         assert!(p.check_subscribe(&who("b", &["room:*"]), &ch("room:1")).await.is_err());

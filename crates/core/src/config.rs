@@ -209,7 +209,7 @@ impl Default for Namespaces {
         m.insert(
             "room".to_owned(),
             NamespaceConfig {
-                subscribe: SubscribeRule::Grants,
+                subscribe: SubscribeRule::Members,
                 presence: true,
                 typing: true,
                 ..NamespaceConfig::default()

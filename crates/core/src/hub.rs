@@ -135,6 +135,7 @@ pub(crate) struct HubInner {
     typing: TypingTracker,
     pub(crate) user_frames: KeyedLimiter<UserId>,
     pub(crate) user_messages: KeyedLimiter<UserId>,
+    user_rest: KeyedLimiter<UserId>,
     connects: Mutex<Option<TokenBucket>>,
     metrics: CoreMetrics,
     clock: Arc<dyn Clock>,
@@ -186,6 +187,7 @@ impl Hub {
             typing: TypingTracker::default(),
             user_frames: KeyedLimiter::new(),
             user_messages: KeyedLimiter::new(),
+            user_rest: KeyedLimiter::new(),
             connects: Mutex::new(None),
             metrics: parts.metrics,
             clock: parts.clock,
@@ -436,7 +438,7 @@ impl Hub {
     }
 
     pub fn limiter_entries(&self) -> usize {
-        self.0.user_frames.len() + self.0.user_messages.len()
+        self.0.user_frames.len() + self.0.user_messages.len() + self.0.user_rest.len()
     }
 
     /// Sum and maximum of the outbound queue lengths.
@@ -974,7 +976,7 @@ impl Hub {
     pub fn sweep_limiters(&self) -> usize {
         let idle = self.0.rates.borrow().limiter_idle;
         let now = tokio::time::Instant::now();
-        self.0.user_frames.sweep(idle, now) + self.0.user_messages.sweep(idle, now)
+        self.0.user_frames.sweep(idle, now) + self.0.user_messages.sweep(idle, now) + self.0.user_rest.sweep(idle, now)
     }
 
     /// Checks a per-user limit (`frames` or `messages`).
@@ -985,12 +987,14 @@ impl Hub {
             let rate = match limiter {
                 UserLimiter::Frames => Rate { per_second: r.user_frames_per_second, burst: r.user_frames_burst },
                 UserLimiter::Messages => Rate::per_minute(r.messages_per_minute, r.messages_burst),
+                UserLimiter::Rest => Rate::per_minute(r.rest_per_minute, r.rest_burst),
             };
             (rate, cap)
         };
         let l = match limiter {
             UserLimiter::Frames => &self.0.user_frames,
             UserLimiter::Messages => &self.0.user_messages,
+            UserLimiter::Rest => &self.0.user_rest,
         };
         let result = l.check(user, rate, cap, tokio::time::Instant::now());
         if result.is_err() {
@@ -1092,8 +1096,12 @@ impl Drop for Lease {
 /// Which per-user limiter to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserLimiter {
+    /// Frames (and SSE commands) per user.
     Frames,
+    /// Chat messages and client publications per user.
     Messages,
+    /// REST requests per user.
+    Rest,
 }
 
 impl UserLimiter {
@@ -1101,6 +1109,7 @@ impl UserLimiter {
         match self {
             UserLimiter::Frames => "user_frames",
             UserLimiter::Messages => "user_messages",
+            UserLimiter::Rest => "user_rest",
         }
     }
 }

@@ -3,26 +3,35 @@
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::rest::openapi::{self, ApiDoc};
 use crate::state::AppState;
-use crate::{error, health, metrics, origin, publish, request_id, sse, ws};
+use crate::{error, health, metrics, origin, publish, request_id, rest, sse, ws};
 
-/// Builds the whole HTTP application. `extra` carries routes of other crates
-/// (the chat REST API) so they share the same layers.
-pub fn app(state: AppState, extra: Router<AppState>) -> Router {
+/// Builds the whole HTTP application; also fills in the state's OpenAPI
+/// document, which is generated from the routes themselves.
+pub fn app(state: AppState) -> Router {
     let body_limit = state.config().body_limit_bytes;
     let cors = origin::cors(state.0.parts.origins.clone());
-    Router::new()
-        .route("/health", get(health::live))
-        .route("/health/detailed", get(health::detailed))
-        .route("/metrics", get(metrics::render))
-        .route("/ws", get(ws::upgrade))
-        .route("/sse", get(sse::stream))
-        .route("/api/v1/publish", post(publish::publish))
-        .route("/api/v1/publish/batch", post(publish::publish_batch))
-        .route("/api/v1/connections/{id}/commands", post(sse::command))
-        .merge(extra)
+    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::live))
+        .routes(routes!(health::detailed))
+        .routes(routes!(metrics::render))
+        .routes(routes!(ws::upgrade))
+        .routes(routes!(sse::stream))
+        .routes(routes!(sse::command))
+        .routes(routes!(publish::publish))
+        .routes(routes!(publish::publish_batch))
+        .routes(routes!(openapi::document));
+    if state.chat().is_some() {
+        api = api.merge(rest::routes());
+    }
+    let (router, doc) = api.split_for_parts();
+    state.set_openapi(doc);
+    router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(from_fn(request_id::stash_route))

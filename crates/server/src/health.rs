@@ -35,6 +35,10 @@ pub trait HealthCheck: Send + Sync + 'static {
 }
 
 /// Liveness: answers without touching any dependency.
+#[utoipa::path(get, path = "/health", tag = "ops", responses(
+    (status = 200, description = "Serving", content_type = "application/json", example = json!({"status": "ok"})),
+    (status = 503, description = "Draining before shutdown", content_type = "application/json", example = json!({"status": "draining"})),
+))]
 pub async fn live(State(app): State<AppState>) -> impl IntoResponse {
     if app.hub().is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })))
@@ -44,6 +48,10 @@ pub async fn live(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 /// Every component, and an overall status that is the worst of them.
+#[utoipa::path(get, path = "/health/detailed", tag = "ops", responses(
+    (status = 200, description = "Healthy or degraded; `checks` has one entry per component (broker, hub, memory, store, ...)", content_type = "application/json"),
+    (status = 503, description = "A component is unhealthy", content_type = "application/json"),
+))]
 pub async fn detailed(State(app): State<AppState>) -> impl IntoResponse {
     let hub = app.hub();
     let mut checks = serde_json::Map::new();
@@ -95,4 +103,78 @@ pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// The store in `/health/detailed`: a cheap query, its latency, the pool.
+pub struct StoreCheck {
+    store: std::sync::Arc<dyn chorus_store::Store>,
+    latency: Option<prometheus_client::metrics::histogram::Histogram>,
+}
+
+impl StoreCheck {
+    pub fn new(store: std::sync::Arc<dyn chorus_store::Store>) -> Self {
+        Self { store, latency: None }
+    }
+
+    /// Also records each probe's latency in `histogram`.
+    pub fn with_latency(mut self, histogram: prometheus_client::metrics::histogram::Histogram) -> Self {
+        self.latency = Some(histogram);
+        self
+    }
+
+    /// Runs the probe once, recording its latency; `Err` carries the failure.
+    pub async fn probe(&self) -> Result<std::time::Duration, String> {
+        match self.store.health().await {
+            Ok(h) => {
+                if let Some(hist) = &self.latency {
+                    hist.observe(h.latency.as_secs_f64());
+                }
+                Ok(h.latency)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+impl HealthCheck for StoreCheck {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    async fn check(&self) -> ComponentReport {
+        let pool = self.store.pool_stats();
+        let engine = format!("{:?}", self.store.engine()).to_lowercase();
+        match self.probe().await {
+            Ok(latency) => ComponentReport {
+                status: Status::Healthy,
+                details: json!({
+                    "engine": engine,
+                    "latency_ms": latency.as_secs_f64() * 1000.0,
+                    "pool": {"size": pool.size, "idle": pool.idle, "max": pool.max},
+                }),
+            },
+            Err(e) => ComponentReport {
+                status: Status::Unhealthy,
+                details: json!({"engine": engine, "error": e, "pool": {"size": pool.size, "idle": pool.idle, "max": pool.max}}),
+            },
+        }
+    }
+}
+
+/// Store pool gauges (computed at scrape time) and the store latency
+/// histogram, which the returned check fills on every probe.
+pub fn register_store_metrics(
+    registry: &mut prometheus_client::registry::Registry,
+    store: std::sync::Arc<dyn chorus_store::Store>,
+) -> StoreCheck {
+    let latency = prometheus_client::metrics::histogram::Histogram::new(chorus_core::metrics::LATENCY_BUCKETS.into_iter());
+    registry.register("store_latency_seconds", "Latency of store health probes", latency.clone());
+    let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    chorus_core::metrics::ScrapeGauges::default()
+        .with("store_pool_size", "Store connections open", move || i64::from(s1.pool_stats().size))
+        .with("store_pool_idle", "Store connections idle", move || i64::from(s2.pool_stats().idle))
+        .with("store_pool_max", "Store connections allowed", move || i64::from(s3.pool_stats().max))
+        .register(registry);
+    StoreCheck::new(store).with_latency(latency)
 }

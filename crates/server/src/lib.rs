@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod origin;
 pub mod publish;
 pub mod request_id;
+pub mod rest;
 pub mod sse;
 pub mod state;
 pub mod ws;

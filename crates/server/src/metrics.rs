@@ -6,6 +6,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::state::AppState;
 
+/// Every metric, prefixed `chorus_`.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "Prometheus/OpenMetrics text", content_type = "application/openmetrics-text"),
+))]
 pub async fn render(State(app): State<AppState>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, app.registry()) {

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::credentials::{ApiPrincipal, api_key};
 use crate::error::ApiError;
+use crate::rest::openapi::ErrorBody;
 use crate::extract::parse_json;
 use crate::request_id::RequestId;
 use crate::state::AppState;
@@ -36,21 +37,45 @@ struct BatchRequest<'a> {
     items: Vec<PublishItem<'a>>,
 }
 
-#[derive(Debug, Serialize)]
+/// The body of `POST /api/v1/publish` (and each batch item), for the document.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PublishBody {
+    /// `namespace:id`
+    #[schema(example = "room:general")]
+    pub channel: String,
+    /// An event type marked "server API" in PROTOCOL.md, or `publication` (the default).
+    #[schema(example = "agent_thinking")]
+    pub event: Option<String>,
+    /// A JSON object matching the event type's schema.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchBody {
+    pub items: Vec<PublishBody>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Published {
     pub channel: String,
     pub offset: u64,
     pub epoch: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum ItemResult {
     Ok(Published),
-    Err { error: ErrorObject },
+    Err {
+        #[schema(value_type = ErrorBody)]
+        error: ErrorObject,
+    },
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchResponse {
     results: Vec<ItemResult>,
 }
@@ -61,6 +86,15 @@ pub(crate) async fn authorize(app: &AppState, headers: &HeaderMap) -> Result<Api
 }
 
 /// `POST /api/v1/publish`: one event.
+#[utoipa::path(post, path = "/api/v1/publish", tag = "publish", request_body = PublishBody, security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Published", body = Published),
+        (status = 400, description = "Malformed body or invalid field", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Unknown event type or data not matching its schema", body = ErrorBody),
+        (status = 503, description = "Broker unavailable", body = ErrorBody),
+    ))]
 pub async fn publish(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Published>, ApiError> {
     authorize(&app, &headers).await?;
     let item: PublishItem<'_> = parse_json(&body)?;
@@ -69,6 +103,13 @@ pub async fn publish(State(app): State<AppState>, headers: HeaderMap, body: Byte
 
 /// `POST /api/v1/publish/batch`: up to `publish_batch_max` events, published
 /// in order; each gets its own result.
+#[utoipa::path(post, path = "/api/v1/publish/batch", tag = "publish", request_body = BatchBody, security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "One result per item: a position or an error object", body = BatchResponse),
+        (status = 400, description = "Malformed body, or no or too many items", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ))]
 pub async fn publish_batch(
     State(app): State<AppState>,
     Extension(request_id): Extension<RequestId>,

@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::credentials::bearer;
 use crate::error::ApiError;
+use crate::rest::openapi::ErrorBody;
 use crate::request_id::RequestId;
 use crate::state::AppState;
 
@@ -33,6 +34,22 @@ const BODY_BUFFER: usize = 16;
 const BATCH: usize = 64;
 
 /// `GET /sse?channel=a&channel=b[&token=..][&last_event_id=..]`.
+#[utoipa::path(get, path = "/sse", tag = "realtime",
+    description = "Server-Sent Events stream of the same pushes as the WebSocket; see PROTOCOL.md.",
+    params(
+        ("channel" = Vec<String>, Query, description = "Channels to subscribe to (repeatable)"),
+        ("token" = Option<String>, Query, description = "Token, when `Authorization` cannot be set"),
+        ("last_event_id" = Option<String>, Query, description = "Resume position, when `Last-Event-ID` cannot be set"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume position: `channel=epoch:offset;...`"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream"),
+        (status = 400, description = "Bad channel or Last-Event-ID", body = ErrorBody),
+        (status = 401, description = "Token invalid or expired", body = ErrorBody),
+        (status = 403, description = "A channel may not be subscribed to", body = ErrorBody),
+        (status = 429, description = "Connect rate limit", body = ErrorBody),
+        (status = 503, description = "Node full or shutting down", body = ErrorBody),
+    ))]
 pub async fn stream(
     State(app): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -230,6 +247,22 @@ async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, bytes: Bytes, outbou
 
 /// `POST /api/v1/connections/{id}/commands`: a command for an SSE connection.
 /// The body is a command frame; the response body is its reply.
+#[utoipa::path(post, path = "/api/v1/connections/{id}/commands", tag = "realtime",
+    description = "A command (PROTOCOL.md \"Commands\") for an SSE connection of the caller. The reply is `{id, result}` or `{id, error}`; pushes it causes arrive on the stream.",
+    params(("id" = String, Path, description = "`connection_id` from the stream's `connected` event")),
+    request_body(content = serde_json::Value, description = "A command frame, e.g. `{\"id\":1,\"type\":\"subscribe\",\"channel\":\"room:x\"}`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The command's reply: `{id, result}`", content_type = "application/json"),
+        (status = 400, description = "Malformed command (body is `{id, error}` or the standard error object)", body = ErrorBody),
+        (status = 401, description = "Token invalid or expired", body = ErrorBody),
+        (status = 403, description = "Not allowed (reply `{id, error}`)", content_type = "application/json"),
+        (status = 404, description = "No such connection for this user", body = ErrorBody),
+        (status = 409, description = "Conflict (reply `{id, error}`)", content_type = "application/json"),
+        (status = 413, description = "Command larger than the frame limit", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Unavailable (reply `{id, error}`)", content_type = "application/json"),
+    ))]
 pub async fn command(
     State(app): State<AppState>,
     Extension(request_id): Extension<RequestId>,

@@ -1,8 +1,9 @@
 //! What every handler can reach.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use chorus_chat::Chat;
 use chorus_core::{Executor, Hub};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,11 +58,14 @@ pub struct AppParts {
     pub http_metrics: HttpMetrics,
     /// Extra components for `/health/detailed` (store, agent runtime, ...).
     pub health: Vec<Arc<dyn HealthCheck>>,
+    /// The chat domain; without it the REST API is not mounted.
+    pub chat: Option<Chat>,
 }
 
 pub(crate) struct Inner {
     pub parts: AppParts,
     pub started: Instant,
+    pub openapi: OnceLock<serde_json::Value>,
 }
 
 /// Cheap to clone; shared by every handler.
@@ -70,7 +74,7 @@ pub struct AppState(pub(crate) Arc<Inner>);
 
 impl AppState {
     pub fn new(parts: AppParts) -> Self {
-        Self(Arc::new(Inner { parts, started: Instant::now() }))
+        Self(Arc::new(Inner { parts, started: Instant::now(), openapi: OnceLock::new() }))
     }
 
     pub fn hub(&self) -> &Hub {
@@ -103,6 +107,20 @@ impl AppState {
 
     pub fn health_checks(&self) -> &[Arc<dyn HealthCheck>] {
         &self.0.parts.health
+    }
+
+    pub fn chat(&self) -> Option<&Chat> {
+        self.0.parts.chat.as_ref()
+    }
+
+    /// The OpenAPI document of this server's routes.
+    pub fn openapi(&self) -> &serde_json::Value {
+        static EMPTY: serde_json::Value = serde_json::Value::Null;
+        self.0.openapi.get().unwrap_or(&EMPTY)
+    }
+
+    pub(crate) fn set_openapi(&self, doc: utoipa::openapi::OpenApi) {
+        let _ = self.0.openapi.set(serde_json::to_value(&doc).unwrap_or_default());
     }
 
     pub fn uptime(&self) -> Duration {

@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::credentials::bearer;
 use crate::error::ApiError;
+use crate::rest::openapi::ErrorBody;
 use crate::request_id::RequestId;
 use crate::state::AppState;
 
@@ -34,13 +35,24 @@ const BATCH: usize = 64;
 /// How long a close frame may take to reach the client.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WsQuery {
     /// A token in the query string, for clients that cannot set headers. Never logged.
     token: Option<String>,
 }
 
 /// `GET /ws`: checks origin, rate and credentials before upgrading.
+#[utoipa::path(get, path = "/ws", tag = "realtime", params(WsQuery),
+    description = "WebSocket upgrade. Frames, commands and close codes are in PROTOCOL.md. The token may also be given as `Authorization: Bearer`, or later with a `connect` command.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+        (status = 401, description = "Token invalid or expired", body = ErrorBody),
+        (status = 403, description = "Origin not allowed", body = ErrorBody),
+        (status = 429, description = "Connect rate limit", body = ErrorBody),
+        (status = 503, description = "Node full or shutting down", body = ErrorBody),
+    ))]
 pub async fn upgrade(
     State(app): State<AppState>,
     Extension(request_id): Extension<RequestId>,

@@ -44,6 +44,10 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         let mut namespaces = Namespaces::default();
+        // These tests run without a store: `room:` channels are granted by tokens.
+        if let Some(room) = namespaces.0.get_mut("room") {
+            room.subscribe = chorus_core::config::SubscribeRule::Grants;
+        }
         namespaces.0.insert(
             "chat".into(),
             chorus_core::config::NamespaceConfig {
@@ -137,8 +141,9 @@ impl TestServer {
             registry: registry.clone(),
             http_metrics,
             health: Vec::new(),
+            chat: None,
         });
-        let app = chorus_server::app(state, axum::Router::new());
+        let app = chorus_server::app(state);
         let listener = tokio::net::TcpListener::bind(opts.server.bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();

@@ -1,0 +1,70 @@
+//! Settings of the chat domain (`[chat]`). Defaults are those of PRODUCT.md.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Channels a user may own (archived ones count).
+    pub channels_per_user: u32,
+    /// Agents a user may own.
+    pub agents_per_user: u32,
+    /// Agent creations per user per minute.
+    pub agent_creates_per_minute: u32,
+    /// Longest chat message, in characters.
+    pub message_max_chars: usize,
+    /// Lifetime of access tokens issued at login and refresh.
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// A login session with no request or connection activity for this long expires.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// A login session ends this long after login, whatever its activity.
+    #[serde(with = "humantime_serde")]
+    pub session_max_age: Duration,
+    /// Login attempts per account per minute (burst the same).
+    pub logins_per_account_per_minute: u32,
+    /// Login attempts per client address per minute (burst the same).
+    pub logins_per_address_per_minute: u32,
+    /// Models an agent may use; checked on create and update.
+    pub allowed_models: Vec<String>,
+    /// Tools an agent may use; checked on create and update.
+    pub allowed_tools: Vec<String>,
+    /// How often the cleanup pass runs (sessions, idempotency keys, retention).
+    #[serde(with = "humantime_serde")]
+    pub cleanup_interval: Duration,
+    /// Rows deleted per batch by cleanup; small batches never block requests.
+    pub cleanup_batch: u32,
+    /// An administrator created at start if no administrator exists.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapAdmin {
+    pub username: String,
+    pub password: String,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            channels_per_user: 5,
+            agents_per_user: 10,
+            agent_creates_per_minute: 5,
+            message_max_chars: 2_000,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            session_idle: Duration::from_secs(30 * 60),
+            session_max_age: Duration::from_secs(30 * 24 * 3600),
+            logins_per_account_per_minute: 10,
+            logins_per_address_per_minute: 30,
+            allowed_models: vec!["demo".into()],
+            allowed_tools: vec!["clock".into(), "calculator".into()],
+            cleanup_interval: Duration::from_secs(5 * 60),
+            cleanup_batch: 500,
+            bootstrap_admin: None,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Messages.
+
+use crate::Deps;
+
+#[derive(Clone)]
+pub struct Messages {
+    #[allow(dead_code)]
+    deps: Deps,
+}
+
+impl Messages {
+    pub fn new(deps: Deps) -> Self {
+        Self { deps }
+    }
+}
+
+#[async_trait::async_trait]
+impl chorus_core::ChatCommands for Messages {
+    async fn send_message(
+        &self,
+        _who: &chorus_core::Identity,
+        _channel: &chorus_protocol::ChannelName,
+        _text: String,
+        _idempotency_key: Option<String>,
+    ) -> Result<chorus_protocol::reply::MessageSentResult, chorus_core::CommandError> {
+        Err(crate::ChatError::Unavailable("messages are not wired yet".into()).into())
+    }
+}

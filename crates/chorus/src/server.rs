@@ -1,0 +1,224 @@
+//! The composition root: builds every component in order and picks every
+//! engine from the configuration. `chorus serve` runs it until a signal; the
+//! integration tests start it the same way on `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chorus_auth::{ApiKeys, HmacSecret, JwtVerifier};
+use chorus_chat::channels::StoreMembership;
+use chorus_chat::{Chat, ChatParts};
+use chorus_core::access::AccessPolicy;
+use chorus_core::broker::Backplane;
+use chorus_core::broker::memory::MemoryBroker;
+use chorus_core::clock::SystemClock;
+use chorus_core::metrics::CoreMetrics;
+use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
+use chorus_server::health::StoreCheck;
+use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics};
+use chorus_store::Store;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BrokerKind, Config};
+
+/// API keys from the configuration file, then those created through the API.
+struct ServerKeys {
+    configured: ApiKeys,
+    chat: Chat,
+}
+
+#[async_trait]
+impl ApiKeyCheck for ServerKeys {
+    async fn check(&self, key: &str) -> Option<ApiPrincipal> {
+        if let Some(key_id) = self.configured.check(key) {
+            return Some(ApiPrincipal { key_id });
+        }
+        self.chat.accounts.check_api_key(key).await.map(|key_id| ApiPrincipal { key_id })
+    }
+}
+
+/// Where the reloadable settings are changed.
+pub struct Reloaders {
+    pub limits: watch::Sender<chorus_core::config::Limits>,
+    pub rates: watch::Sender<chorus_core::config::RateLimits>,
+    pub origins: watch::Sender<chorus_server::OriginPolicy>,
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    hub: Hub,
+    chat: Chat,
+    store: Arc<dyn Store>,
+    drain_limit: Duration,
+    stop_accepting: CancellationToken,
+    background: CancellationToken,
+    background_tasks: tokio_util::task::TaskTracker,
+    serving: JoinHandle<std::io::Result<()>>,
+    pub reloaders: Reloaders,
+}
+
+impl Server {
+    /// Starts every component in order; the listener binds last, so `/health`
+    /// answers only once everything is up.
+    pub async fn start(config: &Config) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+
+        // Auth.
+        let (jwt, secret_origin) = JwtVerifier::from_config(&config.auth, &config.data_dir).context("auth")?;
+        if let Some(origin) = &secret_origin {
+            tracing::info!(secret = %origin, "token signing secret");
+        }
+        let secret: HmacSecret = HmacSecret::resolve(&config.auth, &config.data_dir).context("auth secret")?.secret;
+
+        // Store.
+        let store = chorus_store::open_store(&config.store, &config.data_dir).await.context("opening the store")?;
+        store.migrate().await.context("migrating the store")?;
+        tracing::info!(engine = ?store.engine(), "store ready");
+
+        // Metrics.
+        let mut registry = Registry::with_prefix("chorus");
+        let core_metrics = CoreMetrics::register(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry);
+
+        // Broker.
+        let node = config.node_id.as_deref().map_or_else(NodeId::random, NodeId::new);
+        let backplane = match config.broker.kind {
+            BrokerKind::Memory => Backplane::memory(Arc::new(MemoryBroker::new(config.broker.memory.clone()))),
+        };
+        tracing::info!(kind = ?config.broker.kind, "broker ready");
+
+        // Hub.
+        let (limits_tx, limits_rx) = watch::channel(config.limits.clone());
+        let (rates_tx, rates_rx) = watch::channel(config.rate_limits.clone());
+        let (origins_tx, origins_rx) = watch::channel(config.cors.clone());
+        let membership = Arc::new(StoreMembership::new(store.clone()));
+        let hub = Hub::start(HubParts {
+            config: HubConfig { node: node.clone(), timing: config.timing.clone() },
+            access: AccessPolicy::new(config.namespaces.clone(), Some(membership)),
+            limits: limits_rx,
+            rates: rates_rx,
+            backplane,
+            metrics: core_metrics,
+            clock: Arc::new(SystemClock),
+        })
+        .await
+        .context("starting the hub")?;
+        hub.register_gauges(&mut registry);
+        let store_check = Arc::new(chorus_server::health::register_store_metrics(&mut registry, store.clone()));
+        tracing::info!(node = %node, "hub ready");
+
+        // Chat domain.
+        let chat = Chat::new(ChatParts { store: store.clone(), hub: hub.clone(), config: config.chat.clone(), secret, jwt });
+        chat.accounts.bootstrap().await.context("bootstrapping accounts")?;
+        let background = CancellationToken::new();
+        let background_tasks = tokio_util::task::TaskTracker::new();
+        chat.spawn_background(&background_tasks, background.clone());
+        spawn_store_probe(&background_tasks, background.clone(), store_check.clone());
+        tracing::info!("chat domain ready");
+
+        // Edge.
+        let executor = Arc::new(Executor::new(hub.clone(), chat.accounts.token_verifier(), Some(Arc::new(chat.messages.clone()))));
+        let state = AppState::new(AppParts {
+            config: config.server.clone(),
+            hub: hub.clone(),
+            executor,
+            api_keys: Arc::new(ServerKeys { configured: ApiKeys::new(&config.auth.api_keys), chat: chat.clone() }),
+            origins: origins_rx,
+            registry: Arc::new(registry),
+            http_metrics,
+            health: vec![store_check],
+            chat: Some(chat.clone()),
+        });
+        let app = chorus_server::app(state);
+        let listener = tokio::net::TcpListener::bind(config.server.bind).await.with_context(|| format!("binding {}", config.server.bind))?;
+        let addr = listener.local_addr()?;
+        let stop_accepting = CancellationToken::new();
+        let serving = tokio::spawn(
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::info!(%addr, "listening");
+        Ok(Server {
+            addr,
+            hub,
+            chat,
+            store,
+            drain_limit: config.timing.drain_limit,
+            stop_accepting,
+            background,
+            background_tasks,
+            serving,
+            reloaders: Reloaders { limits: limits_tx, rates: rates_tx, origins: origins_tx },
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn chat(&self) -> &Chat {
+        &self.chat
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Resolves if the HTTP server stops by itself (it should not).
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        (&mut self.serving).await.context("server task")?.context("server")?;
+        anyhow::bail!("server stopped unexpectedly")
+    }
+
+    /// Stops accepting, asks every client to reconnect (1012 / SSE
+    /// `reconnect`), drains within the limit, flushes and closes the store.
+    pub async fn shutdown(self) -> bool {
+        self.stop_accepting.cancel();
+        self.hub.shutdown();
+        let hub = self.hub.clone();
+        let background = self.background.clone();
+        let tasks = self.background_tasks.clone();
+        let serving = self.serving;
+        let drained = tokio::time::timeout(self.drain_limit, async move {
+            let _ = serving.await;
+            hub.drained().await;
+            background.cancel();
+            tasks.close();
+            tasks.wait().await;
+        })
+        .await
+        .is_ok();
+        self.store.close().await;
+        drained
+    }
+}
+
+/// Probes the store every 15 s so its latency shows in `/metrics` even when
+/// nobody asks `/health/detailed`.
+fn spawn_store_probe(tasks: &tokio_util::task::TaskTracker, stop: CancellationToken, check: Arc<StoreCheck>) {
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = check.probe().await {
+                        tracing::warn!(error = %e, "store probe failed");
+                    }
+                }
+            }
+        }
+    });
+}
