@@ -29,6 +29,11 @@ pub use config::ChatConfig;
 pub use error::ChatError;
 pub use messages::Messages;
 
+/// How often the outbox relay looks for events left undelivered.
+const RELAY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Pause before a panicked background task restarts.
+const RELAY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Who is making a request, as resolved from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -114,6 +119,39 @@ impl Chat {
         &self.deps
     }
 
-    /// Starts the domain's background work (outbox relay, cleanup) until `stop`.
-    pub fn spawn_background(&self, _tasks: &tokio_util::task::TaskTracker, _stop: tokio_util::sync::CancellationToken) {}
+    /// Starts the domain's background work until `stop`: the outbox relay
+    /// (at once, to deliver what a crash left committed but unpublished, then
+    /// periodically) and the cleanup pass.
+    pub fn spawn_background(&self, tasks: &tokio_util::task::TaskTracker, stop: tokio_util::sync::CancellationToken) {
+        let metrics = self.deps.hub.metrics().clone();
+        let messages = self.messages.clone();
+        chorus_core::supervise::spawn_background(tasks, stop.clone(), metrics.clone(), "outbox_relay", RELAY_BACKOFF, move || {
+            let messages = messages.clone();
+            async move {
+                let mut tick = tokio::time::interval(RELAY_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = messages.relay_pending().await {
+                        tracing::warn!(error = %e, "outbox relay pass failed");
+                    }
+                }
+            }
+        });
+        let admin = self.admin.clone();
+        let every = self.deps.config.cleanup_interval;
+        chorus_core::supervise::spawn_background(tasks, stop, metrics, "chat_cleanup", RELAY_BACKOFF, move || {
+            let admin = admin.clone();
+            async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match admin.cleanup_pass().await {
+                        Ok(report) => tracing::info!(?report, "cleanup pass"),
+                        Err(e) => tracing::warn!(error = %e, "cleanup pass failed"),
+                    }
+                }
+            }
+        });
+    }
 }

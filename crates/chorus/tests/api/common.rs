@@ -1,0 +1,197 @@
+//! A real Chorus server (the composition root of `chorus serve`) on
+//! 127.0.0.1:0 with its own database, and helpers to call it.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use chorus::config::Config;
+use chorus::server::Server;
+use chorus_auth::{HmacSecret, MintRequest, mint_token};
+use chorus_store::{NewUser, UserRole};
+use chorus_testkit::WsClient;
+use chorus_testkit::db::{TestDatabase, TestEngine};
+use serde_json::Value;
+
+pub const SECRET: &str = "api-test-secret-0123456789abcdef0123456789";
+pub const API_KEY: &str = "api-test-key-0123456789";
+
+/// Runs a test body on both engines: `both_engines!(name, body_fn)` where
+/// `async fn body_fn(engine: TestEngine)`.
+macro_rules! both_engines {
+    ($name:ident, $body:path) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                $body(chorus_testkit::db::TestEngine::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                $body(chorus_testkit::db::TestEngine::Postgres).await
+            }
+        }
+    };
+}
+
+/// One response: status, JSON body (Null if none) and the `x-request-id` header.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub request_id: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// A user with a valid access token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub username: String,
+    pub token: String,
+}
+
+pub struct App {
+    server: Option<Server>,
+    pub base: String,
+    pub http: reqwest::Client,
+    db: TestDatabase,
+    pub dir: tempfile::TempDir,
+    doc: Arc<Value>,
+    pub config: Config,
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl App {
+    pub async fn start(engine: TestEngine) -> App {
+        Self::start_with(engine, |_| {}).await
+    }
+
+    /// Starts a server; `tweak` adjusts the configuration first.
+    pub async fn start_with(engine: TestEngine, tweak: impl FnOnce(&mut Config)) -> App {
+        install_crypto();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = TestDatabase::create(engine).await;
+        let mut config = Config::default();
+        config.data_dir = dir.path().to_path_buf();
+        config.server.bind = "127.0.0.1:0".parse().expect("addr");
+        config.auth.hmac_secret = Some(SECRET.into());
+        config.auth.api_keys = vec![API_KEY.into()];
+        config.auth.leeway = std::time::Duration::ZERO;
+        config.store.url = db.url.clone();
+        tweak(&mut config);
+        let server = Server::start(&config).await.expect("server start");
+        let base = format!("http://{}", server.addr());
+        let http = reqwest::Client::builder().build().expect("http client");
+        let doc: Value = http.get(format!("{base}/api/v1/openapi.json")).send().await.expect("openapi").json().await.expect("openapi json");
+        App { server: Some(server), base, http, db, dir, doc: Arc::new(doc), config }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Any request; every response is checked against the OpenAPI document.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(m, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let text = res.text().await.unwrap_or_default();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let route = path.split('?').next().unwrap_or(path);
+        if let Err(e) = crate::conformance::check(&self.doc, method, route, status, &body) {
+            panic!("{method} {path} -> {status} does not match the OpenAPI document: {e}\nbody: {body}");
+        }
+        if status >= 400 {
+            assert_eq!(body["request_id"].as_str(), request_id.as_deref(), "error request_id matches the header: {body}");
+        }
+        Resp { status, body, request_id, headers }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call("PATCH", path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call("PUT", path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.call("DELETE", path, Some(token), None).await
+    }
+
+    /// A user created directly in the store, with a token minted by the
+    /// server's secret (no login session): for tests of other routes.
+    pub async fn user(&self, username: &str) -> TestUser {
+        self.user_with_role(username, UserRole::User).await
+    }
+
+    pub async fn admin(&self, username: &str) -> TestUser {
+        self.user_with_role(username, UserRole::Admin).await
+    }
+
+    async fn user_with_role(&self, username: &str, role: UserRole) -> TestUser {
+        let user = self
+            .server()
+            .store()
+            .create_user(NewUser { username: username.into(), email: None, password_hash: None, role, external: None })
+            .await
+            .expect("create user");
+        let token = self.token_for(&user.id, None);
+        TestUser { id: user.id, username: username.into(), token }
+    }
+
+    /// A token for a user id, optionally tied to a login session.
+    pub fn token_for(&self, user_id: &str, session_id: Option<&str>) -> String {
+        mint_token(
+            &HmacSecret::new(SECRET),
+            &MintRequest {
+                user: user_id.into(),
+                ttl: std::time::Duration::from_secs(3600),
+                session_id: session_id.map(str::to_owned),
+                ..MintRequest::default()
+            },
+        )
+        .expect("mint")
+    }
+
+    /// A WebSocket connected with `token`, past its `connected` push.
+    pub async fn ws(&self, token: &str) -> WsClient {
+        let url = format!("ws://{}/ws?token={token}", self.server().addr());
+        let mut c = WsClient::connect(&url).await.expect("ws connect");
+        let first = c.push().await;
+        assert_eq!(first["type"], "connected", "{first}");
+        c
+    }
+
+    /// Stops the server and drops its database.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        self.db.drop_now().await;
+    }
+}
