@@ -1,0 +1,6 @@
+//! The real `chorus` binary: CLI, logs, configuration reload and signals.
+
+mod process;
+
+mod cli;
+mod lifecycle;
