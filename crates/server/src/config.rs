@@ -14,7 +14,8 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Most events in one `POST /api/v1/publish/batch`.
     pub publish_batch_max: usize,
-    /// WebSocket read buffer per connection; small keeps idle connections cheap.
+    /// WebSocket read buffer per connection; it grows for a large frame and is
+    /// the largest part of an idle connection's memory, so it starts small.
     pub ws_read_buffer_bytes: usize,
     /// Bytes buffered before a WebSocket write reaches the socket.
     pub ws_write_buffer_bytes: usize,
@@ -26,7 +27,7 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit_bytes: 1024 * 1024,
             publish_batch_max: 1_000,
-            ws_read_buffer_bytes: 4096,
+            ws_read_buffer_bytes: 1024,
             ws_write_buffer_bytes: 8192,
         }
     }

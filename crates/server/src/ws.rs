@@ -79,7 +79,11 @@ pub async fn upgrade(
     let span = tracing::info_span!("ws", request_id = %request_id.as_str(), conn = tracing::field::Empty, user = tracing::field::Empty);
     Ok(ws.on_upgrade(move |socket| {
         let hub = app.hub().clone();
-        hub.supervise_connection("websocket", run(app, socket, identity, request_id.0).instrument(span))
+        // Split before the future exists, so the socket lives only behind the
+        // halves' shared lock; boxed, so the wrappers do not each copy its state.
+        let (sink, stream) = socket.split();
+        let fut = Box::pin(run(app, sink, stream, identity, request_id.0).instrument(span));
+        hub.supervise_connection("websocket", fut)
     }))
 }
 
@@ -133,12 +137,13 @@ impl Liveness {
     }
 }
 
-async fn run(app: AppState, socket: WebSocket, identity: Option<Identity>, request_id: Arc<str>) {
+async fn run(app: AppState, sink: Sink, stream: SplitStream<WebSocket>, identity: Option<Identity>, request_id: Arc<str>) {
     let hub = app.hub().clone();
     let outbound = hub.new_outbound();
     let mut session = Session::new(app.executor().clone(), Transport::WebSocket, request_id, outbound.clone());
     if let Some(identity) = identity {
-        match session.open(identity).await {
+        // Boxed (like `end` below): rare phases must not size the idle future.
+        match Box::pin(session.open(identity)).await {
             Ok(conn) => {
                 tracing::Span::current().record("conn", tracing::field::display(conn.id));
                 tracing::Span::current().record("user", tracing::field::display(&conn.user));
@@ -163,13 +168,12 @@ async fn run(app: AppState, socket: WebSocket, identity: Option<Identity>, reque
     }
     tracing::debug!("websocket open");
     let live = Liveness::new();
-    let (sink, stream) = socket.split();
     let timing = hub.timing().clone();
     {
         let connect_deadline = Instant::now() + timing.connect_timeout;
-        let reader = read_loop(stream, &mut session, &live, connect_deadline);
-        let writer = write_loop(sink, &outbound, &live, &timing);
-        tokio::pin!(reader, writer);
+        // Built inside `pin!`: a separate binding would keep a second slot in this future.
+        let mut reader = std::pin::pin!(read_loop(stream, &mut session, &live, connect_deadline));
+        let mut writer = std::pin::pin!(write_loop(sink, &outbound, &live, &timing));
         tokio::select! {
             code = &mut reader => {
                 outbound.close(code);
@@ -180,7 +184,7 @@ async fn run(app: AppState, socket: WebSocket, identity: Option<Identity>, reque
     }
     let code = outbound.closed().unwrap_or(CloseCode::Normal);
     tracing::debug!(code = code.code(), reason = code.label(), "websocket closed");
-    session.end().await;
+    Box::pin(session.end()).await;
 }
 
 async fn read_loop(mut stream: SplitStream<WebSocket>, session: &mut Session, live: &Liveness, connect_deadline: Instant) -> CloseCode {
@@ -200,7 +204,8 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, session: &mut Session, li
         };
         live.touch_read();
         match msg {
-            Message::Text(text) => match session.on_text(text.as_bytes()).await {
+            // Boxed so an idle reader does not carry the largest command's state.
+            Message::Text(text) => match Box::pin(session.on_text(text.as_bytes())).await {
                 Flow::Continue => {}
                 Flow::Close(code) => return code,
             },
