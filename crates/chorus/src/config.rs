@@ -13,6 +13,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+/// Top-level keys, the only ones `CHORUS_*` variables may set.
+const SECTIONS: &[&str] = &[
+    "data_dir", "node_id", "log", "server", "cors", "limits", "rate_limits", "timing", "namespaces", "broker", "auth", "store", "chat",
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -114,7 +119,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("CHORUS_").split("__").ignore(&["config"]));
+        // Only variables naming a section of ours: tools share the prefix (CHORUS_TEST_*, CHORUS_BENCH_*).
+        let env = Env::prefixed("CHORUS_").split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(top))
+        });
+        figment = figment.merge(env);
         let config: Config = figment.extract().map_err(|e| ConfigError::Load(e.to_string()))?;
         config.validate()?;
         Ok(config)

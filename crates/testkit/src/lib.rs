@@ -83,13 +83,9 @@ impl WsClient {
         if let Some(p) = self.pushes.pop_front() {
             return p;
         }
-        loop {
-            let v = self.frame().await;
-            if v.get("id").is_none() {
-                return v;
-            }
-            panic!("unexpected reply {v} while waiting for a push");
-        }
+        let v = self.frame().await;
+        assert!(v.get("id").is_none(), "unexpected reply {v} while waiting for a push");
+        v
     }
 
     /// The next push of this type, dropping others.
