@@ -34,6 +34,12 @@ use crate::state::AppState;
 const BATCH: usize = 64;
 /// How long a close frame may take to reach the client.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long, after our close frame, we read and discard what the client
+/// still sends. Dropping a socket with unread input resets it, and the reset
+/// can destroy frames the client has not read yet (the close reason among them).
+const LINGER: Duration = Duration::from_secs(2);
+/// Frames discarded while lingering before the socket is dropped anyway.
+const LINGER_FRAMES: usize = 1024;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -137,7 +143,7 @@ impl Liveness {
     }
 }
 
-async fn run(app: AppState, sink: Sink, stream: SplitStream<WebSocket>, identity: Option<Identity>, request_id: Arc<str>) {
+async fn run(app: AppState, sink: Sink, mut stream: SplitStream<WebSocket>, identity: Option<Identity>, request_id: Arc<str>) {
     let hub = app.hub().clone();
     let outbound = hub.new_outbound();
     let mut session = Session::new(app.executor().clone(), Transport::WebSocket, request_id, outbound.clone());
@@ -172,7 +178,7 @@ async fn run(app: AppState, sink: Sink, stream: SplitStream<WebSocket>, identity
     {
         let connect_deadline = Instant::now() + timing.connect_timeout;
         // Built inside `pin!`: a separate binding would keep a second slot in this future.
-        let mut reader = std::pin::pin!(read_loop(stream, &mut session, &live, connect_deadline));
+        let mut reader = std::pin::pin!(read_loop(&mut stream, &mut session, &live, connect_deadline));
         let mut writer = std::pin::pin!(write_loop(sink, &outbound, &live, &timing));
         tokio::select! {
             code = &mut reader => {
@@ -185,9 +191,24 @@ async fn run(app: AppState, sink: Sink, stream: SplitStream<WebSocket>, identity
     let code = outbound.closed().unwrap_or(CloseCode::Normal);
     tracing::debug!(code = code.code(), reason = code.label(), "websocket closed");
     Box::pin(session.end()).await;
+    Box::pin(linger(&mut stream)).await;
 }
 
-async fn read_loop(mut stream: SplitStream<WebSocket>, session: &mut Session, live: &Liveness, connect_deadline: Instant) -> CloseCode {
+/// Reads until the client answers our close frame (or gives up), so the
+/// socket is closed cleanly instead of reset. Bounded in time and frames.
+async fn linger(stream: &mut SplitStream<WebSocket>) {
+    let drain = async {
+        for _ in 0..LINGER_FRAMES {
+            match stream.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+async fn read_loop(stream: &mut SplitStream<WebSocket>, session: &mut Session, live: &Liveness, connect_deadline: Instant) -> CloseCode {
     loop {
         let next = if session.connection().is_none() {
             match tokio::time::timeout_at(connect_deadline, stream.next()).await {
