@@ -13,7 +13,7 @@ use chorus_protocol::{ChannelName, Command, ErrorCode, ErrorObject, EventType, P
 use crate::access::AccessError;
 use crate::broker::{BrokerError, HistoryQuery};
 use crate::connection::Connection;
-use crate::hub::{FollowUp, Hub, OpenError, PublishError, SubscribeError, TypingError, UserLimiter};
+use crate::hub::{FollowUp, Hub, MaintenanceRefusal, OpenError, PublishError, SubscribeError, TypingError, UserLimiter};
 use crate::identity::{Identity, TokenError, TokenVerifier};
 use crate::ids::Transport;
 use crate::limiter::Refusal;
@@ -77,6 +77,12 @@ impl From<SubscribeError> for CommandError {
             SubscribeError::Access(a) => a.into(),
             SubscribeError::Broker(b) => b.into(),
         }
+    }
+}
+
+impl From<MaintenanceRefusal> for CommandError {
+    fn from(e: MaintenanceRefusal) -> Self {
+        Self::new(ErrorCode::Maintenance, e.to_string())
     }
 }
 
@@ -183,7 +189,14 @@ impl Executor {
                     panic!("fault injected by subscribing to {channel}");
                 }
                 hub.access().check_subscribe(&conn.identity(), &channel).await?;
-                let (result, follow_up) = hub.subscribe(conn, channel, since).await?;
+                let (result, follow_up) = hub.subscribe(conn, channel.clone(), since).await?;
+                // Membership can be revoked meanwhile: checked again now that the subscription
+                // is registered, a racing revocation either shows here or reaches it.
+                let members = hub.access().namespace(&channel).is_ok_and(|ns| ns.subscribe == crate::config::SubscribeRule::Members);
+                if let Err(e) = if members { hub.access().check_subscribe(&conn.identity(), &channel).await } else { Ok(()) } {
+                    hub.unsubscribe(conn, &channel).await;
+                    return Err(e.into());
+                }
                 return Ok((ReplyBody::Subscribed(result), Some(follow_up)));
             }
             Command::Unsubscribe { channel } => {
@@ -192,6 +205,7 @@ impl Executor {
             }
             Command::Publish { channel, data } => {
                 hub.access().check_publish(&conn.identity(), &channel).await?;
+                hub.check_maintenance("publishing")?;
                 self.check_messages(conn)?;
                 let p = hub.publish(&channel, Draft::new(EventType::Publication, data)).await?;
                 ReplyBody::Published { channel: channel.to_string(), offset: p.offset, epoch: p.epoch.to_string() }
@@ -246,6 +260,8 @@ impl Executor {
                     .chat
                     .as_ref()
                     .ok_or_else(|| CommandError::new(ErrorCode::Unavailable, "chat messages need a store; this server runs without one"))?;
+                // Checked here too, so no chat implementation can forget it.
+                hub.check_maintenance("sending messages")?;
                 let result = chat.send_message(&conn.identity(), &channel, text, idempotency_key).await?;
                 hub.stop_typing(&channel, &conn.user).await;
                 ReplyBody::MessageSent(result)

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use chorus_protocol::push::ReasonData;
 use chorus_protocol::reply::{PresenceUser, SubscribedResult};
 use chorus_protocol::{ChannelName, CloseCode, ControlPush, EventType, Payload, StreamPosition, encode_control, timestamp};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,6 +38,82 @@ use crate::supervise::{catch_panic, spawn_background};
 use crate::typing::{TypingChange, TypingTracker};
 
 const SHARDS: usize = 64;
+
+/// Events buffered for each admin firehose reader; a reader further behind
+/// than this misses the oldest and is told how many ([`FirehoseItem::Lagged`]).
+pub const FIREHOSE_BUFFER: usize = 1024;
+
+/// Maintenance mode as every node sees it. While on, everything that creates
+/// content (messages, channels, agents, publications) is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MaintenanceMode {
+    #[default]
+    Off,
+    On {
+        /// What the administrator wants users to read, if anything.
+        message: Option<String>,
+        /// Unix milliseconds.
+        since_ms: i64,
+    },
+}
+
+/// Content creation refused because of maintenance mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the server is in maintenance mode: {} is refused until it ends", self.subject())]
+pub struct MaintenanceRefusal {
+    /// What was refused, e.g. "publishing".
+    pub what: String,
+    /// The administrator's message.
+    pub notice: Option<String>,
+}
+
+impl MaintenanceRefusal {
+    /// The refused action with the administrator's message, for error texts.
+    pub fn subject(&self) -> String {
+        match &self.notice {
+            Some(n) => format!("{} ({n})", self.what),
+            None => self.what.clone(),
+        }
+    }
+}
+
+/// The firehose tap: a bounded broadcast, fed only while someone reads it.
+struct Tap {
+    tx: broadcast::Sender<Arc<Publication>>,
+    readers: AtomicUsize,
+}
+
+/// What a firehose reader gets next.
+#[derive(Debug)]
+pub enum FirehoseItem {
+    Event(Arc<Publication>),
+    /// The reader fell behind and this many events were dropped for it.
+    Lagged(u64),
+    /// The hub is gone.
+    Closed,
+}
+
+/// One reader of every event passing through this node (see [`Hub::firehose`]).
+pub struct Firehose {
+    rx: broadcast::Receiver<Arc<Publication>>,
+    tap: Arc<Tap>,
+}
+
+impl Firehose {
+    pub async fn next(&mut self) -> FirehoseItem {
+        match self.rx.recv().await {
+            Ok(p) => FirehoseItem::Event(p),
+            Err(broadcast::error::RecvError::Lagged(n)) => FirehoseItem::Lagged(n),
+            Err(broadcast::error::RecvError::Closed) => FirehoseItem::Closed,
+        }
+    }
+}
+
+impl Drop for Firehose {
+    fn drop(&mut self) {
+        self.tap.readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Fixed settings of a hub.
 #[derive(Debug, Clone)]
@@ -137,6 +213,10 @@ pub(crate) struct HubInner {
     pub(crate) user_messages: KeyedLimiter<UserId>,
     user_rest: KeyedLimiter<UserId>,
     connects: Mutex<Option<TokenBucket>>,
+    maintenance: RwLock<MaintenanceMode>,
+    /// Mirrors `maintenance` for the cheap check on every publish.
+    maintenance_on: AtomicBool,
+    tap: Arc<Tap>,
     metrics: CoreMetrics,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
@@ -189,6 +269,9 @@ impl Hub {
             user_messages: KeyedLimiter::new(),
             user_rest: KeyedLimiter::new(),
             connects: Mutex::new(None),
+            maintenance: RwLock::new(MaintenanceMode::Off),
+            maintenance_on: AtomicBool::new(false),
+            tap: Arc::new(Tap { tx: broadcast::channel(FIREHOSE_BUFFER).0, readers: AtomicUsize::new(0) }),
             metrics: parts.metrics,
             clock: parts.clock,
             shutdown: CancellationToken::new(),
@@ -287,6 +370,77 @@ impl Hub {
 
     pub fn is_shutting_down(&self) -> bool {
         self.0.shutdown.is_cancelled()
+    }
+
+    /// Resolves when the hub starts shutting down (for tasks outside the
+    /// connection table, e.g. the admin firehose).
+    pub async fn stopping(&self) {
+        self.0.shutdown.cancelled().await;
+    }
+
+    // ---- maintenance mode --------------------------------------------------
+
+    pub fn maintenance(&self) -> MaintenanceMode {
+        self.0.maintenance.read().clone()
+    }
+
+    pub fn in_maintenance(&self) -> bool {
+        self.0.maintenance_on.load(Ordering::Acquire)
+    }
+
+    /// `Err` while maintenance mode is on; `what` names the refused action ("publishing").
+    pub fn check_maintenance(&self, what: &str) -> Result<(), MaintenanceRefusal> {
+        if !self.in_maintenance() {
+            return Ok(());
+        }
+        let notice = match &*self.0.maintenance.read() {
+            MaintenanceMode::On { message, .. } => message.clone(),
+            // Switched off between the two reads.
+            MaintenanceMode::Off => return Ok(()),
+        };
+        Err(MaintenanceRefusal { what: what.to_owned(), notice })
+    }
+
+    /// Switches maintenance mode on this node at once, then on every node
+    /// through the broker. `Err` means other nodes may not have heard of it.
+    pub async fn set_maintenance(&self, mode: MaintenanceMode) -> Result<(), BrokerError> {
+        self.apply_maintenance(mode.clone());
+        self.0.backplane.broker.control(None, Control::Maintenance(mode)).await.inspect_err(|_| {
+            self.0.metrics.broker_errors.inc();
+        })
+    }
+
+    fn apply_maintenance(&self, mode: MaintenanceMode) {
+        let mut current = self.0.maintenance.write();
+        self.0.maintenance_on.store(matches!(mode, MaintenanceMode::On { .. }), Ordering::Release);
+        if *current != mode {
+            tracing::info!(?mode, "maintenance mode changed");
+        }
+        *current = mode;
+    }
+
+    // ---- admin firehose ----------------------------------------------------
+
+    /// A reader of every event passing through this node: those published
+    /// here and those the broker delivers from other nodes, each once.
+    /// Bounded by [`FIREHOSE_BUFFER`] per reader.
+    pub fn firehose(&self) -> Firehose {
+        let tap = self.0.tap.clone();
+        tap.readers.fetch_add(1, Ordering::AcqRel);
+        Firehose { rx: tap.tx.subscribe(), tap }
+    }
+
+    /// Readers of the firehose on this node.
+    pub fn firehose_readers(&self) -> usize {
+        self.0.tap.readers.load(Ordering::Acquire)
+    }
+
+    fn tap(&self, p: &Arc<Publication>) {
+        // One atomic load on the hot path while nobody watches.
+        if self.0.tap.readers.load(Ordering::Relaxed) > 0 {
+            // No receiver left (raced a drop) is not an error.
+            let _ = self.0.tap.tx.send(p.clone());
+        }
     }
 
     pub fn queue_limits(&self) -> QueueLimits {
@@ -521,6 +675,7 @@ impl Hub {
                     }
                 }
             }
+            Control::Maintenance(mode) => self.apply_maintenance(mode),
             Control::Unsubscribe { user, channel, reason } => {
                 let targets: Vec<_> = self.user_connections(&user).into_iter().filter(|c| c.subscription(channel.as_str()).is_some()).collect();
                 if targets.is_empty() {
@@ -832,13 +987,15 @@ impl Hub {
     // ---- publishing and fan-out --------------------------------------------
 
     /// Appends an event to a channel's stream; every subscriber on every node receives it.
-    pub async fn publish(&self, channel: &ChannelName, draft: Draft) -> Result<Arc<Publication>, PublishError> {
+    pub async fn publish(&self, channel: &ChannelName, mut draft: Draft) -> Result<Arc<Publication>, PublishError> {
         let retention = Self::retention(self.0.access.namespace(channel)?);
         let event = draft.event;
+        draft.origin = Some(self.0.node.clone());
         let p = self.0.backplane.broker.publish(channel, draft, retention).await.inspect_err(|_| {
             self.0.metrics.broker_errors.inc();
         })?;
         self.0.metrics.events_in.inc_by(event, 1);
+        self.tap(&p);
         Ok(p)
     }
 
@@ -850,6 +1007,10 @@ impl Hub {
 
     /// Delivers one broker publication to the local subscribers of its channel.
     fn fan_out(&self, p: &Arc<Publication>) {
+        // Events published here were tapped by `publish`.
+        if p.origin.as_ref() != Some(&self.0.node) {
+            self.tap(p);
+        }
         let lag_ms = self.now_ms().saturating_sub(p.time_ms).max(0);
         self.0.metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
         let mut queued = 0u64;

@@ -5,6 +5,8 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use chorus_protocol::{ChannelName, EventType, Payload, PushHeader};
 
+use crate::ids::NodeId;
+
 /// Identifies one incarnation of a channel's stream. It changes whenever the
 /// stream's history may have been lost (restart, eviction, reset), so offsets
 /// from different epochs are never compared.
@@ -30,11 +32,14 @@ pub struct Position {
 pub struct Draft {
     pub event: EventType,
     pub data: Payload,
+    /// The node that published it (set by the hub). A cluster broker carries
+    /// it along, so a node's firehose can tell its own events from deliveries.
+    pub origin: Option<NodeId>,
 }
 
 impl Draft {
     pub fn new(event: EventType, data: Payload) -> Self {
-        Self { event, data }
+        Self { event, data, origin: None }
     }
 }
 
@@ -48,6 +53,8 @@ pub struct Publication {
     pub time_ms: i64,
     pub event: EventType,
     pub data: Payload,
+    /// The node that published it, when known.
+    pub origin: Option<NodeId>,
     frame: OnceLock<Bytes>,
 }
 
@@ -60,6 +67,7 @@ impl Publication {
             time_ms,
             event: draft.event,
             data: draft.data,
+            origin: draft.origin,
             frame: OnceLock::new(),
         }
     }

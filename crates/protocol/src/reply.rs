@@ -78,8 +78,17 @@ pub struct PresenceUser {
 pub struct MessageSentResult {
     pub message_id: String,
     pub channel: String,
-    pub offset: u64,
-    pub epoch: String,
+    /// The message's place in the channel's stored history (1, 2, ...): the
+    /// durable position, the same on every node and across restarts.
+    pub seq: i64,
+    /// Where `message_created` went on the channel's stream. Absent when this
+    /// send did not publish it: a duplicate (the original send did), or a
+    /// fan-out deferred to the outbox relay (the message is stored and will
+    /// be delivered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     pub created_at: String,
     /// True when an idempotency key matched an earlier send; the original is returned.
     pub duplicate: bool,

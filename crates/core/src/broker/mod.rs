@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chorus_protocol::{ChannelName, CloseCode};
 
+use crate::hub::MaintenanceMode;
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::publication::{Draft, Position, Publication};
 
@@ -62,6 +63,8 @@ pub enum Control {
     RevokeSession { session_id: String },
     /// Remove a user's subscriptions to a channel (membership revoked).
     Unsubscribe { user: UserId, channel: ChannelName, reason: String },
+    /// Maintenance mode changed; every node refuses (or accepts again) content creation.
+    Maintenance(MaintenanceMode),
 }
 
 /// Where a node receives what the broker delivers. Implementations must not
