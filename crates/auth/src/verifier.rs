@@ -120,6 +120,17 @@ impl JwtVerifier {
         Ok((verifier, origin))
     }
 
+    /// The audiences a token must name (`auth.audience`); tokens minted by
+    /// the server carry the first, so that they verify.
+    pub fn audience(&self) -> &[String] {
+        &self.inner.rules.audience
+    }
+
+    /// The issuer a token must name (`auth.issuer`), if any.
+    pub fn issuer(&self) -> Option<&str> {
+        self.inner.rules.issuer.as_deref()
+    }
+
     /// Fetches the JWKS URL now (for example at start, to fail early in the
     /// log). `Ok(0)` without a JWKS URL; otherwise the number of keys cached.
     pub async fn refresh_jwks(&self) -> Result<usize, TokenError> {

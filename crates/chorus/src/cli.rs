@@ -1,10 +1,14 @@
-//! Command line: `chorus serve`, `chorus token`.
+//! Command line: `chorus serve`, `chorus token`, `chorus migrate`,
+//! `chorus admin create-user`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use chorus_chat::accounts::NewAccount;
+use chorus_store::UserRole;
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::logging::{Logging, install_panic_hook};
@@ -38,12 +42,70 @@ enum Command {
         #[arg(long, env = "CHORUS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Apply pending store migrations and exit (the server also applies them at start).
+    Migrate {
+        #[arg(long, env = "CHORUS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Administration of the configured store.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a user with a password (an administrator unless `--role user`);
+    /// applies pending migrations first.
+    CreateUser {
+        /// 3-32 characters of `A-Z a-z 0-9 _ . -`.
+        #[arg(long)]
+        username: String,
+        /// 8-128 characters. Visible to other local users in the process
+        /// list while the command runs: prefer `--password-stdin` on shared machines.
+        #[arg(long, required_unless_present = "password_stdin", conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long, value_enum, default_value_t = Role::Admin)]
+        role: Role,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, env = "CHORUS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Role {
+    Admin,
+    User,
+}
+
+impl From<Role> for UserRole {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Admin => UserRole::Admin,
+            Role::User => UserRole::User,
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Migrate { config } => report("chorus migrate", run_blocking(migrate(config))),
+        Command::Admin { command: AdminCommand::CreateUser { username, password, password_stdin: _, role, email, config } } => {
+            let password = match password.map_or_else(read_password_line, Ok) {
+                Ok(p) => p,
+                Err(e) => return report("chorus admin create-user", Err(e)),
+            };
+            let account = NewAccount { username, password, email };
+            report("chorus admin create-user", run_blocking(create_user(config, account, role.into())))
+        }
         Command::Token { user, ttl, channels, config } => {
             let result = Config::load(config.as_deref())
                 .map_err(anyhow::Error::from)
@@ -97,4 +159,56 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     // Dropping the logger flushes every buffered line.
     drop(logging);
     code
+}
+
+/// Prints the outcome of a one-shot command and turns it into an exit code.
+fn report(command: &str, result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{command}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_blocking<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(fut)
+}
+
+fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Opens the configured store (creating the data directory) and applies pending migrations.
+async fn open_migrated(path: Option<PathBuf>) -> anyhow::Result<std::sync::Arc<dyn chorus_store::Store>> {
+    let config = Config::load(path.as_deref())?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = chorus_store::open_store(&config.store, &config.data_dir).await.context("opening the store")?;
+    if let Err(e) = store.migrate().await {
+        store.close().await;
+        return Err(anyhow::Error::from(e).context("migrating the store"));
+    }
+    Ok(store)
+}
+
+async fn migrate(path: Option<PathBuf>) -> anyhow::Result<String> {
+    let store = open_migrated(path).await?;
+    let engine = store.engine();
+    store.close().await;
+    Ok(format!("migrations applied ({engine} store)"))
+}
+
+async fn create_user(path: Option<PathBuf>, account: NewAccount, role: UserRole) -> anyhow::Result<String> {
+    let store = open_migrated(path).await?;
+    let created = chorus_chat::accounts::create_user(store.as_ref(), account, role).await;
+    store.close().await;
+    let user = created?;
+    Ok(format!("created {role} `{}` (id {})", user.username, user.id))
 }
