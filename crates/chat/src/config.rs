@@ -28,6 +28,18 @@ pub struct ChatConfig {
     pub logins_per_account_per_minute: u32,
     /// Login attempts per client address per minute (burst the same).
     pub logins_per_address_per_minute: u32,
+    /// Sign-ups per client address per minute (burst the same).
+    pub signups_per_address_per_minute: u32,
+    /// Refresh-token exchanges per client address per minute (burst the same).
+    pub refreshes_per_address_per_minute: u32,
+    /// How often a login session's `last_seen_at` is written while it is in
+    /// use (requests, live connections); at most a quarter of `session_idle`.
+    #[serde(with = "humantime_serde")]
+    pub session_touch_interval: Duration,
+    /// Live login sessions a user may have; a new login past it ends the oldest.
+    pub sessions_per_user: u32,
+    /// API keys (not revoked) a user may have.
+    pub api_keys_per_user: u32,
     /// Models an agent may use; checked on create and update.
     pub allowed_models: Vec<String>,
     /// Tools an agent may use; checked on create and update.
@@ -37,6 +49,16 @@ pub struct ChatConfig {
     pub cleanup_interval: Duration,
     /// Rows deleted per batch by cleanup; small batches never block requests.
     pub cleanup_batch: u32,
+    /// Pause between two cleanup batches, so requests get the writer in between.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_pause: Duration,
+    /// The outbox relay leaves rows younger than this to the request that
+    /// wrote them (which publishes them itself), so a live send is never
+    /// published twice. Rows left by a previous run are taken at once.
+    #[serde(with = "humantime_serde")]
+    pub relay_grace: Duration,
+    /// Outbox rows read per relay batch.
+    pub relay_batch: u32,
     /// An administrator created at start if no administrator exists.
     pub bootstrap_admin: Option<BootstrapAdmin>,
 }
@@ -60,10 +82,18 @@ impl Default for ChatConfig {
             session_max_age: Duration::from_secs(30 * 24 * 3600),
             logins_per_account_per_minute: 10,
             logins_per_address_per_minute: 30,
+            signups_per_address_per_minute: 10,
+            refreshes_per_address_per_minute: 60,
+            session_touch_interval: Duration::from_secs(60),
+            sessions_per_user: 50,
+            api_keys_per_user: 20,
             allowed_models: vec!["demo".into()],
             allowed_tools: vec!["clock".into(), "calculator".into()],
             cleanup_interval: Duration::from_secs(5 * 60),
             cleanup_batch: 500,
+            cleanup_pause: Duration::from_millis(50),
+            relay_grace: Duration::from_secs(10),
+            relay_batch: 100,
             bootstrap_admin: None,
         }
     }

@@ -123,6 +123,7 @@ impl Chat {
     /// (at once, to deliver what a crash left committed but unpublished, then
     /// periodically) and the cleanup pass.
     pub fn spawn_background(&self, tasks: &tokio_util::task::TaskTracker, stop: tokio_util::sync::CancellationToken) {
+        self.accounts.spawn_background(tasks, stop.clone());
         let metrics = self.deps.hub.metrics().clone();
         let messages = self.messages.clone();
         chorus_core::supervise::spawn_background(tasks, stop.clone(), metrics.clone(), "outbox_relay", RELAY_BACKOFF, move || {
