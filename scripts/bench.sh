@@ -14,7 +14,12 @@
 # (SIGTERM, then SIGKILL after 20 s) and removes the data directory. Results:
 # one JSON line per run in bench/results/results.jsonl (BENCH_RESULTS_DIR),
 # the printed result blocks and the server logs in bench/results/logs/.
-# Extra chorus-bench arguments: BENCH_ARGS="--threads 1".
+# Extra chorus-bench arguments: BENCH_ARGS="--threads 1". BENCH_NO_BUILD=1 uses
+# the release binaries already built (e.g. while the tree does not compile).
+# The machine is shared: before each run the script waits (up to
+# BENCH_QUIET_WAIT seconds, default 900) until other work uses less than
+# BENCH_QUIET_PCT percent (default 25) of all cores; each result block also
+# reports the CPU the rest of the machine used during the measurement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -62,11 +67,44 @@ for a in "$@"; do
   esac
 done
 
-echo "building release binaries (target dir $TARGET_DIR)" >&2
-CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p chorus -p chorus-bench
+if [ "${BENCH_NO_BUILD:-0}" = "1" ]; then
+  echo "using the existing release binaries in $TARGET_DIR (BENCH_NO_BUILD=1)" >&2
+else
+  echo "building release binaries (target dir $TARGET_DIR)" >&2
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p chorus -p chorus-bench
+fi
 SERVER_BIN=$TARGET_DIR/release/chorus
 BENCH_BIN=$TARGET_DIR/release/chorus-bench
 mkdir -p "$RESULTS_DIR/logs"
+
+# Busy percentage of all cores over one second, from /proc/stat.
+machine_busy_pct() {
+  local u n s i w q sq st b0 t0 b1 t1
+  read -r _ u n s i w q sq st _ </proc/stat
+  b0=$((u + n + s + q + sq + st)); t0=$((b0 + i + w))
+  sleep 1
+  read -r _ u n s i w q sq st _ </proc/stat
+  b1=$((u + n + s + q + sq + st)); t1=$((b1 + i + w))
+  echo $((100 * (b1 - b0) / (t1 - t0 > 0 ? t1 - t0 : 1)))
+}
+
+wait_quiet() {
+  local max=${BENCH_QUIET_WAIT:-900} limit=${BENCH_QUIET_PCT:-25} waited=0 busy
+  while :; do
+    busy=$(machine_busy_pct)
+    if [ "$busy" -lt "$limit" ]; then
+      echo "machine busy ${busy}% before the run" >&2
+      return 0
+    fi
+    if [ "$waited" -ge "$max" ]; then
+      echo "machine still busy ${busy}% after ${waited} s; running anyway (see 'rest of the machine' in the result)" >&2
+      return 0
+    fi
+    [ $((waited % 60)) -eq 0 ] && echo "machine busy ${busy}% (other work); waiting for it to calm down" >&2
+    sleep 4
+    waited=$((waited + 5))
+  done
+}
 
 SERVER_PID=""
 DATA_DIR=""
@@ -112,6 +150,7 @@ for row in "${rows[@]}"; do
     log=$RESULTS_DIR/logs/$row-$stamp.server.log
     out=$RESULTS_DIR/logs/$row-$stamp.out
     echo "=== $row (run $n/$REPEAT) — server log $log" >&2
+    wait_quiet
     start_server "$log"
     # shellcheck disable=SC2046 # the row's arguments are split on purpose
     set +e

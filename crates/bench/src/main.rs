@@ -1,0 +1,208 @@
+//! `chorus-bench`: the load generator for the realtime rows of the bar in
+//! PRODUCT.md. It drives a running Chorus server over loopback only; every
+//! scenario is bounded in count and time and stops by itself, prints a
+//! result block with PASS/FAIL against the bar and can append a JSON line to
+//! a results file. See BENCHMARKS.md and `scripts/bench.sh`.
+
+mod conn;
+mod frame;
+mod hold;
+mod http;
+mod publish;
+mod report;
+mod scenario;
+mod server;
+mod sse;
+mod stats;
+mod token;
+mod util;
+mod ws;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::Report;
+use crate::token::Minter;
+use crate::util::{SourceAddrs, Target, parse_duration};
+
+#[derive(Parser)]
+#[command(name = "chorus-bench", version, about = "Load generator for the Chorus bar: drives a running server on loopback")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// The server (loopback only).
+    #[arg(long, global = true, env = "CHORUS_BENCH_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// HS256 secret the server verifies tokens with.
+    #[arg(long, global = true, env = "CHORUS_BENCH_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// A file holding the secret.
+    #[arg(long, global = true)]
+    pub secret_file: Option<PathBuf>,
+    /// The server's data directory; its `jwt-secret` is used when no secret is given.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// API key for the server publish API.
+    #[arg(long, global = true, env = "CHORUS_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// PID of the server process, for RSS and CPU readings.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// Append one JSON line per run to this file.
+    #[arg(long, global = true)]
+    pub results: Option<PathBuf>,
+    /// Name of the row of the bar (defaults to one derived from the parameters).
+    #[arg(long, global = true)]
+    pub row: Option<String>,
+    /// Source addresses 127.0.0.1..=127.0.0.N used in turn (ephemeral ports).
+    #[arg(long, global = true, default_value_t = 8)]
+    pub src_addrs: u8,
+    /// First source address is 127.0.0.(1 + offset) (worker processes get their own).
+    #[arg(long, global = true, default_value_t = 0, hide = true)]
+    pub src_offset: u8,
+    /// Runtime worker threads of the generator.
+    #[arg(long, global = true, default_value_t = 2)]
+    pub threads: usize,
+    /// Time allowed for one connection's upgrade and first frame.
+    #[arg(long, global = true, default_value = "15s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// N idle authenticated WebSocket connections, each subscribed to its own
+    /// `user:<id>`: server RSS per connection (bar ≤ 8 KiB, 15,000 held).
+    Idle(scenario::idle::IdleArgs),
+    /// New WebSocket connections per second with the JWT verified at upgrade,
+    /// counted when `connected` arrives (bar ≥ 10,000/s).
+    ConnectRate(scenario::idle::ConnectRateArgs),
+    /// One channel, S subscribers, R msg/s for D s through the publish API.
+    Fanout(scenario::fanout::FanoutArgs),
+    /// Users on their own channels receiving agent-run events via the batch API.
+    AgentStreams(scenario::streams::AgentArgs),
+    /// Users on their own channels; all connections cut, reconnect with `since`.
+    RecoveryStorm(scenario::streams::StormArgs),
+    /// SSE clients on their own channels, then the same storm with `Last-Event-ID`.
+    Sse(scenario::streams::SseArgs),
+    /// Connect/subscribe/disconnect cycles; server counts back to baseline.
+    Churn(scenario::churn::ChurnArgs),
+    /// Long run with connection replacement and steady events; drift of RSS,
+    /// tasks and /health latency.
+    Soak(scenario::soak::SoakArgs),
+    /// Worker process of `idle` and `connect-rate` (driven over stdin/stdout).
+    #[command(hide = true)]
+    WsHold(hold::HoldArgs),
+}
+
+/// What every scenario needs.
+pub struct Ctx {
+    pub target: Target,
+    pub minter: Minter,
+    pub api_key: Option<Arc<str>>,
+    pub server_pid: Option<u32>,
+    pub src: SourceAddrs,
+    pub connect_timeout: Duration,
+    pub common: Common,
+}
+
+impl Ctx {
+    fn new(common: &Common) -> anyhow::Result<Self> {
+        let target = Target::parse(&common.url)?;
+        let minter = Minter::from_sources(common.secret.as_deref(), common.secret_file.as_deref(), common.data_dir.as_deref(), 3 * 3600)?;
+        Ok(Self {
+            src: SourceAddrs::new(&target, common.src_addrs, common.src_offset),
+            target,
+            minter,
+            api_key: common.api_key.as_deref().map(Arc::from),
+            server_pid: common.server_pid,
+            connect_timeout: common.connect_timeout,
+            common: common.clone(),
+        })
+    }
+
+    pub fn api_key(&self) -> anyhow::Result<Arc<str>> {
+        self.api_key.clone().context("this scenario publishes: pass --api-key (one of the server's [auth] api_keys)")
+    }
+
+    /// The row label: `--row` or the scenario's own.
+    pub fn row(&self, default: String) -> String {
+        self.common.row.clone().unwrap_or(default)
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(cli.common.threads.max(1)).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chorus-bench: cannot start the runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Connection tasks may still be parked on sockets; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> i32 {
+    if let Cmd::WsHold(args) = &cli.cmd {
+        return match hold::run(&cli.common, args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("chorus-bench ws-hold: {e:#}");
+                2
+            }
+        };
+    }
+    let ctx = match Ctx::new(&cli.common) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("chorus-bench: {e:#}");
+            return 2;
+        }
+    };
+    let result: anyhow::Result<Report> = match &cli.cmd {
+        Cmd::Idle(a) => scenario::idle::idle(&ctx, a).await,
+        Cmd::ConnectRate(a) => scenario::idle::connect_rate(&ctx, a).await,
+        Cmd::Fanout(a) => scenario::fanout::run(&ctx, a).await,
+        Cmd::AgentStreams(a) => scenario::streams::agent_streams(&ctx, a).await,
+        Cmd::RecoveryStorm(a) => scenario::streams::recovery_storm(&ctx, a).await,
+        Cmd::Sse(a) => scenario::streams::sse(&ctx, a).await,
+        Cmd::Churn(a) => scenario::churn::run(&ctx, a).await,
+        Cmd::Soak(a) => scenario::soak::run(&ctx, a).await,
+        Cmd::WsHold(_) => unreachable!("handled above"),
+    };
+    match result {
+        Ok(report) => {
+            report.print();
+            if let Some(path) = &cli.common.results {
+                let command = std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" ");
+                if let Err(e) = report.append_json(path, &command) {
+                    eprintln!("chorus-bench: {e:#}");
+                }
+            }
+            if report.pass() { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("chorus-bench: {e:#}");
+            2
+        }
+    }
+}
+
+/// Quotes an argument for the recorded command line; secrets are never
+/// passed as arguments by the runner (they come from the environment).
+fn shell_quote(a: &str) -> String {
+    if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@".contains(c)) { a.to_owned() } else { format!("'{}'", a.replace('\'', "'\\''")) }
+}
