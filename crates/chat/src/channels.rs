@@ -108,7 +108,7 @@ impl Channels {
 
     /// Creates a channel owned by `user_id` and announces `channel_created`.
     pub async fn create(&self, user_id: &str, input: NewChannelInput) -> Result<ChannelView, ChatError> {
-        self.deps.maintenance.check("creating channels")?;
+        self.deps.check_maintenance("creating channels")?;
         let name = valid_name(&input.name)?;
         let topic = input.topic.as_deref().map(valid_topic).transpose()?.flatten();
         let retention_ms = input.retention_ms.map(valid_retention).transpose()?;
@@ -151,7 +151,7 @@ impl Channels {
         let (mut channel, role) = self.access(user_id, channel_id).await?;
         require_owner(role, "change a channel")?;
         if patch.writes_content() {
-            self.deps.maintenance.check("renaming channels or changing topics")?;
+            self.deps.check_maintenance("renaming channels or changing topics")?;
         }
         let update = ChannelUpdate {
             name: patch.name.as_deref().map(valid_name).transpose()?,

@@ -15,7 +15,6 @@ pub mod messages;
 pub mod views;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use chorus_auth::{HmacSecret, JwtVerifier};
 use chorus_core::Hub;
@@ -53,33 +52,21 @@ impl Caller {
     }
 }
 
-/// Maintenance mode: while on, everything that creates content is refused;
-/// sign-in, reads and administration still work.
-#[derive(Debug, Clone, Default)]
-pub struct Maintenance(Arc<AtomicBool>);
-
-impl Maintenance {
-    pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Release);
-    }
-
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-
-    /// `Err(Maintenance)` while on; `what` names the refused action ("sending messages").
-    pub fn check(&self, what: &str) -> Result<(), ChatError> {
-        if self.is_on() { Err(ChatError::Maintenance(what.to_owned())) } else { Ok(()) }
-    }
-}
-
 /// What every service shares.
 #[derive(Clone)]
 pub struct Deps {
     pub store: Arc<dyn Store>,
     pub hub: Hub,
     pub config: Arc<ChatConfig>,
-    pub maintenance: Maintenance,
+}
+
+impl Deps {
+    /// `Err(Maintenance)` while maintenance mode is on (on any node); `what`
+    /// names the refused action ("sending messages"). Sign-in, reads and
+    /// administration never call this.
+    pub fn check_maintenance(&self, what: &str) -> Result<(), ChatError> {
+        self.hub.check_maintenance(what).map_err(|r| ChatError::Maintenance(r.subject()))
+    }
 }
 
 /// What the composition root hands in.
@@ -106,7 +93,7 @@ pub struct Chat {
 
 impl Chat {
     pub fn new(parts: ChatParts) -> Self {
-        let deps = Deps { store: parts.store, hub: parts.hub, config: Arc::new(parts.config), maintenance: Maintenance::default() };
+        let deps = Deps { store: parts.store, hub: parts.hub, config: Arc::new(parts.config) };
         let accounts = Accounts::new(deps.clone(), parts.secret, parts.jwt);
         let channels = Channels::new(deps.clone());
         let messages = Messages::new(deps.clone());

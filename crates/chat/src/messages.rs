@@ -130,7 +130,7 @@ impl Messages {
         text: &str,
         idempotency_key: Option<&str>,
     ) -> Result<SentMessage, ChatError> {
-        self.deps.maintenance.check("sending messages")?;
+        self.deps.check_maintenance("sending messages")?;
         let text = self.valid_text(text)?;
         if let Some(key) = idempotency_key {
             valid_idempotency_key(key)?;
@@ -171,7 +171,7 @@ impl Messages {
 
     /// Replaces a message's text (its author only) and announces `message_updated`.
     pub async fn edit(&self, user_id: &str, channel_id: &str, message_id: &str, text: &str) -> Result<MessageView, ChatError> {
-        self.deps.maintenance.check("editing messages")?;
+        self.deps.check_maintenance("editing messages")?;
         let text = self.valid_text(text)?;
         self.require_message(user_id, channel_id, message_id).await?;
         self.check_rate(user_id)?;
