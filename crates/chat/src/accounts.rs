@@ -214,7 +214,9 @@ struct KnownKey {
 
 struct Inner {
     deps: Deps,
-    secret: HmacSecret,
+    /// Signs access tokens at login; `None` when only an external identity
+    /// provider's keys are configured (local sign-in is then refused).
+    secret: Option<HmacSecret>,
     jwt: JwtVerifier,
     passwords: Passwords,
     sessions: Sessions,
@@ -231,7 +233,7 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(deps: Deps, secret: HmacSecret, jwt: JwtVerifier) -> Self {
+    pub fn new(deps: Deps, secret: Option<HmacSecret>, jwt: JwtVerifier) -> Self {
         let sessions = Sessions::new(deps.store.clone(), deps.config.session_idle, deps.config.session_touch_interval);
         let providers = Providers::new(deps.store.clone());
         let limiters = Limiters {
@@ -406,6 +408,7 @@ impl Accounts {
     /// password, an unknown user and a user without a password get the same
     /// error after the same amount of work.
     pub async fn login(&self, username: &str, password: String, client: &ClientInfo) -> Result<TokenGrant, ChatError> {
+        self.signer()?;
         // Lengths no account can have are refused before any work; they say nothing about who exists.
         if username.is_empty() || username.chars().count() > validate::USERNAME_MAX {
             return Err(ChatError::invalid("username", format_args!("must be 1-{} characters", validate::USERNAME_MAX)));
@@ -465,6 +468,13 @@ impl Accounts {
         Ok(())
     }
 
+    /// The secret access tokens are signed with, or why local sign-in is off.
+    fn signer(&self) -> Result<&HmacSecret, ChatError> {
+        self.inner.secret.as_ref().ok_or_else(|| {
+            ChatError::Unavailable("local sign-in is disabled: no HMAC secret is configured; sign in with the identity provider".into())
+        })
+    }
+
     fn grant(&self, user: &User, session_id: &str, refresh_token: String) -> Result<TokenGrant, ChatError> {
         let ttl = self.inner.deps.config.access_token_ttl.max(Duration::from_secs(1));
         let request = MintRequest {
@@ -477,7 +487,7 @@ impl Accounts {
         };
         // `exp` is computed the same way inside `mint_token`: whole seconds from now.
         let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let access_token = mint_token(&self.inner.secret, &request).map_err(|e| ChatError::Internal(format!("minting an access token failed: {e}")))?;
+        let access_token = mint_token(self.signer()?, &request).map_err(|e| ChatError::Internal(format!("minting an access token failed: {e}")))?;
         let expires_ms = i64::try_from((now_secs + ttl.as_secs()) * 1000).unwrap_or(i64::MAX);
         Ok(TokenGrant {
             access_token,
@@ -492,6 +502,7 @@ impl Accounts {
     /// Exchanges a refresh token for a new access token and a new refresh
     /// token; the one presented stops working.
     pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo) -> Result<TokenGrant, ChatError> {
+        self.signer()?;
         if let Some(ip) = client.ip {
             let rate = per_minute(self.inner.deps.config.refreshes_per_address_per_minute);
             self.inner.limiters.refresh_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| refused("token refreshes from this address", r))?;

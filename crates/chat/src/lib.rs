@@ -74,8 +74,9 @@ pub struct ChatParts {
     pub store: Arc<dyn Store>,
     pub hub: Hub,
     pub config: ChatConfig,
-    /// Signs access tokens issued at login.
-    pub secret: HmacSecret,
+    /// Signs access tokens issued at login; `None` turns local sign-in off
+    /// (only an external identity provider's keys are configured).
+    pub secret: Option<HmacSecret>,
     /// Verifies bearer tokens (own and external identity providers).
     pub jwt: JwtVerifier,
 }

@@ -75,7 +75,11 @@ impl Server {
         if let Some(origin) = &secret_origin {
             tracing::info!(secret = %origin, "token signing secret");
         }
-        let secret: HmacSecret = HmacSecret::resolve(&config.auth, &config.data_dir).context("auth secret")?.secret;
+        // None with public keys only: tokens come from the identity provider, local sign-in is off.
+        let secret: Option<HmacSecret> = HmacSecret::try_resolve(&config.auth, &config.data_dir).context("auth secret")?.map(|r| r.secret);
+        if secret.is_none() {
+            tracing::warn!("no HMAC secret: local sign-in is off; only tokens signed by the configured public keys are accepted");
+        }
 
         // Store.
         let store = chorus_store::open_store(&config.store, &config.data_dir).await.context("opening the store")?;

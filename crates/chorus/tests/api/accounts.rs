@@ -613,6 +613,30 @@ async fn identity_provider_users_map_to_local_users(engine: TestEngine) {
 }
 both_engines!(identity_provider_users_map_to_local_users, super::identity_provider_users_map_to_local_users);
 
+async fn a_server_with_only_an_identity_provider_refuses_local_sign_in(engine: TestEngine) {
+    let jwks = idp::Jwks::start().await;
+    let url = jwks.url.clone();
+    let app = start_with(engine, move |c| {
+        c.auth.hmac_secret = None;
+        c.auth.jwks_url = Some(url);
+    })
+    .await;
+    assert!(!app.config.data_dir.join("jwt-secret").exists(), "no secret is generated when public keys are configured");
+    // Sign-up still records the account, but no token can be issued for it.
+    let r = signup(&app, json!({ "username": "local-user", "password": PASSWORD })).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = login(&app, "local-user", PASSWORD).await;
+    assert_eq!((r.status, code(&r)), (503, "unavailable"), "{}", r.body);
+    assert!(message(&r).contains("identity provider"), "{}", r.body);
+    // The provider's tokens work for the API and realtime.
+    let t = idp::token("rsa-private.pem", json!({ "sub": "idp-7", "iss": "https://idp.test" }));
+    assert_eq!(app.get("/api/v1/me", &t).await.status, 200);
+    app.ws(&t).await;
+    app.stop().await;
+    drop(jwks);
+}
+both_engines!(a_server_with_only_an_identity_provider_refuses_local_sign_in, super::a_server_with_only_an_identity_provider_refuses_local_sign_in);
+
 // ---------------------------------------------------------------- administrators
 
 async fn the_bootstrap_admin_is_created_once(engine: TestEngine) {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chorus_core::hub::MaintenanceMode;
 use chorus_store::{EventBuilder, InsertOutcome, MemberRef, Message, NewMessage, OutboxEvent};
 use chorus_testkit::WsClient;
 use chorus_testkit::db::TestEngine;
@@ -251,10 +252,12 @@ async fn maintenance(engine: TestEngine) {
     let mid = r.body["message"]["id"].as_str().unwrap().to_owned();
     let mut ws = app.ws(&alice.token).await;
 
-    app.server().chat().deps().maintenance.set(true);
+    let on = MaintenanceMode::On { message: Some("upgrading".into()), since_ms: 0 };
+    app.server().chat().deps().hub.set_maintenance(on).await.unwrap();
     let r = send(&app, &alice, &id, "during").await;
     assert_eq!((r.status, err(&r)), (503, "maintenance"), "{}", r.body);
-    assert!(r.body["message"].as_str().unwrap().contains("sending messages"));
+    let text = r.body["message"].as_str().unwrap();
+    assert!(text.contains("sending messages") && text.contains("upgrading"), "{text}");
     let reply = ws.request(ws_send(&id, "during")).await;
     assert_eq!(reply["error"]["error"], "maintenance", "{reply}");
     let r = app.patch(&format!("/api/v1/channels/{id}/messages/{mid}"), &alice.token, json!({ "text": "edited" })).await;
@@ -268,7 +271,7 @@ async fn maintenance(engine: TestEngine) {
     assert_eq!(r.status, 200);
     assert_eq!(app.get("/api/v1/channels", &alice.token).await.status, 200);
 
-    app.server().chat().deps().maintenance.set(false);
+    app.server().chat().deps().hub.set_maintenance(MaintenanceMode::Off).await.unwrap();
     assert_eq!(send(&app, &alice, &id, "after").await.status, 201);
     app.stop().await;
 }

@@ -122,7 +122,7 @@ pub async fn signup(State(app): State<AppState>, Client(client): Client, body: B
         (status = 401, description = "Wrong username or password (the same answer for both)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 429, description = "Too many attempts for this account or from this address (`Retry-After`)", body = ErrorBody),
-        (status = 503, description = "Store or password hashing unavailable", body = ErrorBody),
+        (status = 503, description = "Store or password hashing unavailable, or local sign-in disabled (no HMAC secret configured)", body = ErrorBody),
     ))]
 pub async fn login(State(app): State<AppState>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
     let chat = chat(&app)?;
@@ -138,7 +138,7 @@ pub async fn login(State(app): State<AppState>, Client(client): Client, body: By
         (status = 401, description = "Unknown or already used refresh token, or the session ended", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 429, description = "Too many refreshes from this address (`Retry-After`)", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        (status = 503, description = "Store unavailable, or local sign-in disabled", body = ErrorBody),
     ))]
 pub async fn refresh(State(app): State<AppState>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
     let chat = chat(&app)?;
