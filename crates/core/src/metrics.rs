@@ -102,7 +102,7 @@ impl CoreMetrics {
         registry.register("connections_opened", "Connections accepted and authenticated", opened_family);
 
         let duration_family = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new(CONNECTION_DURATION_BUCKETS.into_iter())
+            Histogram::new(CONNECTION_DURATION_BUCKETS)
         });
         let connection_duration = per_transport(&duration_family);
         registry.register("connection_duration_seconds", "How long connections lasted", duration_family);
@@ -122,7 +122,7 @@ impl CoreMetrics {
         let events_out = PerEvent::new(&out_family);
         registry.register("events_out", "Events delivered to connections on this node, by type", out_family);
 
-        let delivery_lag = Histogram::new(LATENCY_BUCKETS.into_iter());
+        let delivery_lag = Histogram::new(LATENCY_BUCKETS);
         registry.register(
             "broker_delivery_lag_seconds",
             "Time from an event's publication to its fan-out on this node",

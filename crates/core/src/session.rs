@@ -89,14 +89,14 @@ impl Session {
             }
             return self.reply_error(peek_id(frame), ErrorCode::RateLimited, "frame rate limit reached; slow down").await;
         }
-        if let Some(conn) = self.connection() {
-            if hub.check_user_rate(UserLimiter::Frames, &conn.user).is_err() {
-                self.strikes += 1;
-                if self.strikes >= rates.flood_strikes.max(1) {
-                    return Flow::Close(CloseCode::Flood);
-                }
-                return self.reply_error(peek_id(frame), ErrorCode::RateLimited, "per-user frame rate limit reached; slow down").await;
+        if let Some(conn) = self.connection()
+            && hub.check_user_rate(UserLimiter::Frames, &conn.user).is_err()
+        {
+            self.strikes += 1;
+            if self.strikes >= rates.flood_strikes.max(1) {
+                return Flow::Close(CloseCode::Flood);
             }
+            return self.reply_error(peek_id(frame), ErrorCode::RateLimited, "per-user frame rate limit reached; slow down").await;
         }
         self.strikes = 0;
 
@@ -146,7 +146,7 @@ impl Session {
             Command::Connect { token } => {
                 let opened = async {
                     let identity = self.executor.authenticate(&token).await?;
-                    self.open(identity).await.map(|c| c.clone())
+                    self.open(identity).await.cloned()
                 };
                 match opened.await {
                     Ok(conn) => {

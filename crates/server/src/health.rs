@@ -168,7 +168,7 @@ pub fn register_store_metrics(
     registry: &mut prometheus_client::registry::Registry,
     store: std::sync::Arc<dyn chorus_store::Store>,
 ) -> StoreCheck {
-    let latency = prometheus_client::metrics::histogram::Histogram::new(chorus_core::metrics::LATENCY_BUCKETS.into_iter());
+    let latency = prometheus_client::metrics::histogram::Histogram::new(chorus_core::metrics::LATENCY_BUCKETS);
     registry.register("store_latency_seconds", "Latency of store health probes", latency.clone());
     let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
     chorus_core::metrics::ScrapeGauges::default()

@@ -19,7 +19,7 @@ type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(chorus_core::metrics::LATENCY_BUCKETS.into_iter())
+    Histogram::new(chorus_core::metrics::LATENCY_BUCKETS)
 }
 
 /// HTTP request metrics: count by route, method and status; latency by route.

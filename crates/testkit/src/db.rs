@@ -42,11 +42,11 @@ impl TestDatabase {
 
     /// Drops a PostgreSQL test database (after the server using it closed).
     pub async fn drop_now(&self) {
-        if let Some((admin_url, name)) = &self.admin {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut conn).await;
-                let _ = conn.close().await;
-            }
+        if let Some((admin_url, name)) = &self.admin
+            && let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut conn).await;
+            let _ = conn.close().await;
         }
     }
 }
