@@ -255,6 +255,30 @@ mod tests {
         assert_eq!(c.rate_limits.messages_per_minute, 30.0);
     }
 
+    /// Every key of a default configuration, as dotted paths.
+    fn keys(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                keys(v, &path, out);
+                out.insert(path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_file_holds_every_key_at_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../chorus.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(parsed, Config::default(), "chorus.example.toml sets a value other than the default");
+        let (mut written, mut defaults) = (Default::default(), Default::default());
+        keys(&toml::from_str(&text).unwrap(), "", &mut written);
+        keys(&toml::Value::try_from(Config::default()).unwrap(), "", &mut defaults);
+        let missing: Vec<_> = defaults.difference(&written).collect();
+        assert!(missing.is_empty(), "chorus.example.toml lacks {missing:?}");
+    }
+
     #[test]
     fn file_then_environment() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
