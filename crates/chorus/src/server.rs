@@ -141,7 +141,7 @@ impl Server {
             chat: Some(chat.clone()),
         });
         let app = chorus_server::app(state);
-        let listener = tokio::net::TcpListener::bind(config.server.bind).await.with_context(|| format!("binding {}", config.server.bind))?;
+        let listener = listen(config.server.bind).with_context(|| format!("binding {}", config.server.bind))?;
         let addr = listener.local_addr()?;
         let stop_accepting = CancellationToken::new();
         let serving = tokio::spawn(
@@ -225,4 +225,17 @@ fn spawn_store_probe(tasks: &tokio_util::task::TaskTracker, stop: CancellationTo
             }
         }
     });
+}
+
+/// Pending connections the kernel queues before `accept` (capped by
+/// `net.core.somaxconn`). A reconnect storm after a restart or a network cut
+/// arrives at once; a short queue would drop SYNs and cost each dropped
+/// client a one-second retransmission.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

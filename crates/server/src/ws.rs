@@ -82,7 +82,9 @@ pub async fn upgrade(
         .max_write_buffer_size(limits.outbound_queue_bytes.saturating_mul(4).max(config.ws_write_buffer_bytes * 2))
         .max_message_size(limits.frame_hard_cap_bytes)
         .max_frame_size(limits.frame_hard_cap_bytes);
-    let span = tracing::info_span!("ws", request_id = %request_id.as_str(), conn = tracing::field::Empty, user = tracing::field::Empty);
+    // A root span carrying the request id: as a child it would keep the
+    // upgrade request's span (and its memory) alive for the connection's life.
+    let span = tracing::info_span!(parent: None, "ws", request_id = %request_id.as_str(), conn = tracing::field::Empty, user = tracing::field::Empty);
     Ok(ws.on_upgrade(move |socket| {
         let hub = app.hub().clone();
         // Split before the future exists, so the socket lives only behind the
