@@ -11,9 +11,10 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// The state of one component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// The state of one component, or of the whole node (the worst of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = HealthStatus)]
 pub enum Status {
     Healthy,
     Degraded,
@@ -27,6 +28,45 @@ pub struct ComponentReport {
     pub details: serde_json::Value,
 }
 
+/// `/health`: `ok` while serving, `draining` before shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    Ok,
+    Draining,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Live {
+    pub status: Liveness,
+}
+
+/// The body of `/health/detailed`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HealthReport {
+    /// The worst status of any component.
+    pub status: Status,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+    pub uptime_seconds: u64,
+    pub version: String,
+    /// One report per component: `broker`, `hub`, `memory`, `store`, ...
+    #[schema(schema_with = component_reports)]
+    pub checks: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `checks`: component name -> `{status, ...details}`; the details differ per component.
+fn component_reports() -> utoipa::openapi::schema::Object {
+    use utoipa::PartialSchema;
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let report = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("status", Status::schema())
+        .required("status")
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)));
+    ObjectBuilder::new().schema_type(Type::Object).additional_properties(Some(report)).build()
+}
+
 /// A component that reports into `/health/detailed`.
 #[async_trait]
 pub trait HealthCheck: Send + Sync + 'static {
@@ -36,21 +76,21 @@ pub trait HealthCheck: Send + Sync + 'static {
 
 /// Liveness: answers without touching any dependency.
 #[utoipa::path(get, path = "/health", tag = "ops", responses(
-    (status = 200, description = "Serving", content_type = "application/json", example = json!({"status": "ok"})),
-    (status = 503, description = "Draining before shutdown", content_type = "application/json", example = json!({"status": "draining"})),
+    (status = 200, description = "Serving", body = Live, example = json!({"status": "ok"})),
+    (status = 503, description = "Draining before shutdown", body = Live, example = json!({"status": "draining"})),
 ))]
 pub async fn live(State(app): State<AppState>) -> impl IntoResponse {
     if app.hub().is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Live { status: Liveness::Draining }))
     } else {
-        (StatusCode::OK, Json(json!({ "status": "ok" })))
+        (StatusCode::OK, Json(Live { status: Liveness::Ok }))
     }
 }
 
 /// Every component, and an overall status that is the worst of them.
 #[utoipa::path(get, path = "/health/detailed", tag = "ops", responses(
-    (status = 200, description = "Healthy or degraded; `checks` has one entry per component (broker, hub, memory, store, ...)", content_type = "application/json"),
-    (status = 503, description = "A component is unhealthy", content_type = "application/json"),
+    (status = 200, description = "Healthy or degraded; `checks` has one entry per component (broker, hub, memory, store, ...)", body = HealthReport),
+    (status = 503, description = "A component is unhealthy", body = HealthReport),
 ))]
 pub async fn detailed(State(app): State<AppState>) -> impl IntoResponse {
     let hub = app.hub();
@@ -88,13 +128,13 @@ pub async fn detailed(State(app): State<AppState>) -> impl IntoResponse {
         checks.insert(check.name().to_owned(), serde_json::to_value(report).unwrap_or_default());
     }
     let code = if overall == Status::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    let body = json!({
-        "status": overall,
-        "timestamp": chorus_protocol::timestamp::format_ms(chorus_protocol::timestamp::now_ms()),
-        "uptime_seconds": app.uptime().as_secs(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "checks": checks,
-    });
+    let body = HealthReport {
+        status: overall,
+        timestamp: chorus_protocol::timestamp::format_ms(chorus_protocol::timestamp::now_ms()),
+        uptime_seconds: app.uptime().as_secs(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        checks,
+    };
     (code, Json(body))
 }
 

@@ -245,6 +245,39 @@ async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, bytes: Bytes, outbou
     }
 }
 
+/// A command's result: `{id, result}` (PROTOCOL.md "Frames").
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CommandResult {
+    /// The command's `id`.
+    id: u64,
+    /// The command's result; its fields depend on the command (PROTOCOL.md "Commands").
+    #[schema(value_type = Object)]
+    result: (),
+}
+
+/// A command's error reply: `{id, error}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CommandErrorReply {
+    /// The command's `id`; null when the frame had none.
+    #[schema(required = true)]
+    id: Option<u64>,
+    error: ErrorBody,
+}
+
+/// An error from the command endpoint: the standard error object when the
+/// request is refused before the command runs (token, connection, size,
+/// rate, a malformed or `connect` frame), or the command's error reply.
+/// Either way its `request_id` is this HTTP request's.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum CommandError {
+    Request(ErrorBody),
+    Reply(CommandErrorReply),
+}
+
 /// `POST /api/v1/connections/{id}/commands`: a command for an SSE connection.
 /// The body is a command frame; the response body is its reply.
 #[utoipa::path(post, path = "/api/v1/connections/{id}/commands", tag = "realtime",
@@ -253,15 +286,16 @@ async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, bytes: Bytes, outbou
     request_body(content = serde_json::Value, description = "A command frame, e.g. `{\"id\":1,\"type\":\"subscribe\",\"channel\":\"room:x\"}`"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The command's reply: `{id, result}`", content_type = "application/json"),
-        (status = 400, description = "Malformed command (body is `{id, error}` or the standard error object)", body = ErrorBody),
-        (status = 401, description = "Token invalid or expired", body = ErrorBody),
-        (status = 403, description = "Not allowed (reply `{id, error}`)", content_type = "application/json"),
-        (status = 404, description = "No such connection for this user", body = ErrorBody),
-        (status = 409, description = "Conflict (reply `{id, error}`)", content_type = "application/json"),
-        (status = 413, description = "Command larger than the frame limit", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
-        (status = 503, description = "Unavailable (reply `{id, error}`)", content_type = "application/json"),
+        (status = 200, description = "The command's result", body = CommandResult),
+        (status = 400, description = "Malformed command, or the command's invalid field", body = CommandError),
+        (status = 401, description = "Token invalid or expired", body = CommandError),
+        (status = 403, description = "Not allowed", body = CommandError),
+        (status = 404, description = "No such connection for this user", body = CommandError),
+        (status = 409, description = "Conflict (e.g. `connect` on a connected stream, already subscribed)", body = CommandError),
+        (status = 413, description = "Command larger than the frame limit", body = CommandError),
+        (status = 422, description = "A published event that does not match its type's schema", body = CommandError),
+        (status = 429, description = "Command rate limit, or a count limit of the connection", body = CommandError),
+        (status = 503, description = "Maintenance mode, or a dependency unavailable", body = CommandError),
     ))]
 pub async fn command(
     State(app): State<AppState>,
@@ -290,7 +324,7 @@ pub async fn command(
     if matches!(request.command, Command::Connect { .. }) {
         return Err(ApiError::new(ErrorCode::Conflict, "already connected"));
     }
-    let executed = app.executor().execute(&conn, request).await;
+    let mut executed = app.executor().execute(&conn, request).await;
     if let Some(f) = executed.follow_up {
         let h = hub.clone();
         hub.spawn_connection("sse_follow_up", async move { h.run_follow_up(f).await });
@@ -299,7 +333,10 @@ pub async fn command(
         Ok(_) => StatusCode::OK,
         Err(e) => StatusCode::from_u16(e.error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     };
-    let _ = request_id;
+    // An error names this HTTP request (its header and log lines), not the stream's.
+    if let Err(e) = &mut executed.reply.outcome {
+        e.request_id = request_id.as_str().to_owned();
+    }
     let mut res = (status, executed.reply.encode()).into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(res)

@@ -173,10 +173,9 @@ async fn idempotency(engine: TestEngine) {
     assert_eq!(again.body["message"]["text"], "once");
     assert!(again.body.get("offset").is_none() && again.body.get("epoch").is_none(), "{}", again.body);
     // Through the header, and over the WebSocket: the same original.
-    let r = app.http.post(app.url(&path)).bearer_auth(&alice.token).header("idempotency-key", "k-1").json(&json!({ "text": "hdr" })).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["message"]["id"], mid.as_str());
+    let r = app.send(app.http.post(app.url(&path)).bearer_auth(&alice.token).header("idempotency-key", "k-1").json(&json!({ "text": "hdr" }))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["message"]["id"], mid.as_str());
     let mut alice_ws = app.ws(&alice.token).await;
     let reply = alice_ws.request(json!({ "type": "send_message", "channel": format!("room:{id}"), "text": "ws", "idempotency_key": "k-1" })).await;
     assert_eq!((reply["result"]["message_id"].as_str(), reply["result"]["duplicate"].as_bool()), (Some(mid.as_str()), Some(true)), "{reply}");
@@ -184,10 +183,10 @@ async fn idempotency(engine: TestEngine) {
     assert_eq!(reply["result"]["seq"], 1);
 
     // A header-only key works for a new message; body and header must agree.
-    let r = app.http.post(app.url(&path)).bearer_auth(&alice.token).header("idempotency-key", "k-2").json(&json!({ "text": "two" })).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let r = app.http.post(app.url(&path)).bearer_auth(&alice.token).header("idempotency-key", "k-3").json(&json!({ "text": "x", "idempotency_key": "k-4" })).send().await.unwrap();
-    assert_eq!(r.status(), 400);
+    let r = app.send(app.http.post(app.url(&path)).bearer_auth(&alice.token).header("idempotency-key", "k-2").json(&json!({ "text": "two" }))).await;
+    assert_eq!(r.status, 201);
+    let r = app.send(app.http.post(app.url(&path)).bearer_auth(&alice.token).header("idempotency-key", "k-3").json(&json!({ "text": "x", "idempotency_key": "k-4" }))).await;
+    assert_eq!(r.status, 400);
     // Keys are per user: bob's k-1 is his own.
     let r = app.post(&path, &bob.token, json!({ "text": "bob's", "idempotency_key": "k-1" })).await;
     assert_eq!(r.status, 201);

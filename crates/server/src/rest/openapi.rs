@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::state::AppState;
 
 /// The standard error object of every error response.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, serde::Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct ErrorBody {
     /// A code from PROTOCOL.md "Errors", e.g. `invalid_field`.
@@ -49,8 +49,40 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
+/// An OpenAPI 3.x document (the frame; its parts are OpenAPI's own).
+pub struct OpenApiDocument;
+
+impl utoipa::PartialSchema for OpenApiDocument {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+        let object = || ObjectBuilder::new().schema_type(Type::Object);
+        object()
+            .description(Some("An OpenAPI 3.x document"))
+            .property("openapi", ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^3\.\d+\.\d+$")))
+            .property(
+                "info",
+                object()
+                    .property("title", ObjectBuilder::new().schema_type(Type::String))
+                    .property("version", ObjectBuilder::new().schema_type(Type::String))
+                    .required("title")
+                    .required("version")
+                    .additional_properties(Some(AdditionalProperties::FreeForm(true))),
+            )
+            .property("paths", object())
+            .property("components", object())
+            .required("openapi")
+            .required("info")
+            .required("paths")
+            // The rest is OpenAPI's (tags, security, ...), not ours to list.
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .into()
+    }
+}
+
+impl ToSchema for OpenApiDocument {}
+
 /// `GET /api/v1/openapi.json`.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops", responses((status = 200, description = "This document", content_type = "application/json")))]
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops", responses((status = 200, description = "This document", body = OpenApiDocument)))]
 pub async fn document(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(app.openapi().clone())
 }
