@@ -635,6 +635,19 @@ impl Hub {
         v
     }
 
+    /// The `limit` oldest connections of this node (oldest first) and how
+    /// many there are in all; only the page's details are copied.
+    pub fn connection_page(&self, limit: usize) -> (usize, Vec<ConnectionInfo>) {
+        let mut all = self.all_connections();
+        let total = all.len();
+        if limit < total {
+            all.select_nth_unstable_by_key(limit, |c| c.opened_at_ms);
+            all.truncate(limit);
+        }
+        all.sort_by_key(|c| c.opened_at_ms);
+        (total, all.iter().map(|c| c.info()).collect())
+    }
+
     fn close_local(&self, user: &UserId, id: ConnId, code: CloseCode) -> bool {
         match self.connection(user, id) {
             Some(c) => c.close(code),

@@ -115,6 +115,9 @@ pub async fn detailed(State(app): State<AppState>) -> impl IntoResponse {
             "outbound_queued": queued,
             "outbound_queue_max": max_queue,
             "tasks": hub.task_count(),
+            // Content creation is refused while on; not a health problem.
+            "maintenance": hub.in_maintenance(),
+            "firehose_readers": hub.firehose_readers(),
         }),
     };
     let memory = ComponentReport { status: Status::Healthy, details: json!({ "rss_bytes": rss_bytes() }) };

@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod extract;
+pub mod firehose;
 pub mod health;
 pub mod metrics;
 pub mod origin;

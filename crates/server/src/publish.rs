@@ -85,6 +85,15 @@ pub(crate) async fn authorize(app: &AppState, headers: &HeaderMap) -> Result<Api
     app.api_keys().check(key).await.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown or revoked API key"))
 }
 
+/// How long a client refused by maintenance mode is asked to wait.
+const MAINTENANCE_RETRY_SECS: u64 = 5;
+
+/// 503 `maintenance` (with the administrator's message) while maintenance
+/// mode is on: publishing creates content. A batch is refused as a whole.
+fn check_maintenance(app: &AppState) -> Result<(), ApiError> {
+    app.hub().check_maintenance("publishing").map_err(|r| ApiError::new(ErrorCode::Maintenance, r.to_string()).retry_after(MAINTENANCE_RETRY_SECS))
+}
+
 /// `POST /api/v1/publish`: one event.
 #[utoipa::path(post, path = "/api/v1/publish", tag = "publish", request_body = PublishBody, security(("api_key" = []), ("bearer" = [])),
     responses(
@@ -93,10 +102,11 @@ pub(crate) async fn authorize(app: &AppState, headers: &HeaderMap) -> Result<Api
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Unknown event type or data not matching its schema", body = ErrorBody),
-        (status = 503, description = "Broker unavailable", body = ErrorBody),
+        (status = 503, description = "Maintenance mode (`maintenance`, with `Retry-After`), or the broker is unavailable", body = ErrorBody),
     ))]
 pub async fn publish(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Published>, ApiError> {
     authorize(&app, &headers).await?;
+    check_maintenance(&app)?;
     let item: PublishItem<'_> = parse_json(&body)?;
     Ok(Json(publish_one(&app, item).await?))
 }
@@ -109,6 +119,7 @@ pub async fn publish(State(app): State<AppState>, headers: HeaderMap, body: Byte
         (status = 400, description = "Malformed body, or no or too many items", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Maintenance mode (`maintenance`, with `Retry-After`): the whole batch is refused", body = ErrorBody),
     ))]
 pub async fn publish_batch(
     State(app): State<AppState>,
@@ -117,6 +128,7 @@ pub async fn publish_batch(
     body: Bytes,
 ) -> Result<Json<BatchResponse>, ApiError> {
     authorize(&app, &headers).await?;
+    check_maintenance(&app)?;
     let batch: BatchRequest<'_> = parse_json(&body)?;
     let max = app.config().publish_batch_max;
     if batch.items.is_empty() || batch.items.len() > max {
