@@ -11,8 +11,18 @@ pub struct ChatConfig {
     pub channels_per_user: u32,
     /// Agents a user may own.
     pub agents_per_user: u32,
-    /// Agent creations per user per minute.
+    /// Agent creations per user per minute (burst the same).
     pub agent_creates_per_minute: u32,
+    /// Longest agent name, in characters (ASCII letters, digits, `_`, `-`, space).
+    pub agent_name_max_chars: usize,
+    /// Shortest agent persona, in characters.
+    pub agent_persona_min_chars: usize,
+    /// Longest agent persona, in characters.
+    pub agent_persona_max_chars: usize,
+    /// Quirks an agent may have.
+    pub agent_quirks_max: usize,
+    /// Longest quirk, in characters.
+    pub agent_quirk_max_chars: usize,
     /// Longest chat message, in characters.
     pub message_max_chars: usize,
     /// Lifetime of access tokens issued at login and refresh.
@@ -40,7 +50,8 @@ pub struct ChatConfig {
     pub sessions_per_user: u32,
     /// API keys (not revoked) a user may have.
     pub api_keys_per_user: u32,
-    /// Models an agent may use; checked on create and update.
+    /// Models an agent may use; checked on create and update. The first is
+    /// the model of an agent created without one.
     pub allowed_models: Vec<String>,
     /// Tools an agent may use; checked on create and update.
     pub allowed_tools: Vec<String>,
@@ -76,6 +87,11 @@ impl Default for ChatConfig {
             channels_per_user: 5,
             agents_per_user: 10,
             agent_creates_per_minute: 5,
+            agent_name_max_chars: 50,
+            agent_persona_min_chars: 10,
+            agent_persona_max_chars: 500,
+            agent_quirks_max: 10,
+            agent_quirk_max_chars: 100,
             message_max_chars: 2_000,
             access_token_ttl: Duration::from_secs(15 * 60),
             session_idle: Duration::from_secs(30 * 60),

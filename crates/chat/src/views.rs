@@ -6,6 +6,8 @@ use chorus_store::{Agent, ApiKey, AuthSession, Channel, ChannelMember, Message, 
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::agents::ResponsePolicy;
+
 fn time(ms: i64) -> String {
     format_ms(ms)
 }
@@ -172,12 +174,14 @@ impl From<&Message> for MessageView {
 pub struct AgentView {
     pub id: String,
     pub owner_id: String,
+    /// Unique among its owner's agents, ignoring case.
     pub name: String,
+    /// Its base personality.
     pub persona: String,
     pub quirks: Vec<String>,
     pub model: String,
     pub tools: Vec<String>,
-    pub response_policy: String,
+    pub response_policy: ResponsePolicy,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -192,7 +196,7 @@ impl From<&Agent> for AgentView {
             quirks: a.quirks.clone(),
             model: a.model.clone(),
             tools: a.tools.clone(),
-            response_policy: a.response_policy.clone(),
+            response_policy: ResponsePolicy::from_stored(&a.response_policy),
             created_at: time(a.created_at),
             updated_at: time(a.updated_at),
         }

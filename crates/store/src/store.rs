@@ -178,6 +178,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the agent and its channel memberships; returns the ids of the
     /// channels it was a member of.
     async fn delete_agent(&self, id: &str) -> StoreResult<Vec<String>>;
+    /// The agent's channel memberships, ordered by channel id (empty for an
+    /// unknown agent): where changes to the agent are announced.
+    async fn list_agent_memberships(&self, agent_id: &str) -> StoreResult<Vec<ChannelMember>>;
 
     // ------------------------------------------------------------ cleanup
 

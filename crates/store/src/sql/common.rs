@@ -1146,6 +1146,19 @@ impl Store for This {
         Ok(channels)
     }
 
+    async fn list_agent_memberships(&self, agent_id: &str) -> StoreResult<Vec<ChannelMember>> {
+        // `ix_channel_members_agent` makes this one index range.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            member_cols!(),
+            " FROM channel_members WHERE agent_id = $1 ORDER BY channel_id"
+        ))
+        .bind(agent_id)
+        .fetch_all(&self.reader)
+        .await?;
+        collect(rows, member_from_row)
+    }
+
     // ------------------------------------------------------------ cleanup
 
     async fn delete_idempotency_keys_before(&self, cutoff_ms: i64, limit: u32) -> StoreResult<u64> {

@@ -2,7 +2,14 @@ use chorus_store::*;
 
 use crate::common::*;
 
-both_engines!(agent_crud, agent_limit, agent_limit_under_concurrency, agent_names, agent_delete_removes_memberships);
+both_engines!(
+    agent_crud,
+    agent_limit,
+    agent_limit_under_concurrency,
+    agent_names,
+    agent_delete_removes_memberships,
+    agent_memberships
+);
 
 async fn agent_crud(t: Ctx) {
     let alice = t.user("alice").await;
@@ -161,4 +168,36 @@ async fn agent_delete_removes_memberships(t: Ctx) {
         t.store.add_member(&c3.id, &MemberRef::agent(&bot.id), MemberRole::Member).await,
         Err(StoreError::NotFound)
     );
+}
+
+async fn agent_memberships(t: Ctx) {
+    let alice = t.user("alice").await;
+    let bot = t.agent(&alice, "bot").await;
+    let other = t.agent(&alice, "other").await;
+    assert!(t.store.list_agent_memberships(&bot.id).await.unwrap().is_empty());
+    assert!(t.store.list_agent_memberships("missing").await.unwrap().is_empty());
+    let c1 = t.channel(&alice, "one").await;
+    let c2 = t.channel(&alice, "two").await;
+    t.channel(&alice, "three").await;
+    t.clock.advance(5);
+    for c in [&c2, &c1] {
+        t.store.add_member(&c.id, &MemberRef::agent(&bot.id), MemberRole::Member).await.unwrap();
+    }
+    t.store.add_member(&c1.id, &MemberRef::agent(&other.id), MemberRole::Member).await.unwrap();
+
+    let got = t.store.list_agent_memberships(&bot.id).await.unwrap();
+    let mut expected = vec![c1.id.clone(), c2.id.clone()];
+    expected.sort();
+    assert_eq!(got.iter().map(|m| m.channel_id.clone()).collect::<Vec<_>>(), expected, "ordered by channel id");
+    for m in &got {
+        assert_eq!(m.member, MemberRef::agent(&bot.id));
+        assert_eq!((m.role, m.added_at), (MemberRole::Member, T0 + 5));
+    }
+    // The owner's own (user) memberships are not the agent's.
+    assert_eq!(t.store.list_agent_memberships(&other.id).await.unwrap().len(), 1);
+
+    t.store.remove_member(&c2.id, &MemberRef::agent(&bot.id)).await.unwrap();
+    assert_eq!(t.store.list_agent_memberships(&bot.id).await.unwrap().len(), 1);
+    t.store.delete_agent(&bot.id).await.unwrap();
+    assert!(t.store.list_agent_memberships(&bot.id).await.unwrap().is_empty());
 }
