@@ -46,7 +46,7 @@ use crate::{Caller, ChatError, Deps};
 /// rather than forgetting someone's recent attempts.
 const LIMITER_CAPACITY: usize = 50_000;
 /// Limiter entries idle this long are dropped by cleanup (every rate here refills within minutes).
-const LIMITER_IDLE: Duration = Duration::from_secs(10 * 60);
+pub(crate) const LIMITER_IDLE: Duration = Duration::from_secs(10 * 60);
 /// How long a store lookup of an API key is trusted.
 const API_KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 /// API keys remembered at once.

@@ -11,7 +11,8 @@ use chorus_protocol::timestamp::format_ms;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{Accounts, Caller, ChatError, Deps, Messages};
+use crate::accounts::LIMITER_IDLE;
+use crate::{Accounts, Agents, Caller, ChatError, Deps, Messages};
 
 /// Connections listed when no limit is asked for.
 pub const CONNECTIONS_DEFAULT_LIMIT: usize = 100;
@@ -98,11 +99,12 @@ pub struct Admin {
     deps: Deps,
     accounts: Accounts,
     messages: Messages,
+    agents: Agents,
 }
 
 impl Admin {
-    pub fn new(deps: Deps, accounts: Accounts, messages: Messages) -> Self {
-        Self { deps, accounts, messages }
+    pub fn new(deps: Deps, accounts: Accounts, messages: Messages, agents: Agents) -> Self {
+        Self { deps, accounts, messages, agents }
     }
 
     /// One pass of every cleanup: expired sessions, old idempotency keys,
@@ -115,7 +117,7 @@ impl Admin {
         let sessions = self.accounts.cleanup().await?;
         let (idempotency_keys, messages) = self.messages.cleanup().await?;
         let hub_left = self.deps.hub.sweep_limiters();
-        let chat_left = self.accounts.limiter_entries();
+        let chat_left = self.accounts.limiter_entries() + self.agents.sweep_limiter(LIMITER_IDLE);
         Ok(CleanupReport {
             sessions,
             idempotency_keys,

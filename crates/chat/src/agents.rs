@@ -240,11 +240,6 @@ impl Agents {
         self.creates.sweep(idle, Instant::now())
     }
 
-    /// Entries held by the creation limiter.
-    pub fn limiter_entries(&self) -> usize {
-        self.creates.len()
-    }
-
     /// The agent, if the caller owns it or is an administrator; `not_found` otherwise.
     async fn visible(&self, caller: &Caller, id: &str) -> Result<Agent, ChatError> {
         match self.deps.store.get_agent(id).await? {

@@ -99,7 +99,7 @@ impl Chat {
         let channels = Channels::new(deps.clone());
         let messages = Messages::new(deps.clone());
         let agents = Agents::new(deps.clone());
-        let admin = Admin::new(deps.clone(), accounts.clone(), messages.clone());
+        let admin = Admin::new(deps.clone(), accounts.clone(), messages.clone(), agents.clone());
         Self { accounts, channels, messages, agents, admin, deps }
     }
 

@@ -14,8 +14,12 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
         let inner = e.into_inner();
         use serde_json::error::Category;
         match inner.classify() {
-            Category::Syntax | Category::Eof | Category::Io => ApiError::new(ErrorCode::MalformedJson, format!("body is not valid JSON: {inner}")),
-            Category::Data => {
+            // serde_json reports some type errors (a number where an enum is
+            // expected) as syntax errors; valid JSON means a field is wrong.
+            Category::Syntax | Category::Eof | Category::Io if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() => {
+                ApiError::new(ErrorCode::MalformedJson, format!("body is not valid JSON: {inner}"))
+            }
+            _ => {
                 let msg = inner.to_string();
                 let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]).to_owned();
                 let msg = if path == "." || path.is_empty() { msg } else { format!("{path}: {msg}") };
@@ -41,5 +45,26 @@ mod tests {
         let e = parse_json::<T>(br#"{"a":"x"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidField);
         assert!(e.message.starts_with("a: "), "{}", e.message);
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Policy {
+        Always,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct WithEnum {
+        #[allow(dead_code)]
+        policy: Policy,
+    }
+
+    #[test]
+    fn a_wrong_type_for_an_enum_is_a_field_error() {
+        let e = parse_json::<WithEnum>(br#"{"policy":5}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField, "{}", e.message);
+        assert!(e.message.starts_with("policy"), "{}", e.message);
+        assert!(parse_json::<WithEnum>(br#"{"policy":"always"}"#).is_ok());
+        assert_eq!(parse_json::<WithEnum>(br#"{"policy":5"#).unwrap_err().code, ErrorCode::MalformedJson);
     }
 }

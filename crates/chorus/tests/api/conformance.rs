@@ -686,6 +686,17 @@ mod served {
             ("post", "/api/v1/publish"),
             ("post", "/api/v1/publish/batch"),
             ("post", "/api/v1/connections/{id}/commands"),
+            ("post", "/api/v1/agents"),
+            ("get", "/api/v1/agents"),
+            ("get", "/api/v1/agents/{id}"),
+            ("patch", "/api/v1/agents/{id}"),
+            ("delete", "/api/v1/agents/{id}"),
+            ("get", "/api/v1/admin/connections"),
+            ("post", "/api/v1/admin/users/{id}/disconnect"),
+            ("post", "/api/v1/admin/cleanup"),
+            ("get", "/api/v1/admin/maintenance"),
+            ("put", "/api/v1/admin/maintenance"),
+            ("get", "/api/v1/admin/firehose"),
         ];
         let missing: Vec<_> = routes.iter().filter(|(m, p)| !r.body["paths"][*p][*m].is_object()).collect();
         assert!(missing.is_empty(), "not in the document: {missing:?}");
