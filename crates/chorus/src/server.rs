@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use axum::serve::ListenerExt as _;
 use chorus_auth::{ApiKeys, HmacSecret, JwtVerifier};
 use chorus_chat::channels::StoreMembership;
 use chorus_chat::{Chat, ChatParts};
@@ -144,6 +145,15 @@ impl Server {
         let listener = listen(config.server.bind).with_context(|| format!("binding {}", config.server.bind))?;
         let addr = listener.local_addr()?;
         let stop_accepting = CancellationToken::new();
+        // TCP_NODELAY on every accepted connection: a WebSocket reply written
+        // right after a push on the same socket (a `send_message` reply after
+        // its own `message_created`) would otherwise wait for the client's
+        // delayed ACK (~40 ms) under Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+            }
+        });
         let serving = tokio::spawn(
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
