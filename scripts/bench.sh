@@ -6,6 +6,7 @@
 #   bash scripts/bench.sh all                       every row except soak
 #   REPEAT=2 bash scripts/bench.sh agent-streams    each row twice
 #   SOAK_DURATION=15m SOAK_BASELINE=5m bash scripts/bench.sh soak
+#   bash scripts/bench.sh message-rtt-sqlite message-rtt-postgres
 #   bash scripts/bench.sh list                      the rows and their commands
 #
 # Builds the release binaries once, then for every run: starts
@@ -20,6 +21,10 @@
 # BENCH_QUIET_WAIT seconds, default 900) until other work uses less than
 # BENCH_QUIET_PCT percent (default 25) of all cores; each result block also
 # reports the CPU the rest of the machine used during the measurement.
+# Rows ending in -postgres start a real PostgreSQL on loopback with
+# scripts/test-services.sh (CHORUS_SERVICES_DIR, default
+# /tmp/chorus-bench-services), give every run a fresh database through
+# CHORUS_STORE__URL, drop it after the run and stop the services at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -45,14 +50,16 @@ row_args() {
     sse)               echo "sse --users 1000 --rate-per-user 10 --duration 10s --p99-ms 10 --outage 5s --after 5s" ;;
     churn)             echo "churn --cycles 100000 --concurrency 200" ;;
     soak)              echo "soak --connections 5000 --rate 10000 --duration ${SOAK_DURATION:-1h} --baseline-after ${SOAK_BASELINE:-5m}" ;;
+    message-rtt-sqlite)   echo "message-rtt --users 50 --channels 10 --rate-per-user 4 --duration 10s --p99-ms 5" ;;
+    message-rtt-postgres) echo "message-rtt --users 50 --channels 10 --rate-per-user 4 --duration 10s --p99-ms 10" ;;
     *) return 1 ;;
   esac
 }
-ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn)
-ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn soak"
+ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn message-rtt-sqlite message-rtt-postgres)
+ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn message-rtt-sqlite message-rtt-postgres soak"
 
 if [ $# -eq 0 ]; then
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
   echo "rows: $ROWS_HELP"
   exit 2
 fi
@@ -106,6 +113,38 @@ wait_quiet() {
   done
 }
 
+# PostgreSQL for the -postgres rows: started on first use, stopped at exit.
+SERVICES_DIR=${CHORUS_SERVICES_DIR:-/tmp/chorus-bench-services}
+PG_ADMIN_URL=""
+PG_DB=""
+start_postgres() {
+  [ -n "$PG_ADMIN_URL" ] && return 0
+  echo "starting PostgreSQL on loopback (scripts/test-services.sh, $SERVICES_DIR)" >&2
+  local env
+  env=$(CHORUS_SERVICES_DIR=$SERVICES_DIR bash "$ROOT/scripts/test-services.sh" start)
+  PG_ADMIN_URL=$(printf '%s\n' "$env" | sed -n 's/^export CHORUS_TEST_POSTGRES_URL=//p')
+  [ -n "$PG_ADMIN_URL" ] || { echo "test-services.sh printed no CHORUS_TEST_POSTGRES_URL" >&2; return 1; }
+}
+stop_postgres() {
+  if [ -n "$PG_ADMIN_URL" ]; then
+    CHORUS_SERVICES_DIR=$SERVICES_DIR bash "$ROOT/scripts/test-services.sh" stop >/dev/null 2>&1 || true
+    PG_ADMIN_URL=""
+  fi
+}
+# A fresh database for one run: sets PG_DB and PG_URL.
+PG_URL=""
+create_database() {
+  PG_DB=chorus_bench_$(date -u +%Y%m%d%H%M%S)_$$
+  psql "$PG_ADMIN_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $PG_DB" >&2 || return 1
+  PG_URL="${PG_ADMIN_URL%/*}/$PG_DB"
+}
+drop_database() {
+  if [ -n "$PG_DB" ] && [ -n "$PG_ADMIN_URL" ]; then
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true
+  fi
+  PG_DB=""
+}
+
 SERVER_PID=""
 DATA_DIR=""
 stop_server() {
@@ -123,14 +162,22 @@ stop_server() {
   fi
   SERVER_PID=""
   if [ -n "$DATA_DIR" ]; then rm -rf "$DATA_DIR"; DATA_DIR=""; fi
+  drop_database
 }
-trap stop_server EXIT INT TERM
+trap 'stop_server; stop_postgres' EXIT INT TERM
 
+# start_server LOG [STORE_URL]: with a store URL the server uses it instead of
+# the SQLite file in its data directory.
 start_server() {
-  local log=$1
+  local log=$1 store_url=${2:-}
   DATA_DIR=$(mktemp -d /tmp/chorus-bench-data.XXXXXX)
-  CHORUS_DATA_DIR=$DATA_DIR CHORUS_SERVER__BIND=127.0.0.1:$PORT \
-    "$SERVER_BIN" serve --config "$ROOT/bench/chorus-bench.toml" >"$log" 2>&1 &
+  if [ -n "$store_url" ]; then
+    CHORUS_STORE__URL=$store_url CHORUS_DATA_DIR=$DATA_DIR CHORUS_SERVER__BIND=127.0.0.1:$PORT \
+      "$SERVER_BIN" serve --config "$ROOT/bench/chorus-bench.toml" >"$log" 2>&1 &
+  else
+    CHORUS_DATA_DIR=$DATA_DIR CHORUS_SERVER__BIND=127.0.0.1:$PORT \
+      "$SERVER_BIN" serve --config "$ROOT/bench/chorus-bench.toml" >"$log" 2>&1 &
+  fi
   SERVER_PID=$!
   for _ in $(seq 1 300); do
     if curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && [ -s "$DATA_DIR/jwt-secret" ]; then
@@ -150,14 +197,24 @@ for row in "${rows[@]}"; do
     log=$RESULTS_DIR/logs/$row-$stamp.server.log
     out=$RESULTS_DIR/logs/$row-$stamp.out
     echo "=== $row (run $n/$REPEAT) — server log $log" >&2
+    store_url=""
+    row_extra=""
+    case "$row" in
+      *-postgres)
+        start_postgres
+        row_extra="--db-pid $(cat "$SERVICES_DIR/postgres.pid")" ;;
+    esac
     wait_quiet
-    start_server "$log"
+    case "$row" in
+      *-postgres) create_database; store_url=$PG_URL ;;
+    esac
+    start_server "$log" "$store_url"
     # shellcheck disable=SC2046 # the row's arguments are split on purpose
     set +e
     CHORUS_BENCH_API_KEY=$API_KEY "$BENCH_BIN" \
       --url "http://127.0.0.1:$PORT" --data-dir "$DATA_DIR" --server-pid "$SERVER_PID" \
       --results "$RESULTS_DIR/results.jsonl" --row "$row" \
-      $(row_args "$row") ${BENCH_ARGS:-} 2>&1 | tee "$out"
+      $(row_args "$row") $row_extra ${BENCH_ARGS:-} 2>&1 | tee "$out"
     rc=${PIPESTATUS[0]}
     set -e
     stop_server

@@ -116,6 +116,33 @@ pub fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// User + system CPU ticks of a process and all its descendants alive now
+/// (e.g. PostgreSQL's postmaster and its backends), from `/proc/*/stat`.
+pub fn tree_ticks(root: u32) -> Option<u64> {
+    let mut procs: Vec<(u32, u32, u64)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        // After the name: state ppid ... utime(14) stime(15), 1-based from pid.
+        let (Some(ppid), Some(u), Some(s)) = (fields.get(1), fields.get(11), fields.get(12)) else { continue };
+        let (Ok(ppid), Ok(u), Ok(s)) = (ppid.parse::<u32>(), u.parse::<u64>(), s.parse::<u64>()) else { continue };
+        procs.push((pid, ppid, u + s));
+    }
+    if !procs.iter().any(|p| p.0 == root) {
+        return None;
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(procs.iter().filter(|p| p.1 == parent && p.0 != root).map(|p| p.0));
+        i += 1;
+    }
+    Some(procs.iter().filter(|p| tree.contains(&p.0)).map(|p| p.2).sum())
+}
+
 pub fn ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -319,6 +346,7 @@ mod tests {
     fn proc_readings() {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
         assert!(cpu_ticks(None).is_some());
+        assert!(tree_ticks(std::process::id()).is_some());
         assert!(listen_overflows().is_some());
         let (busy, total) = machine_jiffies().unwrap();
         assert!(busy <= total && total > 0);
