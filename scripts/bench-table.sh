@@ -26,6 +26,8 @@ jq -r '
        "p99 \($m.latency.p99_us | ms); storm: lost \($m.totals.lost), dup \($m.totals.duplicated), ooo \($m.totals.out_of_order), recovery_failed \($m.recovery_failed // 0), live again max \($m.live_again_max_us | ms)"
      elif .scenario == "churn" then
        "\($m.ok) ok / \($m.failed) failed at \($m.cycles_per_s)/s; end: conns \($m.end.connections), subs \($m.end.subscriptions), tasks \($m.end.tasks), presence \($m.end.presence_channels); RSS \($m.checkpoint.rss_kib) → \($m.end.rss_kib) KiB"
+     elif .scenario == "message-rtt" then
+       "ack p99 \($m.ack_latency.p99_us | ms) (p50 \($m.ack_latency.p50_us | ms), max \($m.ack_latency.max_us | ms)), \($m.acked)/\($m.sent) acked, delivered \($m.delivered)/\($m.deliveries_expected), lost \($m.lost), dup \($m.duplicated)"
      elif .scenario == "soak" then
        "RSS \($m.baseline.rss_kib) → \($m.end.rss_kib) KiB, tasks \($m.baseline.tasks) → \($m.end.tasks), /health \($m.baseline.health_us) → \($m.end.health_us) µs, p99 \($m.latency.p99_us | ms)"
      else "" end) as $text
