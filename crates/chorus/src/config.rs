@@ -61,7 +61,7 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// A tracing filter: `info`, `debug`, `chorus_core=debug,info`, ...
+    /// `target=level` directives: `info`, `debug`, `chorus_core=debug,info`, ...
     pub level: String,
     pub format: LogFormat,
 }
@@ -175,7 +175,7 @@ impl Config {
         if self.server.ws_read_buffer_bytes < 256 {
             return bad("server.ws_read_buffer_bytes must be at least 256".into());
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
+        crate::logging::parse_directives(&self.log.level).map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
         Ok(())
     }
 

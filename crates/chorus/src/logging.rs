@@ -2,56 +2,54 @@
 //! thread through a bounded, lossy buffer so logging never blocks a request.
 //! The level can be changed at run time (SIGHUP).
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal};
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
+mod filter;
+mod json;
+
+pub use filter::parse as parse_directives;
+
 /// Lines buffered before new ones are dropped (and counted by the appender).
 const BUFFERED_LINES: usize = 64 * 1024;
+/// The writer thread writes what has queued up in chunks of this size.
+const WRITE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Keeps the log writer alive and lets the level change.
 pub struct Logging {
-    filter: reload::Handle<EnvFilter, Registry>,
+    directives: filter::Directives,
     _guard: WorkerGuard,
 }
 
 impl Logging {
     /// Installs the process's subscriber. Call once, first thing.
     pub fn init(config: &LogConfig) -> anyhow::Result<Self> {
-        let filter = EnvFilter::try_new(&config.level)?;
-        let (filter, handle) = reload::Layer::new(filter);
-        let (writer, guard) = NonBlockingBuilder::default().lossy(true).buffered_lines_limit(BUFFERED_LINES).finish(std::io::stdout());
+        let directives = filter::Directives::new(filter::parse(&config.level).map_err(anyhow::Error::msg)?);
+        // The writer thread drains the queue, then flushes once: one write per burst, not per line.
+        let out = BufWriter::with_capacity(WRITE_CHUNK_BYTES, std::io::stdout());
+        let (writer, guard) = NonBlockingBuilder::default().lossy(true).buffered_lines_limit(BUFFERED_LINES).finish(out);
         let pretty = match config.format {
             LogFormat::Pretty => true,
             LogFormat::Json => false,
             LogFormat::Auto => std::io::stdout().is_terminal(),
         };
-        let registry = tracing_subscriber::registry().with(filter);
+        let registry = tracing_subscriber::registry().with(directives.clone());
         if pretty {
             registry.with(tracing_subscriber::fmt::layer().with_writer(writer).with_target(false)).try_init()?;
         } else {
-            registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(true)
-                        .with_span_list(false)
-                        .with_writer(writer),
-                )
-                .try_init()?;
+            registry.with(json::JsonLines::new(writer)).try_init()?;
         }
-        Ok(Self { filter: handle, _guard: guard })
+        Ok(Self { directives, _guard: guard })
     }
 
     /// Applies a new level filter.
     pub fn set_level(&self, level: &str) -> anyhow::Result<()> {
-        self.filter.reload(EnvFilter::try_new(level)?)?;
+        self.directives.replace(filter::parse(level).map_err(anyhow::Error::msg)?);
         Ok(())
     }
 }

@@ -27,6 +27,16 @@ pub fn write_ms(out: &mut String, ms: i64) {
     let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z");
 }
 
+/// Appends `us` (Unix microseconds) as `2026-11-22T10:00:00.123456Z`, the
+/// log lines' form.
+pub fn write_us(out: &mut String, us: i64) {
+    use std::fmt::Write;
+    let secs = us.div_euclid(1_000_000);
+    let micros = us.rem_euclid(1_000_000);
+    let (y, mo, d, h, mi, s) = civil_from_unix(secs);
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micros:06}Z");
+}
+
 /// Parses an RFC 3339 timestamp into Unix milliseconds.
 pub fn parse_ms(s: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
@@ -58,6 +68,9 @@ mod tests {
         assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_ms(1_795_342_800_123), "2026-11-22T10:20:00.123Z");
         assert_eq!(format_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        let mut us = String::new();
+        write_us(&mut us, 1_795_342_800_123_456);
+        assert_eq!(us, "2026-11-22T10:20:00.123456Z");
         for ms in [0, 1, 951_782_400_000, 1_795_342_800_123, 4_102_444_799_999] {
             assert_eq!(parse_ms(&format_ms(ms)), Some(ms));
         }
