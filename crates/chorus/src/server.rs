@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use axum::serve::ListenerExt as _;
 use chorus_auth::{ApiKeys, HmacSecret, JwtVerifier};
 use chorus_chat::channels::StoreMembership;
 use chorus_chat::{Chat, ChatParts};
@@ -19,6 +18,7 @@ use chorus_core::clock::SystemClock;
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
 use chorus_server::health::StoreCheck;
+use chorus_server::listener::{Listener, Peer};
 use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics};
 use chorus_store::Store;
 use prometheus_client::registry::Registry;
@@ -145,17 +145,8 @@ impl Server {
         let listener = listen(config.server.bind).with_context(|| format!("binding {}", config.server.bind))?;
         let addr = listener.local_addr()?;
         let stop_accepting = CancellationToken::new();
-        // TCP_NODELAY on every accepted connection: a WebSocket reply written
-        // right after a push on the same socket (a `send_message` reply after
-        // its own `message_created`) would otherwise wait for the client's
-        // delayed ACK (~40 ms) under Nagle's algorithm.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-            }
-        });
         let serving = tokio::spawn(
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            axum::serve(Listener::new(listener), app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(stop_accepting.clone().cancelled_owned())
                 .into_future(),
         );

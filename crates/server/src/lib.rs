@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod firehose;
 pub mod health;
+pub mod listener;
 pub mod metrics;
 pub mod origin;
 pub mod publish;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -26,6 +27,7 @@ use tracing::Instrument;
 
 use crate::credentials::bearer;
 use crate::error::ApiError;
+use crate::listener::Peer;
 use crate::rest::openapi::ErrorBody;
 use crate::request_id::RequestId;
 use crate::state::AppState;
@@ -62,6 +64,7 @@ pub struct WsQuery {
 pub async fn upgrade(
     State(app): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
     headers: HeaderMap,
     Query(query): Query<WsQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -85,6 +88,10 @@ pub async fn upgrade(
     // A root span carrying the request id: as a child it would keep the
     // upgrade request's span (and its memory) alive for the connection's life.
     let span = tracing::info_span!(parent: None, "ws", request_id = %request_id.as_str(), conn = tracing::field::Empty, user = tracing::field::Empty);
+    if let (Some(Extension(ConnectInfo(peer))), Some(_)) = (&peer, &identity) {
+        // The `connected` push follows at once: the 101 waits for it.
+        peer.hold_response();
+    }
     Ok(ws.on_upgrade(move |socket| {
         let hub = app.hub().clone();
         // Split before the future exists, so the socket lives only behind the

@@ -1,7 +1,6 @@
 //! REST routes: sign-up, login, token refresh, logout, login sessions, API
 //! keys, and the caller's own user.
 
-use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -20,6 +19,7 @@ use utoipa_axum::routes;
 use super::{AuthUser, chat};
 use crate::error::ApiError;
 use crate::extract::parse_json;
+use crate::listener::Peer;
 use crate::rest::openapi::ErrorBody;
 use crate::state::AppState;
 
@@ -44,7 +44,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0.addr.ip());
         let user_agent = parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(Client(ClientInfo { ip, user_agent }))
     }

@@ -140,7 +140,7 @@ impl TestServer {
         let stop = CancellationToken::new();
         let s = stop.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            let _ = axum::serve(chorus_server::listener::Listener::new(listener), app.into_make_service_with_connect_info::<chorus_server::listener::Peer>())
                 .with_graceful_shutdown(s.cancelled_owned())
                 .await;
         });
