@@ -40,48 +40,83 @@ impl<W> JsonLines<W> {
     }
 }
 
-/// A span's fields, each already encoded as a JSON value.
+/// A span's fields, already encoded: `"k":v,"k2":v2`. One string, trimmed
+/// to size: a connection's span lives as long as the connection.
 #[derive(Default)]
-struct SpanFields(Vec<(&'static str, String)>);
+struct SpanFields(String);
 
 impl SpanFields {
-    fn set(&mut self, name: &'static str, value: String) {
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
+    /// Appends `name` (replacing an earlier value) and lets `value` write its JSON.
+    fn set(&mut self, name: &'static str, value: impl FnOnce(&mut String)) {
+        self.remove(name);
+        if !self.0.is_empty() {
+            self.0.push(',');
+        }
+        push_str(&mut self.0, name);
+        self.0.push(':');
+        value(&mut self.0);
+    }
+
+    fn remove(&mut self, name: &str) {
+        let mut at = 0;
+        while at < self.0.len() {
+            let end = entry_end(&self.0, at);
+            // `"name":` (field names are identifiers: nothing to escape).
+            let key = self.0.get(at..at + name.len() + 3);
+            if key.is_some_and(|k| k.starts_with('"') && k.ends_with("\":") && &k[1..=name.len()] == name) {
+                let (from, to) = if end < self.0.len() { (at, end + 1) } else { (at.saturating_sub(1), end) };
+                self.0.replace_range(from..to, "");
+                return;
+            }
+            at = end + 1;
         }
     }
 }
 
+/// Where the entry starting at `at` ends (the index of its `,`, or the end).
+/// Commas inside string values do not count.
+fn entry_end(json: &str, at: usize) -> usize {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, b) in json.bytes().enumerate().skip(at) {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            b',' if !in_string => return i,
+            _ => {}
+        }
+    }
+    json.len()
+}
+
 impl Visit for SpanFields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        let mut v = String::with_capacity(value.len() + 2);
-        push_str(&mut v, value);
-        self.set(field.name(), v);
+        self.set(field.name(), |out| push_str(out, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field.name(), value.to_string());
+        self.set(field.name(), |out| {
+            let _ = write!(out, "{value}");
+        });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.set(field.name(), value.to_string());
+        self.set(field.name(), |out| {
+            let _ = write!(out, "{value}");
+        });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let mut v = String::new();
-        push_f64(&mut v, value);
-        self.set(field.name(), v);
+        self.set(field.name(), |out| push_f64(out, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field.name(), value.to_string());
+        self.set(field.name(), |out| out.push_str(if value { "true" } else { "false" }));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut v = String::new();
-        push_debug(&mut v, value);
-        self.set(field.name(), v);
+        self.set(field.name(), |out| push_debug(out, value));
     }
 }
 
@@ -151,6 +186,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();
         attrs.record(&mut fields);
+        fields.0.shrink_to_fit();
         span.extensions_mut().insert(fields);
     }
 
@@ -159,6 +195,7 @@ where
         let mut ext = span.extensions_mut();
         if let Some(fields) = ext.get_mut::<SpanFields>() {
             values.record(fields);
+            fields.0.shrink_to_fit();
         }
     }
 
@@ -201,13 +238,9 @@ where
     push_str(line, meta.target());
     if let Some(span) = ctx.event_span(event) {
         line.push_str(",\"span\":{");
-        if let Some(fields) = span.extensions().get::<SpanFields>() {
-            for (name, value) in &fields.0 {
-                push_str(line, name);
-                line.push(':');
-                line.push_str(value);
-                line.push(',');
-            }
+        if let Some(fields) = span.extensions().get::<SpanFields>().filter(|f| !f.0.is_empty()) {
+            line.push_str(&fields.0);
+            line.push(',');
         }
         line.push_str("\"name\":");
         push_str(line, span.name());
@@ -342,6 +375,22 @@ mod tests {
         assert_eq!(out[1]["level"], "WARN");
         assert_eq!(out[1]["error"], "bad");
         assert!(out[1].get("span").is_none());
+    }
+
+    #[test]
+    fn a_span_field_recorded_again_replaces_its_value_wherever_it_is() {
+        let mut f = SpanFields::default();
+        f.set("a", |o| push_str(o, "x,\"a\":1"));
+        f.set("b", |o| o.push('2'));
+        f.set("c", |o| push_str(o, "\\"));
+        f.set("a", |o| o.push('3'));
+        assert_eq!(f.0, r#""b":2,"c":"\\","a":3"#);
+        f.set("a", |o| o.push('4'));
+        f.set("c", |o| o.push('5'));
+        f.set("b", |o| o.push('6'));
+        let v: Value = serde_json::from_str(&format!("{{{}}}", f.0)).unwrap();
+        assert_eq!(v, serde_json::json!({"a": 4, "c": 5, "b": 6}));
+        assert_eq!(f.0, r#""a":4,"c":5,"b":6"#);
     }
 
     #[test]
