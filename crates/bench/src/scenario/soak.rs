@@ -212,7 +212,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &SoakArgs) -> anyhow::Result<Report> {
     ));
     r.line(pubs.line());
     r.line(format!(
-        "room events received {} · offset gaps {} ({} offsets) · repeats {} · foreign-channel events {wrong}",
+        "room events received {} · offset gaps {} ({} offsets) · repeats {} · events of another room {wrong}",
         totals.received, totals.offset_gaps, totals.offset_missing, totals.offset_repeats
     ));
     r.line(format!("latency: {}", l.line()));
@@ -255,6 +255,8 @@ pub async fn run(ctx: &Arc<Ctx>, a: &SoakArgs) -> anyhow::Result<Report> {
     r.check(format!("/health latency within {tol}% of the baseline (or 0.2 ms)"), ok, format!("{d} µs"));
     r.check("no offset gaps or repeats on any subscription", totals.offset_gaps == 0 && totals.offset_repeats == 0, format!("gaps {} · repeats {}", totals.offset_gaps, totals.offset_repeats));
     r.check("no slow-consumer or other server closes", closes.is_empty(), format!("{closes:?}"));
+    r.check("no event of another room", wrong == 0, format!("{wrong}"));
+    r.metric("wrong_room", wrong);
     Ok(r)
 }
 
@@ -262,7 +264,9 @@ fn open_slot(ctx: &Arc<Ctx>, ns: &str, i: usize, generation: u64, rooms: usize, 
     let user = format!("soak-{generation}-{i}");
     let room = format!("{ns}:soak-{}", i % rooms);
     let token: Arc<str> = ctx.minter.mint(&user, &[format!("{ns}:soak-*").as_str()])?.into();
-    let mut st = StreamState::new(user.clone(), room);
+    // Room events carry the room's feed label as `u` (see `Feed`): an event
+    // with another label arrived on the wrong channel.
+    let mut st = StreamState::new(format!("room-{}", i % rooms), room);
     st.extra_channels = vec![format!("user:{user}")];
     let state = Arc::new(Mutex::new(st));
     let task = tokio::spawn(run_ws(ctx.clone(), state.clone(), Plan { token, recover: false }, lat.clone(), i, ready.clone()));
