@@ -86,7 +86,7 @@ impl ClaimRules {
         let user = self.user_id(claims)?;
         let grants = self.grants(claims)?;
         let session_id = self.session_id(claims)?;
-        Ok(Identity { user_id: UserId::new(user), expires_at_ms: exp_ms, grants, session_id })
+        Ok(Identity { user_id: UserId::new(user), expires_at_ms: exp_ms, leeway_ms: self.leeway_ms, grants, session_id })
     }
 
     fn check_audience(&self, aud: Option<&Value>) -> Result<(), TokenError> {

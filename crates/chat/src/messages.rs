@@ -259,6 +259,8 @@ impl Messages {
             let mut done = Vec::with_capacity(ready.len());
             let mut stalled = false;
             for row in ready {
+                // As in a publish batch: subscribers' writers drain between events.
+                tokio::task::yield_now().await;
                 match self.publish_row(row).await {
                     Ok(()) => {
                         published += 1;

@@ -125,7 +125,7 @@ impl Server {
         let background = CancellationToken::new();
         let background_tasks = tokio_util::task::TaskTracker::new();
         chat.spawn_background(&background_tasks, background.clone());
-        spawn_store_probe(&background_tasks, background.clone(), store_check.clone());
+        spawn_store_probe(&background_tasks, background.clone(), hub.metrics().clone(), store_check.clone());
         tracing::info!("chat domain ready");
 
         // Edge.
@@ -211,17 +211,16 @@ impl Server {
 }
 
 /// Probes the store every 15 s so its latency shows in `/metrics` even when
-/// nobody asks `/health/detailed`.
-fn spawn_store_probe(tasks: &tokio_util::task::TaskTracker, stop: CancellationToken, check: Arc<StoreCheck>) {
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(15));
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {
-                    if let Err(e) = check.probe().await {
-                        tracing::warn!(error = %e, "store probe failed");
-                    }
+/// nobody asks `/health/detailed`. Supervised like every background task.
+fn spawn_store_probe(tasks: &tokio_util::task::TaskTracker, stop: CancellationToken, metrics: CoreMetrics, check: Arc<StoreCheck>) {
+    chorus_core::supervise::spawn_background(tasks, stop, metrics, "store_probe", Duration::from_secs(1), move || {
+        let check = check.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                if let Err(e) = check.probe().await {
+                    tracing::warn!(error = %e, "store probe failed");
                 }
             }
         }

@@ -108,6 +108,7 @@ mod tests {
         Identity {
             user_id: UserId::new(user),
             expires_at_ms: None,
+            leeway_ms: 0,
             grants: grants.iter().map(|s| s.to_string()).collect(),
             session_id: None,
         }

@@ -229,13 +229,17 @@ impl Namespaces {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryBrokerConfig {
-    /// Channel streams kept; past this the least recently used one is dropped
-    /// (its subscribers get `recovery_failed` if they ever need its history).
+    /// Channel streams kept; past this the least recently used ones that
+    /// nobody listens to are dropped (a client that later needs their
+    /// history gets `recovery_failed`).
     pub max_streams: usize,
+    /// Bytes of history kept over all streams; past this the oldest events
+    /// of the least recently used streams are dropped.
+    pub max_bytes: usize,
 }
 
 impl Default for MemoryBrokerConfig {
     fn default() -> Self {
-        Self { max_streams: 100_000 }
+        Self { max_streams: 100_000, max_bytes: 1024 * 1024 * 1024 }
     }
 }

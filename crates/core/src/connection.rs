@@ -33,8 +33,11 @@ pub struct Connection {
     opened: Instant,
     pub outbound: Arc<Outbound>,
     pub(crate) state: Mutex<ConnState>,
-    /// Token expiry in Unix ms, or 0 for none. Checked by the hub's sweeper.
+    /// The token's `exp` in Unix ms, or 0 for none (what clients are told).
     expires_at_ms: AtomicI64,
+    /// When the hub's sweeper closes the connection: `exp` plus the
+    /// verifier's leeway, or 0 for never.
+    deadline_ms: AtomicI64,
 }
 
 /// What an admin or test sees of a connection.
@@ -49,7 +52,7 @@ pub struct ConnectionInfo {
 
 impl Connection {
     pub(crate) fn new(identity: Identity, transport: Transport, request_id: Arc<str>, outbound: Arc<Outbound>, now_ms: i64) -> Self {
-        let expires = identity.expires_at_ms.unwrap_or(0);
+        let (expires, deadline) = expiry(&identity);
         Self {
             id: ConnId::random(),
             user: identity.user_id.clone(),
@@ -60,6 +63,7 @@ impl Connection {
             outbound,
             state: Mutex::new(ConnState { identity, subscriptions: HashMap::new(), typing: Vec::new(), released: false }),
             expires_at_ms: AtomicI64::new(expires),
+            deadline_ms: AtomicI64::new(deadline),
         }
     }
 
@@ -68,7 +72,9 @@ impl Connection {
     }
 
     pub(crate) fn set_identity(&self, identity: Identity) {
-        self.expires_at_ms.store(identity.expires_at_ms.unwrap_or(0), Ordering::Release);
+        let (expires, deadline) = expiry(&identity);
+        self.expires_at_ms.store(expires, Ordering::Release);
+        self.deadline_ms.store(deadline, Ordering::Release);
         self.state.lock().identity = identity;
     }
 
@@ -83,8 +89,21 @@ impl Connection {
         }
     }
 
+    /// When the token stops being accepted and the connection must close.
+    pub(crate) fn deadline_ms(&self) -> Option<i64> {
+        match self.deadline_ms.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
     pub fn subscription(&self, channel: &str) -> Option<Arc<Subscription>> {
         self.state.lock().subscriptions.get(channel).cloned()
+    }
+
+    /// The channels subscribed to now.
+    pub fn channels(&self) -> Vec<ChannelName> {
+        self.state.lock().subscriptions.keys().cloned().collect()
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -109,6 +128,14 @@ impl Connection {
 
     pub fn age(&self) -> std::time::Duration {
         self.opened.elapsed()
+    }
+}
+
+/// The `exp` shown to clients and the closing deadline, 0 meaning none.
+fn expiry(identity: &Identity) -> (i64, i64) {
+    match identity.expires_at_ms {
+        Some(exp) => (exp, exp.saturating_add(identity.leeway_ms.max(0)).max(1)),
+        None => (0, 0),
     }
 }
 

@@ -13,7 +13,7 @@ use chorus_protocol::{ChannelName, Command, ErrorCode, ErrorObject, EventType, P
 use crate::access::AccessError;
 use crate::broker::{BrokerError, HistoryQuery};
 use crate::connection::Connection;
-use crate::hub::{FollowUp, Hub, MaintenanceRefusal, OpenError, PublishError, SubscribeError, TypingError, UserLimiter};
+use crate::hub::{FollowUp, Hub, Lease, MaintenanceRefusal, OpenError, PublishError, SubscribeError, TypingError, UserLimiter};
 use crate::identity::{Identity, TokenError, TokenVerifier};
 use crate::ids::Transport;
 use crate::limiter::Refusal;
@@ -131,7 +131,7 @@ impl Executor {
     }
 
     /// Opens a connection for a verified identity.
-    pub async fn open(&self, identity: Identity, transport: Transport, request_id: Arc<str>, outbound: Arc<Outbound>) -> Result<Arc<Connection>, CommandError> {
+    pub async fn open(&self, identity: Identity, transport: Transport, request_id: Arc<str>, outbound: Arc<Outbound>) -> Result<Lease, CommandError> {
         Ok(self.hub.open(identity, transport, request_id, outbound).await?)
     }
 
@@ -160,7 +160,10 @@ impl Executor {
     /// Runs one command. Errors become error replies; nothing here closes the connection.
     pub async fn execute(&self, conn: &Arc<Connection>, request: Request) -> Executed {
         let name = request.command.name();
-        match self.run(conn, request.command).await {
+        let started = tokio::time::Instant::now();
+        let outcome = self.run(conn, request.command).await;
+        self.hub.metrics().command_duration(name, started.elapsed());
+        match outcome {
             Ok((body, follow_up)) => Executed { reply: Reply::ok(request.id, body), follow_up },
             Err(e) => {
                 self.hub.metrics().error(&format!("{}:{name}", conn.transport.as_str()), e.code.as_str());
@@ -181,6 +184,7 @@ impl Executor {
                 }
                 let expires_at = identity.expires_at_ms.map(timestamp::format_ms);
                 conn.set_identity(identity);
+                self.recheck_subscriptions(conn).await;
                 ReplyBody::Refreshed { expires_at }
             }
             Command::Subscribe { channel, since } => {
@@ -269,6 +273,18 @@ impl Executor {
             Command::Ping => ReplyBody::Pong { pong: true },
         };
         Ok((body, None))
+    }
+
+    /// After `refresh`: a new token may grant less. Subscriptions it no longer
+    /// allows end with an `unsubscribed` push. (An unreachable membership
+    /// check keeps the subscription; the check at subscribe time stood.)
+    async fn recheck_subscriptions(&self, conn: &Arc<Connection>) {
+        let identity = conn.identity();
+        for channel in conn.channels() {
+            if let Err(AccessError::Denied(_) | AccessError::UnknownNamespace(_)) = self.hub.access().check_subscribe(&identity, &channel).await {
+                self.hub.server_unsubscribe(conn, &channel, "the refreshed token does not allow this channel").await;
+            }
+        }
     }
 
     fn check_messages(&self, conn: &Connection) -> Result<(), CommandError> {

@@ -21,6 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::access::{AccessError, AccessPolicy};
 use crate::broker::{Backplane, BrokerError, Control, Health, HistoryPage, HistoryQuery, NodeSink, PresenceEntry, RegisteredConnection, Retention};
@@ -31,13 +32,17 @@ use crate::identity::Identity;
 use crate::ids::{ConnId, NodeId, Transport, UserId};
 use crate::limiter::{KeyedLimiter, Rate, Refusal, TokenBucket};
 use crate::metrics::CoreMetrics;
-use crate::outbound::{Outbound, Outgoing, QueueLimits};
+use crate::outbound::{Outbound, Outgoing, QueueBounds, QueueLimits};
 use crate::publication::{Draft, Position, Publication};
 use crate::subscription::{Delivery, Subscription};
 use crate::supervise::{catch_panic, spawn_background};
 use crate::typing::{TypingChange, TypingTracker};
 
 const SHARDS: usize = 64;
+
+/// How many corrections a presence or typing announcement may make before
+/// it leaves the rest to whoever changes the state next.
+const SETTLE_ROUNDS: usize = 4;
 
 /// Events buffered for each admin firehose reader; a reader further behind
 /// than this misses the oldest and is told how many ([`FirehoseItem::Lagged`]).
@@ -213,6 +218,8 @@ pub(crate) struct HubInner {
     pub(crate) user_messages: KeyedLimiter<UserId>,
     user_rest: KeyedLimiter<UserId>,
     connects: Mutex<Option<TokenBucket>>,
+    /// Shared by every outbound queue; follows reloads of `limits`.
+    queue_bounds: Arc<QueueBounds>,
     maintenance: RwLock<MaintenanceMode>,
     /// Mirrors `maintenance` for the cheap check on every publish.
     maintenance_on: AtomicBool,
@@ -253,6 +260,7 @@ impl NodeSink for Sink {
 impl Hub {
     /// Attaches to the broker and starts the hub's background tasks.
     pub async fn start(parts: HubParts) -> Result<Hub, BrokerError> {
+        let queue_bounds = QueueBounds::new(queue_limits(&parts.limits.borrow()));
         let inner = Arc::new(HubInner {
             node: parts.config.node,
             timing: parts.config.timing,
@@ -269,6 +277,7 @@ impl Hub {
             user_messages: KeyedLimiter::new(),
             user_rest: KeyedLimiter::new(),
             connects: Mutex::new(None),
+            queue_bounds,
             maintenance: RwLock::new(MaintenanceMode::Off),
             maintenance_on: AtomicBool::new(false),
             tap: Arc::new(Tap { tx: broadcast::channel(FIREHOSE_BUFFER).0, readers: AtomicUsize::new(0) }),
@@ -322,14 +331,43 @@ impl Hub {
         });
         spawn_background(&i.background, i.shutdown.clone(), i.metrics.clone(), "limiter_sweep", Duration::from_secs(1), {
             let weak = weak.clone();
+            let rates = i.rates.clone();
             move || {
                 let weak = weak.clone();
+                let mut rates = rates.clone();
                 async move {
+                    let mut last = tokio::time::Instant::now();
                     loop {
-                        let Some(period) = weak.upgrade().map(|i| i.rates.borrow().limiter_sweep) else { return };
-                        tokio::time::sleep(period).await;
+                        let period = rates.borrow_and_update().limiter_sweep;
+                        // A reloaded period takes effect now, not after the old one ends.
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(last + period) => {}
+                            changed = rates.changed() => {
+                                if changed.is_err() {
+                                    return;
+                                }
+                                continue;
+                            }
+                        }
+                        last = tokio::time::Instant::now();
                         let Some(inner) = weak.upgrade() else { return };
                         Hub(inner).sweep_limiters();
+                    }
+                }
+            }
+        });
+        spawn_background(&i.background, i.shutdown.clone(), i.metrics.clone(), "queue_bounds", Duration::from_secs(1), {
+            let bounds = i.queue_bounds.clone();
+            let limits = i.limits.clone();
+            move || {
+                let bounds = bounds.clone();
+                let mut limits = limits.clone();
+                async move {
+                    loop {
+                        bounds.set(queue_limits(&limits.borrow_and_update()));
+                        if limits.changed().await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -444,13 +482,12 @@ impl Hub {
     }
 
     pub fn queue_limits(&self) -> QueueLimits {
-        let l = self.0.limits.borrow();
-        QueueLimits { max_items: l.outbound_queue_messages, max_bytes: l.outbound_queue_bytes }
+        self.0.queue_bounds.get()
     }
 
-    /// A new outbound queue sized by the current limits.
+    /// A new outbound queue, bounded by the current (reloadable) limits.
     pub fn new_outbound(&self) -> Arc<Outbound> {
-        Arc::new(Outbound::new(self.queue_limits()))
+        Arc::new(Outbound::new(self.0.queue_bounds.clone()))
     }
 
     // ---- connections -------------------------------------------------------
@@ -471,7 +508,9 @@ impl Hub {
 
     /// Registers an authenticated connection. Past the per-user limit the
     /// user's oldest connection (on whatever node) is closed with 4004.
-    pub async fn open(&self, identity: Identity, transport: Transport, request_id: Arc<str>, outbound: Arc<Outbound>) -> Result<Arc<Connection>, OpenError> {
+    /// The lease exists before the first `.await`, so a caller dropped
+    /// midway (a client gone during an SSE handshake) still releases it.
+    pub async fn open(&self, identity: Identity, transport: Transport, request_id: Arc<str>, outbound: Arc<Outbound>) -> Result<Lease, OpenError> {
         if self.is_shutting_down() {
             return Err(OpenError::ShuttingDown);
         }
@@ -487,6 +526,7 @@ impl Hub {
         self.0.conns[shard_index(conn.user.as_str())].lock().entry(conn.user.clone()).or_default().push(conn.clone());
         self.0.metrics.connections.get(transport).inc();
         self.0.metrics.connections_opened.get(transport).inc();
+        let lease = Lease::new(self.clone(), conn.clone());
 
         let entry = RegisteredConnection { conn: conn.id, user: conn.user.clone(), node: self.0.node.clone(), since_ms: conn.opened_at_ms };
         match self.0.backplane.registry.register(entry, per_user).await {
@@ -509,7 +549,7 @@ impl Hub {
                 tracing::warn!(error = %err, "connection registry unavailable; per-user limit not enforced cluster-wide");
             }
         }
-        Ok(conn)
+        Ok(lease)
     }
 
     /// Releases everything a connection holds: subscriptions, presence,
@@ -564,15 +604,19 @@ impl Hub {
         })
     }
 
-    /// Spawns a connection's task: tracked for shutdown, panics caught.
-    pub fn spawn_connection<F>(&self, task: &'static str, fut: F)
+    /// Spawns a connection's task in its span: tracked for shutdown, panics
+    /// caught (and logged in the span).
+    pub fn spawn_connection<F>(&self, task: &'static str, span: tracing::Span, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let metrics = self.0.metrics.clone();
-        self.0.connections.spawn(async move {
-            catch_panic(&metrics, task, fut).await;
-        });
+        self.0.connections.spawn(
+            async move {
+                catch_panic(&metrics, task, fut).await;
+            }
+            .instrument(span),
+        );
     }
 
     pub fn connection_count(&self) -> usize {
@@ -711,7 +755,8 @@ impl Hub {
         });
     }
 
-    async fn server_unsubscribe(&self, conn: &Arc<Connection>, channel: &ChannelName, reason: &str) {
+    /// Ends a subscription from the server's side and tells the client why.
+    pub(crate) async fn server_unsubscribe(&self, conn: &Arc<Connection>, channel: &ChannelName, reason: &str) {
         if self.unsubscribe(conn, channel).await {
             let push = ControlPush::Unsubscribed {
                 channel: channel.to_string(),
@@ -734,7 +779,7 @@ impl Hub {
     pub async fn subscribe(&self, conn: &Arc<Connection>, channel: ChannelName, since: Option<StreamPosition>) -> Result<(SubscribedResult, FollowUp), SubscribeError> {
         let ns = self.0.access.namespace(&channel)?.clone();
         let retention = Self::retention(&ns);
-        let sub = Arc::new(Subscription::new(channel.clone(), conn.id, conn.outbound.clone()));
+        let sub = Arc::new(Subscription::new(channel.clone(), conn.id, conn.request_id.clone(), conn.outbound.clone()));
         let max = self.0.limits.borrow().subscriptions_per_connection;
         {
             let mut st = conn.state.lock();
@@ -791,7 +836,34 @@ impl Hub {
         Ok((result, FollowUp { sub, start, retention }))
     }
 
+    /// Runs a subscription's follow-up in a task of its own, beside the
+    /// connection's reader, so a long replay never holds up the client's
+    /// frames (pongs, `refresh`, other commands).
+    pub fn spawn_follow_up(&self, follow_up: FollowUp) {
+        let hub = self.clone();
+        let sub = follow_up.sub.clone();
+        self.spawn_sync("follow_up", &sub, async move { hub.run_follow_up(follow_up).await });
+    }
+
+    /// Spawns work that brings a subscription up to date, in the connection's
+    /// log context. A panic there closes the connection with 1011: the
+    /// subscription would otherwise stay behind for good.
+    fn spawn_sync<F: Future<Output = ()> + Send + 'static>(&self, task: &'static str, sub: &Arc<Subscription>, fut: F) {
+        let metrics = self.0.metrics.clone();
+        let outbound = sub.outbound().clone();
+        let span = tracing::info_span!(parent: None, "sync", request_id = %sub.request_id, channel = %sub.channel);
+        self.0.connections.spawn(
+            async move {
+                if catch_panic(&metrics, task, fut).await.is_none() {
+                    outbound.close(CloseCode::InternalError);
+                }
+            }
+            .instrument(span),
+        );
+    }
+
     /// Sends the replay (or `recovery_failed`), then catches up and goes live.
+    /// Stops once the subscription ends; nothing of it is queued after that.
     pub async fn run_follow_up(&self, follow_up: FollowUp) {
         let FollowUp { sub, start, retention } = follow_up;
         let at = match start {
@@ -800,10 +872,11 @@ impl Hub {
                     if p.offset <= from.offset {
                         continue;
                     }
-                    if sub.outbound().push_paced(Outgoing::Event(p.clone())).await.is_err() {
+                    let offset = p.offset;
+                    if !self.push_replayed(&sub, p).await {
                         return;
                     }
-                    from.offset = p.offset;
+                    from.offset = offset;
                 }
                 from
             }
@@ -826,7 +899,18 @@ impl Hub {
             data: ReasonData { reason: "missed events are no longer in history; refetch, then continue from this position".into() },
         };
         let item = Outgoing::RecoveryFailed { channel: sub.channel.clone(), position: current.clone(), frame: encode_control(&push) };
-        sub.outbound().push_paced(item).await.is_ok()
+        matches!(sub.outbound().push_paced_while(item, || sub.is_active()).await, Ok(true))
+    }
+
+    /// Queues one event from history, paced; false once the subscription or
+    /// its connection has ended.
+    async fn push_replayed(&self, sub: &Subscription, p: Arc<Publication>) -> bool {
+        let event = p.event;
+        let queued = matches!(sub.outbound().push_paced_while(Outgoing::Event(p), || sub.is_active()).await, Ok(true));
+        if queued {
+            self.0.metrics.events_out.inc_by(event, 1);
+        }
+        queued
     }
 
     /// Reads history until the subscription has everything it saw go by, then
@@ -854,10 +938,11 @@ impl Hub {
                     }
                     empty_rounds = 0;
                     for p in page.publications {
-                        if sub.outbound().push_paced(Outgoing::Event(p.clone())).await.is_err() {
+                        let offset = p.offset;
+                        if !self.push_replayed(sub, p).await {
                             return;
                         }
-                        at.offset = p.offset;
+                        at.offset = offset;
                     }
                 }
                 Err(BrokerError::Unrecoverable { current }) => {
@@ -919,8 +1004,13 @@ impl Hub {
         };
         let mut listening = gate.lock().await;
         if !*listening {
-            self.0.backplane.broker.listen(&self.0.node, &sub.channel).await?;
+            // Marked first: if this future is dropped mid-call, the cleanup
+            // pass still unlistens (unlisten is idempotent).
             *listening = true;
+            if let Err(e) = self.0.backplane.broker.listen(&self.0.node, &sub.channel).await {
+                *listening = false;
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -945,7 +1035,7 @@ impl Hub {
     async fn join_presence(&self, conn: &Connection, channel: &ChannelName) {
         let entry = PresenceEntry { conn: conn.id, user: conn.user.clone(), node: self.0.node.clone() };
         match self.0.backplane.presence.join(channel, entry).await {
-            Ok(true) => self.announce(channel, EventType::PresenceJoined, &conn.user, None).await,
+            Ok(true) => self.settle_presence(channel, &conn.user, true).await,
             Ok(false) => {}
             Err(e) => {
                 self.0.metrics.broker_errors.inc();
@@ -956,12 +1046,50 @@ impl Hub {
 
     async fn leave_presence(&self, conn: &Connection, channel: &ChannelName) {
         match self.0.backplane.presence.leave(channel, conn.id, &conn.user).await {
-            Ok(true) => self.announce(channel, EventType::PresenceLeft, &conn.user, None).await,
+            Ok(true) => self.settle_presence(channel, &conn.user, false).await,
             Ok(false) => {}
             Err(e) => {
                 self.0.metrics.broker_errors.inc();
                 tracing::warn!(error = %e, %channel, "presence leave failed");
             }
+        }
+    }
+
+    /// Announces that a user's presence changed, then makes sure the channel's
+    /// last presence event agrees with the store. Two connections of one user
+    /// (on one node or two) joining and leaving at once can publish their
+    /// events in the opposite order of their store changes; whoever publishes
+    /// last reads the settled state afterwards and corrects the channel.
+    /// Presence events are therefore state announcements and may repeat.
+    async fn settle_presence(&self, channel: &ChannelName, user: &UserId, mut present: bool) {
+        for _ in 0..SETTLE_ROUNDS {
+            let event = if present { EventType::PresenceJoined } else { EventType::PresenceLeft };
+            self.announce(channel, event, user, None).await;
+            match self.0.backplane.presence.is_present(channel, user).await {
+                Ok(now) if now != present => present = now,
+                Ok(_) => return,
+                Err(e) => {
+                    self.0.metrics.broker_errors.inc();
+                    tracing::warn!(error = %e, %channel, "presence check failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Announces a typing change (`Some(expiry)`: started or renewed), then
+    /// checks the tracker as presence does with its store: a start racing a
+    /// stop (two connections, or the expiry pass) ends with the event that
+    /// matches the tracker.
+    async fn settle_typing(&self, channel: &ChannelName, user: &UserId, mut expires_at_ms: Option<i64>) {
+        for _ in 0..SETTLE_ROUNDS {
+            let event = if expires_at_ms.is_some() { EventType::TypingStarted } else { EventType::TypingStopped };
+            self.announce(channel, event, user, expires_at_ms).await;
+            let left = self.0.typing.remaining(channel, user, tokio::time::Instant::now());
+            if left.is_some() == expires_at_ms.is_some() {
+                return;
+            }
+            expires_at_ms = left.map(|d| self.now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
         }
     }
 
@@ -994,7 +1122,7 @@ impl Hub {
     }
 
     async fn announce_typing_stopped(&self, channel: &ChannelName, user: &UserId) {
-        self.announce(channel, EventType::TypingStopped, user, None).await;
+        self.settle_typing(channel, user, None).await;
     }
 
     // ---- publishing and fan-out --------------------------------------------
@@ -1050,7 +1178,8 @@ impl Hub {
             // The catch-up starts from the last position queued before the gap.
             let Some(at) = sub.last_position() else { continue };
             let hub = self.clone();
-            self.spawn_task("resync", async move { hub.catch_up(&sub, at, retention).await });
+            let task_sub = sub.clone();
+            self.spawn_sync("resync", &sub, async move { hub.catch_up(&task_sub, at, retention).await });
         }
     }
 
@@ -1081,8 +1210,8 @@ impl Hub {
             }
         }
         if matches!(change, TypingChange::Started | TypingChange::Renewed) {
-            let expires = self.now_ms() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-            self.announce(channel, EventType::TypingStarted, &conn.user, Some(expires)).await;
+            let expires = self.now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+            self.settle_typing(channel, &conn.user, Some(expires)).await;
         }
         Ok(())
     }
@@ -1134,7 +1263,7 @@ impl Hub {
     async fn expire(&self) {
         let now = self.now_ms();
         for c in self.all_connections() {
-            if c.expires_at_ms().is_some_and(|t| t <= now) {
+            if c.deadline_ms().is_some_and(|t| t <= now) {
                 c.close(CloseCode::TokenExpired);
             }
         }
@@ -1261,7 +1390,8 @@ impl Drop for Lease {
         if let Some(conn) = self.conn.take() {
             let hub = self.hub.clone();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move { hub.release(&conn).await });
+                let span = tracing::info_span!(parent: None, "release", request_id = %conn.request_id);
+                handle.spawn(async move { hub.release(&conn).await }.instrument(span));
             }
         }
     }
@@ -1286,6 +1416,10 @@ impl UserLimiter {
             UserLimiter::Rest => "user_rest",
         }
     }
+}
+
+fn queue_limits(l: &Limits) -> QueueLimits {
+    QueueLimits { max_items: l.outbound_queue_messages, max_bytes: l.outbound_queue_bytes }
 }
 
 fn since_position(since: &Option<StreamPosition>, current: &Position) -> Position {

@@ -8,8 +8,12 @@ use crate::ids::UserId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user_id: UserId,
-    /// Unix milliseconds; `None` for a token without `exp`.
+    /// The token's `exp`, Unix milliseconds; `None` for a token without one.
     pub expires_at_ms: Option<i64>,
+    /// How long past `exp` the verifier still accepts the token (its clock
+    /// skew leeway). A connection closes at `exp` plus this, so a token that
+    /// was just accepted is never cut off a moment later.
+    pub leeway_ms: i64,
     /// Channel grants from the token: exact names or `namespace:prefix*`.
     pub grants: Vec<String>,
     /// The login session the token belongs to, if any; revoking it closes the connection.

@@ -89,6 +89,11 @@ pub struct CoreMetrics {
     pub errors: Family<Labels, Counter>,
     pub panics: Family<Labels, Counter>,
     pub broker_errors: Counter,
+    commands: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 impl CoreMetrics {
@@ -138,6 +143,12 @@ impl CoreMetrics {
         registry.register("panics", "Panics caught in connection and background tasks, by task", panics.clone());
         let broker_errors = Counter::default();
         registry.register("broker_errors", "Broker operations that failed", broker_errors.clone());
+        let commands: Family<Labels, Histogram, fn() -> Histogram> = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "command_duration_seconds",
+            "Time to process a client command (e.g. send_message: stored, published, acknowledged), by command",
+            commands.clone(),
+        );
 
         Self {
             connections,
@@ -154,6 +165,7 @@ impl CoreMetrics {
             errors,
             panics,
             broker_errors,
+            commands,
         }
     }
 
@@ -176,6 +188,10 @@ impl CoreMetrics {
 
     pub fn panic(&self, task: &str) {
         self.panics.get_or_create(&vec![("task", task.to_owned())]).inc();
+    }
+
+    pub fn command_duration(&self, command: &'static str, elapsed: std::time::Duration) {
+        self.commands.get_or_create(&vec![("command", command.to_owned())]).observe(elapsed.as_secs_f64());
     }
 
     pub fn recovery(&self, outcome: &'static str) {

@@ -6,9 +6,13 @@
 //! Replays and replies use [`Outbound::push_paced`], which waits until the
 //! queue is at most half full, so a replay never fills the room live events
 //! need and never trips the slow-consumer limit by itself.
+//!
+//! The bounds are shared by every queue of a hub ([`QueueBounds`]), so a
+//! reloaded limit applies to live connections at once.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use chorus_protocol::{ChannelName, CloseCode};
@@ -30,7 +34,13 @@ pub enum Outgoing {
     RecoveryFailed { channel: ChannelName, position: Position, frame: Bytes },
     /// `unsubscribed`: the server ended a subscription.
     Unsubscribed { channel: ChannelName, frame: Bytes },
+    /// Bookkeeping for transports that name positions (SSE event ids): from
+    /// here on the channel is at `position`, or no longer subscribed
+    /// (`None`). Writes nothing.
+    Track { channel: ChannelName, position: Option<Position> },
 }
+
+static NOTHING: Bytes = Bytes::new();
 
 impl Outgoing {
     /// The encoded frame.
@@ -41,6 +51,7 @@ impl Outgoing {
             | Outgoing::Control { frame: b, .. }
             | Outgoing::RecoveryFailed { frame: b, .. }
             | Outgoing::Unsubscribed { frame: b, .. } => b,
+            Outgoing::Track { .. } => &NOTHING,
         }
     }
 
@@ -65,6 +76,33 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
+/// The current bounds, shared by every queue of a hub and updated when the
+/// limits are reloaded. A queue over a lowered bound closes as a slow
+/// consumer at its next live event.
+#[derive(Debug)]
+pub struct QueueBounds {
+    items: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl QueueBounds {
+    pub fn new(limits: QueueLimits) -> Arc<Self> {
+        let b = Arc::new(Self { items: AtomicUsize::new(0), bytes: AtomicUsize::new(0) });
+        b.set(limits);
+        b
+    }
+
+    /// At least 2 items and 1 KiB, so paced pushes (half the queue) always fit one.
+    pub fn set(&self, limits: QueueLimits) {
+        self.items.store(limits.max_items.max(2), Ordering::Relaxed);
+        self.bytes.store(limits.max_bytes.max(1024), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> QueueLimits {
+        QueueLimits { max_items: self.items.load(Ordering::Relaxed), max_bytes: self.bytes.load(Ordering::Relaxed) }
+    }
+}
+
 struct State {
     items: VecDeque<Outgoing>,
     bytes: usize,
@@ -74,7 +112,7 @@ struct State {
 /// A bounded multi-producer, single-consumer queue with a close reason.
 pub struct Outbound {
     state: Mutex<State>,
-    limits: QueueLimits,
+    bounds: Arc<QueueBounds>,
     /// Wakes the writer.
     readable: Notify,
     /// Wakes paced producers.
@@ -95,10 +133,10 @@ pub enum Batch {
 }
 
 impl Outbound {
-    pub fn new(limits: QueueLimits) -> Self {
+    pub fn new(bounds: Arc<QueueBounds>) -> Self {
         Self {
             state: Mutex::new(State { items: VecDeque::new(), bytes: 0, closed: None }),
-            limits: QueueLimits { max_items: limits.max_items.max(2), max_bytes: limits.max_bytes.max(1024) },
+            bounds,
             readable: Notify::new(),
             writable: Notify::new(),
             closing: Notify::new(),
@@ -108,12 +146,13 @@ impl Outbound {
     /// Live push: never waits; a full queue closes it as a slow consumer.
     pub fn try_push(&self, item: Outgoing) -> Result<(), PushError> {
         let size = item.size();
+        let limits = self.bounds.get();
         {
             let mut s = self.state.lock();
             if let Some(code) = s.closed {
                 return Err(PushError::Closed(code));
             }
-            if s.items.len() >= self.limits.max_items || s.bytes + size > self.limits.max_bytes {
+            if s.items.len() >= limits.max_items || s.bytes + size > limits.max_bytes {
                 s.closed = Some(CloseCode::SlowConsumer);
                 s.items.clear();
                 s.bytes = 0;
@@ -130,6 +169,15 @@ impl Outbound {
 
     /// Paced push: waits until the queue is at most half full.
     pub async fn push_paced(&self, item: Outgoing) -> Result<(), CloseCode> {
+        self.push_paced_while(item, || true).await.map(|_| ())
+    }
+
+    /// Paced push of an item that is only wanted while `wanted()` holds
+    /// (e.g. its subscription is still active). The check runs under the
+    /// queue's lock at the moment of the push, so anything queued after the
+    /// condition turned false (an `unsubscribe` reply, say) is never followed
+    /// by this item. `Ok(false)`: dropped, not wanted any more.
+    pub async fn push_paced_while(&self, item: Outgoing, wanted: impl Fn() -> bool) -> Result<bool, CloseCode> {
         let size = item.size();
         loop {
             let wait = self.writable.notified();
@@ -138,15 +186,19 @@ impl Outbound {
                 if let Some(code) = s.closed {
                     return Err(code);
                 }
-                let half_items = self.limits.max_items / 2;
-                let half_bytes = self.limits.max_bytes / 2;
+                if !wanted() {
+                    return Ok(false);
+                }
+                let limits = self.bounds.get();
+                let half_items = limits.max_items / 2;
+                let half_bytes = limits.max_bytes / 2;
                 // An item bigger than half the byte budget still goes into an empty queue.
                 if s.items.len() < half_items && (s.bytes + size <= half_bytes || s.items.is_empty()) {
                     s.items.push_back(item);
                     s.bytes += size;
                     drop(s);
                     self.readable.notify_one();
-                    return Ok(());
+                    return Ok(true);
                 }
             }
             wait.await;
@@ -175,8 +227,9 @@ impl Outbound {
                         batch.push(item);
                     }
                     s.bytes -= taken;
-                    if s.items.capacity() > 4 * self.limits.max_items && s.items.is_empty() {
-                        s.items.shrink_to(self.limits.max_items);
+                    let max_items = self.bounds.get().max_items;
+                    if s.items.capacity() > 4 * max_items && s.items.is_empty() {
+                        s.items.shrink_to(max_items);
                     }
                     drop(s);
                     self.writable.notify_waiters();
@@ -245,7 +298,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_by_count_closes_as_slow_consumer() {
-        let q = Outbound::new(QueueLimits { max_items: 3, max_bytes: 1 << 20 });
+        let q = Outbound::new(QueueBounds::new(QueueLimits { max_items: 3, max_bytes: 1 << 20 }));
         for _ in 0..3 {
             q.try_push(reply(1)).unwrap();
         }
@@ -259,14 +312,14 @@ mod tests {
 
     #[tokio::test]
     async fn full_by_bytes_closes_as_slow_consumer() {
-        let q = Outbound::new(QueueLimits { max_items: 50, max_bytes: 2048 });
+        let q = Outbound::new(QueueBounds::new(QueueLimits { max_items: 50, max_bytes: 2048 }));
         q.try_push(reply(1500)).unwrap();
         assert_eq!(q.try_push(reply(600)), Err(PushError::Full));
     }
 
     #[tokio::test]
     async fn paced_push_waits_for_the_writer_and_never_closes() {
-        let q = Arc::new(Outbound::new(QueueLimits { max_items: 4, max_bytes: 1 << 20 }));
+        let q = Arc::new(Outbound::new(QueueBounds::new(QueueLimits { max_items: 4, max_bytes: 1 << 20 })));
         let producer = {
             let q = q.clone();
             tokio::spawn(async move {
@@ -289,8 +342,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reloaded_bounds_apply_to_a_live_queue() {
+        let bounds = QueueBounds::new(QueueLimits { max_items: 10, max_bytes: 1 << 20 });
+        let q = Outbound::new(bounds.clone());
+        for _ in 0..4 {
+            q.try_push(reply(1)).unwrap();
+        }
+        bounds.set(QueueLimits { max_items: 4, max_bytes: 1 << 20 });
+        assert_eq!(q.try_push(reply(1)), Err(PushError::Full), "the lowered bound holds at once");
+    }
+
+    #[tokio::test]
+    async fn a_paced_push_no_longer_wanted_is_dropped() {
+        let q = Arc::new(Outbound::new(QueueBounds::new(QueueLimits { max_items: 4, max_bytes: 1 << 20 })));
+        let wanted = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        q.try_push(reply(1)).unwrap();
+        q.try_push(reply(1)).unwrap();
+        // Half full: the paced push waits for the writer.
+        let paced = {
+            let (q, wanted) = (q.clone(), wanted.clone());
+            tokio::spawn(async move { q.push_paced_while(reply(7), || wanted.load(Ordering::SeqCst)).await })
+        };
+        tokio::task::yield_now().await;
+        // The subscription ends (its end is marked in the queue), then the writer drains.
+        wanted.store(false, Ordering::SeqCst);
+        q.try_push(reply(2)).unwrap();
+        let mut batch = Vec::new();
+        assert!(matches!(q.next_batch(&mut batch, 10).await, Batch::Items));
+        assert_eq!(paced.await.unwrap(), Ok(false));
+        assert!(q.is_empty(), "nothing follows the end marker");
+        assert_eq!(batch.iter().map(|i| i.frame().len()).collect::<Vec<_>>(), vec![1, 1, 2]);
+    }
+
+    #[tokio::test]
     async fn restart_close_flushes_what_is_queued() {
-        let q = Outbound::new(QueueLimits { max_items: 10, max_bytes: 1 << 20 });
+        let q = Outbound::new(QueueBounds::new(QueueLimits { max_items: 10, max_bytes: 1 << 20 }));
         q.try_push(reply(1)).unwrap();
         q.try_push(reply(1)).unwrap();
         assert!(q.close(CloseCode::ServiceRestart));
@@ -302,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_wakes_a_waiting_writer_and_paced_producer() {
-        let q = Arc::new(Outbound::new(QueueLimits { max_items: 2, max_bytes: 1 << 20 }));
+        let q = Arc::new(Outbound::new(QueueBounds::new(QueueLimits { max_items: 2, max_bytes: 1 << 20 })));
         q.try_push(reply(1)).unwrap();
         let paced = {
             let q = q.clone();

@@ -70,8 +70,8 @@ impl Session {
 
     /// Opens the connection for an identity verified at upgrade time.
     pub async fn open(&mut self, identity: Identity) -> Result<&Arc<Connection>, CommandError> {
-        let conn = self.executor.open(identity, self.transport, self.request_id.clone(), self.outbound.clone()).await?;
-        let lease = self.lease.insert(Lease::new(self.executor.hub().clone(), conn));
+        let lease = self.executor.open(identity, self.transport, self.request_id.clone(), self.outbound.clone()).await?;
+        let lease = self.lease.insert(lease);
         lease.connection().ok_or_else(|| CommandError::new(chorus_protocol::ErrorCode::Internal, "connection lost"))
     }
 
@@ -101,6 +101,10 @@ impl Session {
         self.strikes = 0;
 
         if frame.len() > limits.frame_bytes {
+            // Oversize frames count as malformed: a client sending them on and on is abusive.
+            if self.malformed.take(Self::malformed_rate(), Instant::now()).is_err() {
+                return Flow::Close(CloseCode::ProtocolViolation);
+            }
             let msg = format!("frame is {} bytes; the limit is {}", frame.len(), limits.frame_bytes);
             return self.reply_error(peek_id(frame), ErrorCode::FrameTooLarge, &msg).await;
         }
@@ -124,8 +128,9 @@ impl Session {
             if conn.outbound.push_paced(Outgoing::Reply(executed.reply.encode())).await.is_err() {
                 return;
             }
+            // The replay runs beside the reader: pongs and other commands keep flowing.
             if let Some(follow_up) = executed.follow_up {
-                executor.hub().run_follow_up(follow_up).await;
+                executor.hub().spawn_follow_up(follow_up);
             }
         };
         // Boxed so an idle session's future stays small.
@@ -155,12 +160,22 @@ impl Session {
                     }
                     Err(e) => {
                         let _ = self.reply_error(Some(request.id), e.code, &e.message).await;
-                        Flow::Close(CloseCode::Unauthorized)
+                        Flow::Close(self.refusal_code(e.code))
                     }
                 }
             }
             Command::Ping => self.push(Reply::ok(request.id, ReplyBody::Pong { pong: true })).await,
             _ => self.reply_error(Some(request.id), ErrorCode::Unauthorized, "send `connect` with a token first").await,
+        }
+    }
+
+    /// The close code for a refused `connect`: a bad token is final, a full
+    /// node or an unreachable key set is worth retrying.
+    pub fn refusal_code(&self, code: ErrorCode) -> CloseCode {
+        match code {
+            ErrorCode::Unavailable if self.executor.hub().is_shutting_down() => CloseCode::ServiceRestart,
+            ErrorCode::Unavailable => CloseCode::TryAgainLater,
+            _ => CloseCode::Unauthorized,
         }
     }
 

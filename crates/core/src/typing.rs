@@ -59,6 +59,13 @@ impl TypingTracker {
         self.entries.lock().remove(&(channel.clone(), user.clone())).is_some()
     }
 
+    /// How long the user's indicator in the channel still runs, if it does.
+    pub fn remaining(&self, channel: &ChannelName, user: &UserId, now: Instant) -> Option<Duration> {
+        let map = self.entries.lock();
+        let e = map.get(&(channel.clone(), user.clone()))?;
+        (e.expires > now).then(|| e.expires - now)
+    }
+
     /// Removes and returns every indicator that has expired.
     pub fn expire(&self, now: Instant) -> Vec<(ChannelName, UserId)> {
         let mut out = Vec::new();

@@ -140,6 +140,10 @@ pub async fn publish_batch(
             Ok(p) => ItemResult::Ok(p),
             Err(e) => ItemResult::Err { error: ErrorObject::new(e.code, e.message, format!("{}:{i}", request_id.as_str())) },
         });
+        // Lets the subscribers' writers drain between events: a batch of many
+        // events into one channel must not fill their queues in one go and
+        // make slow consumers of clients that read fine.
+        tokio::task::yield_now().await;
     }
     Ok(Json(BatchResponse { results }))
 }
@@ -148,6 +152,11 @@ async fn publish_one(app: &AppState, item: PublishItem<'_>) -> Result<Published,
     let name = item.event.as_deref().unwrap_or("publication");
     let event = EventType::parse_publishable(name).map_err(|e| ApiError::new(ErrorCode::InvalidEvent, e.to_string()))?;
     let data = Payload::from_raw(item.data).map_err(|e| ApiError::new(ErrorCode::InvalidField, format!("data: {e}")))?;
+    // One event must fit a client's frame and leave room in its queue.
+    let max = app.hub().limits().frame_bytes;
+    if data.len() > max {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("data: {} bytes; an event's data may have at most {max}", data.len())));
+    }
     event.validate(&data).map_err(|e| ApiError::new(ErrorCode::InvalidEvent, e.to_string()))?;
     let p = app.hub().publish(&item.channel, Draft::new(event, data)).await.map_err(|e| match e {
         PublishError::Access(AccessError::UnknownNamespace(ns)) => {

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use chorus_protocol::ErrorObject;
 use tracing::Instrument;
 
@@ -58,7 +58,10 @@ pub async fn outermost(State(app): State<AppState>, mut req: Request, next: Next
     let path = req.uri().path().to_owned();
     let span = tracing::info_span!("http", request_id = %id, method = %method, path = %path);
     let started = Instant::now();
-    let mut res = next.run(req).instrument(span.clone()).await;
+    // A panicking handler answers 500 (counted, logged in the request's span);
+    // the connection and the server go on.
+    let served = chorus_core::supervise::catch_panic(app.hub().metrics(), "http", next.run(req)).instrument(span.clone()).await;
+    let mut res = served.unwrap_or_else(|| ApiError::new(chorus_protocol::ErrorCode::Internal, "internal error").into_response());
 
     let status = res.status();
     if (status.is_client_error() || status.is_server_error()) && needs_rendering(&res) {

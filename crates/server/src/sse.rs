@@ -10,13 +10,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use chorus_core::hub::{FollowUp, UserLimiter};
+use chorus_core::access::AccessError;
+use chorus_core::hub::UserLimiter;
 use chorus_core::limiter::Refusal;
 use chorus_core::outbound::{Batch, Outgoing};
+use chorus_core::publication::Position;
+use chorus_core::supervise::catch_panic;
 use chorus_core::{ConnId, Hub, Lease, Transport};
 use chorus_protocol::push::{ConnectedData, ReconnectData};
 use chorus_protocol::sse::{KEEP_ALIVE, SsePositions, encode_event, encode_retry};
-use chorus_protocol::{ChannelName, CloseCode, Command, ControlPush, ErrorCode, PROTOCOL_VERSION, Request, StreamPosition, decode_request, encode_control, timestamp};
+use chorus_protocol::{ChannelName, CloseCode, Command, ControlPush, ErrorCode, PROTOCOL_VERSION, Reply, Request, StreamPosition, decode_request, encode_control, timestamp};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
@@ -65,6 +68,7 @@ pub async fn stream(
     let identity = app.executor().authenticate(&token).await?;
 
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(params.last_event_id);
+    let resuming = last_event_id.is_some();
     let resume = match last_event_id {
         Some(id) => SsePositions::parse(&id).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?,
         None => SsePositions::new(),
@@ -80,11 +84,28 @@ pub async fn stream(
         return Err(ApiError::new(ErrorCode::BadRequest, "at least one `channel` is required"));
     }
 
+    // Checked before the connection exists, so a refused request never
+    // evicts one of the user's other connections. A new stream is refused
+    // as a whole; a resumed one (the browser reconnecting by itself, which it
+    // never does after an error status) goes on without the channels it may
+    // no longer have, each ended with `unsubscribed`.
     let hub = app.hub().clone();
+    let mut refused = Vec::new();
+    for channel in &channels {
+        match hub.access().check_subscribe(&identity, channel).await {
+            Ok(()) => {}
+            Err(e @ (AccessError::Denied(_) | AccessError::UnknownNamespace(_))) if resuming => refused.push((channel.clone(), e.to_string())),
+            Err(e) => return Err(chorus_core::executor::CommandError::from(e).into()),
+        }
+    }
+    channels.retain(|c| !refused.iter().any(|(r, _)| r == c));
+
     let outbound = hub.new_outbound();
-    let conn = app.executor().open(identity, Transport::Sse, request_id.0.clone(), outbound.clone()).await?;
     // From here on, every way out (error, client gone mid-setup, panic) releases the connection.
-    let lease = Lease::new(hub.clone(), conn.clone());
+    let lease = app.executor().open(identity, Transport::Sse, request_id.0.clone(), outbound.clone()).await?;
+    let Some(conn) = lease.connection().cloned() else {
+        return Err(ApiError::new(ErrorCode::Internal, "connection lost"));
+    };
     let mut positions = SsePositions::new();
     let mut follow_ups = Vec::with_capacity(channels.len());
     for (i, channel) in channels.into_iter().enumerate() {
@@ -98,16 +119,28 @@ pub async fn stream(
                 follow_ups.extend(executed.follow_up);
             }
             Ok(_) => {}
+            Err(e) if resuming && e.error == ErrorCode::Forbidden => refused.push((channel, e.message)),
             Err(e) => {
                 lease.end().await;
                 return Err(ApiError::new(e.error, e.message));
             }
         }
     }
+    for (channel, reason) in refused {
+        let push = ControlPush::Unsubscribed {
+            channel: channel.to_string(),
+            timestamp: timestamp::format_ms(hub.now_ms()),
+            data: chorus_protocol::push::ReasonData { reason },
+        };
+        let _ = outbound.try_push(Outgoing::Unsubscribed { channel, frame: encode_control(&push) });
+    }
+    for f in follow_ups {
+        hub.spawn_follow_up(f);
+    }
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(BODY_BUFFER);
-    let span = tracing::info_span!("sse", request_id = %request_id.as_str(), conn = %conn.id, user = %conn.user);
-    hub.spawn_connection("sse", pump(hub.clone(), lease, follow_ups, positions, tx).instrument(span));
+    let span = tracing::info_span!(parent: None, "sse", request_id = %request_id.as_str(), conn = %conn.id, user = %conn.user);
+    hub.spawn_connection("sse", span, pump(hub.clone(), lease, positions, tx));
 
     let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     let h = res.headers_mut();
@@ -143,16 +176,13 @@ impl Params {
     }
 }
 
-/// Moves the connection's queue into the response body as SSE events.
-async fn pump(hub: Hub, lease: Lease, follow_ups: Vec<FollowUp>, mut positions: SsePositions, tx: mpsc::Sender<Result<Bytes, Infallible>>) {
+/// Moves the connection's queue into the response body as SSE events. Ends
+/// with the connection: when the queue closes, or the client goes away
+/// (then the queue is closed here, which also stops any replay).
+async fn pump(hub: Hub, lease: Lease, mut positions: SsePositions, tx: mpsc::Sender<Result<Bytes, Infallible>>) {
     let Some(conn) = lease.connection().cloned() else { return };
     let timing = hub.timing().clone();
     let outbound = conn.outbound.clone();
-    let follow = async {
-        for f in follow_ups {
-            hub.run_follow_up(f).await;
-        }
-    };
     let drain = async {
         let connected = ControlPush::Connected {
             connection_id: conn.id.to_string(),
@@ -204,11 +234,9 @@ async fn pump(hub: Hub, lease: Lease, follow_ups: Vec<FollowUp>, mut positions: 
             }
         }
     };
-    tokio::join!(follow, drain);
-    if outbound.closed().is_none() {
-        // The client went away.
-        outbound.close(CloseCode::Normal);
-    }
+    drain.await;
+    // The client went away (or the queue closed already: then this is a no-op).
+    outbound.close(CloseCode::Normal);
     lease.end().await;
 }
 
@@ -227,6 +255,10 @@ fn render(out: &mut Vec<u8>, item: &Outgoing, positions: &mut SsePositions) {
             out.extend_from_slice(&encode_event(Some(&positions.encode()), "unsubscribed", frame));
         }
         Outgoing::Control { name, frame } => out.extend_from_slice(&encode_event(None, name, frame)),
+        Outgoing::Track { channel, position: Some(p) } => {
+            positions.set(channel.clone(), StreamPosition { offset: p.offset, epoch: p.epoch.to_string() });
+        }
+        Outgoing::Track { channel, position: None } => positions.remove(channel.as_str()),
         // Replies to SSE commands go in the HTTP response, never in the stream.
         Outgoing::Reply(_) => {}
     }
@@ -320,26 +352,81 @@ pub async fn command(
     if body.len() > hub.limits().frame_bytes {
         return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("command is {} bytes; the limit is {}", body.len(), hub.limits().frame_bytes)));
     }
-    let request = decode_request(&body).map_err(|e| ApiError::new(e.code, e.message))?;
+    let request = match decode_request(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let err = chorus_protocol::ErrorObject::new(e.code, e.message, request_id.as_str().to_owned());
+            return Ok(reply_response(&Reply::err(e.id, err)));
+        }
+    };
     if matches!(request.command, Command::Connect { .. }) {
         return Err(ApiError::new(ErrorCode::Conflict, "already connected"));
     }
-    let mut executed = app.executor().execute(&conn, request).await;
-    if let Some(f) = executed.follow_up {
-        let h = hub.clone();
-        hub.spawn_connection("sse_follow_up", async move { h.run_follow_up(f).await });
+    let id = request.id;
+    // In a task of its own: a client that hangs up mid-command must not
+    // leave it half done (a subscription without its replay, say).
+    let executor = app.executor().clone();
+    let metrics = hub.metrics().clone();
+    let task = tokio::spawn(
+        async move {
+            let run = async {
+                let subscribe = match &request.command {
+                    Command::Subscribe { channel, since } => Some((channel.clone(), since.clone())),
+                    _ => None,
+                };
+                let unsubscribe = match &request.command {
+                    Command::Unsubscribe { channel } => Some(channel.clone()),
+                    _ => None,
+                };
+                let mut executed = executor.execute(&conn, request).await;
+                // The stream's event ids name every subscribed channel: the
+                // pump learns of this change in queue order (see `render`).
+                match (&executed.reply.outcome, subscribe, unsubscribe) {
+                    (Ok(chorus_protocol::ReplyBody::Subscribed(r)), Some((channel, since)), _) => {
+                        let start = match since {
+                            Some(s) => Position { offset: s.offset, epoch: s.epoch.as_str().into() },
+                            None => Position { offset: r.offset, epoch: r.epoch.as_str().into() },
+                        };
+                        let _ = conn.outbound.push_paced(Outgoing::Track { channel, position: Some(start) }).await;
+                    }
+                    (Ok(_), _, Some(channel)) => {
+                        let _ = conn.outbound.push_paced(Outgoing::Track { channel, position: None }).await;
+                    }
+                    _ => {}
+                }
+                if let Some(f) = executed.follow_up.take() {
+                    executor.hub().spawn_follow_up(f);
+                }
+                executed.reply
+            };
+            catch_panic(&metrics, "sse_command", run).await
+        }
+        .instrument(tracing::Span::current()),
+    );
+    let mut reply = match task.await {
+        Ok(Some(reply)) => reply,
+        _ => {
+            let err = chorus_protocol::ErrorObject::new(ErrorCode::Internal, "internal error", request_id.as_str().to_owned());
+            Reply::err(Some(id), err)
+        }
+    };
+    // An error names this HTTP request (its header and log lines), not the stream's.
+    if let Err(e) = &mut reply.outcome {
+        e.request_id = request_id.as_str().to_owned();
     }
-    let status = match &executed.reply.outcome {
+    Ok(reply_response(&reply))
+}
+
+/// A command's reply as the HTTP response: 200 for a result, the error
+/// code's status for an error.
+fn reply_response(reply: &Reply) -> Response {
+    let status = match &reply.outcome {
         Ok(_) => StatusCode::OK,
         Err(e) => StatusCode::from_u16(e.error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     };
-    // An error names this HTTP request (its header and log lines), not the stream's.
-    if let Err(e) = &mut executed.reply.outcome {
-        e.request_id = request_id.as_str().to_owned();
-    }
-    let mut res = (status, executed.reply.encode()).into_response();
+    let mut res = (status, reply.encode()).into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(res)
+    res
 }
 
 #[cfg(test)]

@@ -39,6 +39,11 @@ impl HttpMetrics {
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        // Clients choose methods: anything outside the standard ones is one label.
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => method,
+            _ => "OTHER",
+        };
         self.requests
             .get_or_create(&vec![("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())])
             .inc();

@@ -16,7 +16,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Extension;
 use chorus_core::outbound::{Batch, Outbound, Outgoing};
-use chorus_core::{Flow, Identity, Session, Transport};
+use chorus_core::{Flow, Hub, Identity, Session, Transport};
 use chorus_protocol::push::ConnectedData;
 use chorus_protocol::{CloseCode, ControlPush, ErrorCode, PROTOCOL_VERSION, encode_control, timestamp};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -97,8 +97,8 @@ pub async fn upgrade(
         // Split before the future exists, so the socket lives only behind the
         // halves' shared lock; boxed, so the wrappers do not each copy its state.
         let (sink, stream) = socket.split();
-        let fut = Box::pin(run(app, sink, stream, identity, request_id.0).instrument(span));
-        hub.supervise_connection("websocket", fut)
+        let fut = Box::pin(run(app, sink, stream, identity, request_id.0));
+        hub.supervise_connection("websocket", fut).instrument(span)
     }))
 }
 
@@ -118,16 +118,19 @@ pub(crate) fn admit(app: &AppState) -> Result<(), ApiError> {
     })
 }
 
-/// When the last frame was read and written, in ms since the connection began.
+/// When the last frame was read and written, in ms since the connection
+/// began, and how many frames were read (a ping is answered when the count
+/// moves, however close in time the pong comes).
 struct Liveness {
     origin: Instant,
     read: AtomicU64,
     written: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl Liveness {
     fn new() -> Self {
-        Self { origin: Instant::now(), read: AtomicU64::new(0), written: AtomicU64::new(0) }
+        Self { origin: Instant::now(), read: AtomicU64::new(0), written: AtomicU64::new(0), reads: AtomicU64::new(0) }
     }
 
     fn now(&self) -> u64 {
@@ -136,6 +139,7 @@ impl Liveness {
 
     fn touch_read(&self) {
         self.read.store(self.now(), Ordering::Relaxed);
+        self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
     fn touch_write(&self) {
@@ -143,7 +147,7 @@ impl Liveness {
     }
 
     fn read_mark(&self) -> u64 {
-        self.read.load(Ordering::Relaxed)
+        self.reads.load(Ordering::Relaxed)
     }
 
     fn idle(&self) -> Duration {
@@ -177,29 +181,33 @@ async fn run(app: AppState, sink: Sink, mut stream: SplitStream<WebSocket>, iden
             }
             Err(e) => {
                 tracing::info!(error = %e, "connection refused after upgrade");
-                outbound.close(if e.code == ErrorCode::Unavailable { CloseCode::TryAgainLater } else { CloseCode::Unauthorized });
+                outbound.close(session.refusal_code(e.code));
             }
         }
     }
     tracing::debug!("websocket open");
     let live = Liveness::new();
     let timing = hub.timing().clone();
-    {
+    let ended = {
         let connect_deadline = Instant::now() + timing.connect_timeout;
         // Built inside `pin!`: a separate binding would keep a second slot in this future.
-        let mut reader = std::pin::pin!(read_loop(&mut stream, &mut session, &live, connect_deadline));
+        let mut reader = std::pin::pin!(read_loop(&mut stream, &mut session, &hub, &live, connect_deadline));
         let mut writer = std::pin::pin!(write_loop(sink, &outbound, &live, &timing));
         tokio::select! {
             code = &mut reader => {
                 outbound.close(code);
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+                // Returns at once now that the queue is closed.
+                (&mut writer).await
             }
-            () = &mut writer => {}
+            ended = &mut writer => ended,
         }
-    }
+    };
     let code = outbound.closed().unwrap_or(CloseCode::Normal);
     tracing::debug!(code = code.code(), reason = code.label(), "websocket closed");
+    // Released before the close handshake: a closing connection holds none
+    // of its user's connection slots and gets no more events.
     Box::pin(session.end()).await;
+    Box::pin(finish(ended)).await;
     Box::pin(linger(&mut stream)).await;
 }
 
@@ -217,12 +225,16 @@ async fn linger(stream: &mut SplitStream<WebSocket>) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-async fn read_loop(stream: &mut SplitStream<WebSocket>, session: &mut Session, live: &Liveness, connect_deadline: Instant) -> CloseCode {
+async fn read_loop(stream: &mut SplitStream<WebSocket>, session: &mut Session, hub: &Hub, live: &Liveness, connect_deadline: Instant) -> CloseCode {
     loop {
         let next = if session.connection().is_none() {
-            match tokio::time::timeout_at(connect_deadline, stream.next()).await {
-                Ok(n) => n,
-                Err(_) => return CloseCode::Unauthorized,
+            // Not in the hub's table yet, so a shutdown reaches it here.
+            tokio::select! {
+                n = tokio::time::timeout_at(connect_deadline, stream.next()) => match n {
+                    Ok(n) => n,
+                    Err(_) => return CloseCode::Unauthorized,
+                },
+                () = hub.stopping() => return CloseCode::ServiceRestart,
             }
         } else {
             stream.next().await
@@ -269,7 +281,29 @@ enum WriteStop {
     Closed(CloseCode),
 }
 
-async fn write_loop(mut sink: Sink, outbound: &Outbound, live: &Liveness, timing: &chorus_core::config::Timing) {
+/// How the writer ended: the socket broke, or the queue closed with a code
+/// and these items still to go out before the close frame.
+enum Ended {
+    Broken,
+    Closing { sink: Sink, rest: Vec<Outgoing>, code: CloseCode },
+}
+
+/// The close handshake after the connection is released: what was queued
+/// (e.g. the reply explaining the close), then the close frame. Bounded.
+async fn finish(ended: Ended) {
+    let Ended::Closing { mut sink, mut rest, code } = ended else { return };
+    if !rest.is_empty() {
+        let flushed = tokio::time::timeout(CLOSE_GRACE, feed_all(&mut sink, &mut rest)).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            return;
+        }
+    }
+    close(&mut sink, code).await;
+}
+
+/// Drains the queue onto the socket and pings, until the queue closes or the
+/// socket breaks; returns at once when the queue closes, even mid-write.
+async fn write_loop(mut sink: Sink, outbound: &Outbound, live: &Liveness, timing: &chorus_core::config::Timing) -> Ended {
     let mut batch: Vec<Outgoing> = Vec::new();
     let mut next_ping = Instant::now() + timing.ping_interval;
     // When a ping is outstanding: its deadline, and the read mark when it was sent.
@@ -281,20 +315,12 @@ async fn write_loop(mut sink: Sink, outbound: &Outbound, live: &Liveness, timing
                 Batch::Items => {
                     match write_items(&mut sink, &mut batch, outbound, live, timing.stale_after).await {
                         Ok(()) => {}
-                        Err(WriteStop::Broken) => return,
-                        Err(WriteStop::Closed(code)) => return close(&mut sink, code).await,
+                        Err(WriteStop::Broken) => return Ended::Broken,
+                        Err(WriteStop::Closed(code)) => return Ended::Closing { sink, rest: Vec::new(), code },
                     }
                 }
-                Batch::Closed(code) => {
-                    // What was queued (e.g. the reply explaining the close) goes out first.
-                    if !batch.is_empty() {
-                        let flushed = tokio::time::timeout(CLOSE_GRACE, feed_all(&mut sink, &mut batch)).await;
-                        if !matches!(flushed, Ok(Ok(()))) {
-                            return;
-                        }
-                    }
-                    return close(&mut sink, code).await;
-                }
+                // What was queued (e.g. the reply explaining the close) goes out first.
+                Batch::Closed(code) => return Ended::Closing { sink, rest: batch, code },
             },
             _ = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
@@ -315,10 +341,14 @@ async fn write_loop(mut sink: Sink, outbound: &Outbound, live: &Liveness, timing
                     let sent = tokio::select! {
                         r = sink.send(Message::Ping(bytes::Bytes::new())) => r.is_ok(),
                         _ = outbound.wait_closed() => true,
-                        _ = tokio::time::sleep(timing.stale_after) => false,
+                        _ = tokio::time::sleep(timing.stale_after) => {
+                            // A ping that cannot be written for that long: stale.
+                            outbound.close(CloseCode::Stale);
+                            continue;
+                        }
                     };
                     if !sent {
-                        return;
+                        return Ended::Broken;
                     }
                     live.touch_write();
                     if pong_due.is_none() {
@@ -346,6 +376,9 @@ async fn write_items(sink: &mut Sink, batch: &mut Vec<Outgoing>, outbound: &Outb
 
 async fn feed_all(sink: &mut Sink, batch: &mut Vec<Outgoing>) -> Result<(), ()> {
     for item in batch.drain(..) {
+        if matches!(item, Outgoing::Track { .. }) {
+            continue;
+        }
         let Ok(text) = Utf8Bytes::try_from(item.frame().clone()) else { continue };
         sink.feed(Message::Text(text)).await.map_err(|_| ())?;
     }

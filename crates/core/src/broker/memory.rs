@@ -30,25 +30,53 @@ struct Stream {
     epoch: crate::publication::Epoch,
     top: u64,
     events: VecDeque<Arc<Publication>>,
+    /// What `events` cost, by [`cost`].
+    bytes: usize,
     retention: Retention,
     /// Nodes with local subscribers, and where to deliver to them.
     listeners: Vec<(NodeId, Sink)>,
     last_touch_ms: i64,
+    /// Taken out of the map (idle, evicted): whoever still holds it must
+    /// look the channel up again instead of writing into it.
+    removed: bool,
+}
+
+/// Memory an event holds in history: the publication, its payload and its
+/// encoded frame (about the payload plus a header).
+fn cost(p: &Publication) -> usize {
+    std::mem::size_of::<Publication>() + 2 * p.data.len() + 128 + p.channel.as_str().len()
 }
 
 impl Stream {
     fn new(retention: Retention, now_ms: i64) -> Self {
-        Self { epoch: new_epoch(), top: 0, events: VecDeque::new(), retention, listeners: Vec::new(), last_touch_ms: now_ms }
+        Self {
+            epoch: new_epoch(),
+            top: 0,
+            events: VecDeque::new(),
+            bytes: 0,
+            retention,
+            listeners: Vec::new(),
+            last_touch_ms: now_ms,
+            removed: false,
+        }
     }
 
-    fn trim(&mut self, now_ms: i64) {
+    /// Trims to the retention; returns the bytes freed.
+    fn trim(&mut self, now_ms: i64) -> usize {
         let ttl_ms = i64::try_from(self.retention.ttl.as_millis()).unwrap_or(i64::MAX);
-        while self.events.len() > self.retention.max_events {
-            self.events.pop_front();
+        let before = self.bytes;
+        while self.events.len() > self.retention.max_events
+            || self.events.front().is_some_and(|p| now_ms.saturating_sub(p.time_ms) > ttl_ms)
+        {
+            self.pop_oldest();
         }
-        while self.events.front().is_some_and(|p| now_ms.saturating_sub(p.time_ms) > ttl_ms) {
-            self.events.pop_front();
-        }
+        before - self.bytes
+    }
+
+    fn pop_oldest(&mut self) -> usize {
+        let freed = self.events.pop_front().map_or(0, |p| cost(&p));
+        self.bytes -= freed;
+        freed
     }
 
     fn position(&self) -> Position {
@@ -65,13 +93,22 @@ type StreamShard = Mutex<HashMap<ChannelName, Arc<Mutex<Stream>>>>;
 type PresenceShard = Mutex<HashMap<ChannelName, HashMap<UserId, Vec<ConnId>>>>;
 type RegistryShard = Mutex<HashMap<UserId, Vec<RegisteredConnection>>>;
 
-/// The in-memory engines. Bounded: at most `max_streams` streams, each
-/// trimmed to its retention; presence and registry entries exist only for
-/// live connections and are removed when they close.
+/// The in-memory engines. Bounded: streams nobody listens to are evicted
+/// past `max_streams` (streams with listeners are bounded by the
+/// subscriptions that hold them), each stream is trimmed to its retention,
+/// and all history together to `max_bytes` (oldest events of the least
+/// recently used streams go first; a client that needed them gets
+/// `recovery_failed`). Presence and registry entries exist only for live
+/// connections and are removed when they close.
 pub struct MemoryBroker {
     streams: Box<[StreamShard]>,
     stream_count: AtomicUsize,
     max_streams: usize,
+    /// History bytes held, and the budget for them.
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    /// One shedding pass at a time; others skip it.
+    shedding: Mutex<()>,
     nodes: RwLock<HashMap<NodeId, Sink>>,
     presence: Box<[PresenceShard]>,
     presence_channels: AtomicUsize,
@@ -100,6 +137,9 @@ impl MemoryBroker {
             streams: shards(),
             stream_count: AtomicUsize::new(0),
             max_streams: config.max_streams.max(1),
+            bytes: AtomicUsize::new(0),
+            max_bytes: config.max_bytes.max(1),
+            shedding: Mutex::new(()),
             nodes: RwLock::new(HashMap::new()),
             presence: shards(),
             presence_channels: AtomicUsize::new(0),
@@ -126,6 +166,75 @@ impl MemoryBroker {
         entry.clone()
     }
 
+    /// Runs `f` on the channel's stream under its lock. A stream removed
+    /// between the lookup and the lock is looked up again, so nothing is
+    /// written into a stream the map no longer holds.
+    fn with_stream<T>(&self, channel: &ChannelName, retention: Retention, mut f: impl FnMut(&mut Stream) -> T) -> T {
+        loop {
+            let stream = self.stream(channel, retention);
+            let mut s = stream.lock();
+            if !s.removed {
+                return f(&mut s);
+            }
+        }
+    }
+
+    /// Takes a stream out of the map (its shard lock held by the caller).
+    fn remove(&self, map: &mut HashMap<ChannelName, Arc<Mutex<Stream>>>, name: &ChannelName) {
+        if let Some(stream) = map.remove(name) {
+            let mut s = stream.lock();
+            s.removed = true;
+            self.bytes.fetch_sub(s.bytes, Ordering::Relaxed);
+            self.stream_count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Brings history back under its byte budget (to 90% of it, so passes
+    /// are rare): idle streams go first, then the least recently used
+    /// streams nobody listens to, then the oldest events of the least
+    /// recently used streams that remain.
+    fn shed(&self) {
+        let Some(_pass) = self.shedding.try_lock() else { return };
+        let target = self.max_bytes / 10 * 9;
+        self.drop_idle(self.clock.now_ms());
+        if self.bytes.load(Ordering::Relaxed) <= target {
+            return;
+        }
+        let mut by_age: Vec<(i64, bool, ChannelName)> = Vec::new();
+        for shard in self.streams.iter() {
+            for (name, s) in shard.lock().iter() {
+                let s = s.lock();
+                by_age.push((s.last_touch_ms, !s.listeners.is_empty(), name.clone()));
+            }
+        }
+        // Unlistened streams first, each group least recently used first.
+        by_age.sort_unstable_by_key(|(t, listened, _)| (*listened, *t));
+        for (_, listened, name) in by_age {
+            if self.bytes.load(Ordering::Relaxed) <= target {
+                return;
+            }
+            let mut map = self.streams[shard_of(name.as_str())].lock();
+            if !listened {
+                if map.get(&name).is_some_and(|s| s.lock().listeners.is_empty()) {
+                    self.remove(&mut map, &name);
+                }
+                continue;
+            }
+            let Some(stream) = map.get(&name).cloned() else { continue };
+            drop(map);
+            let mut s = stream.lock();
+            while !s.removed && !s.events.is_empty() && self.bytes.load(Ordering::Relaxed) > target {
+                let freed = s.pop_oldest();
+                self.bytes.fetch_sub(freed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// History bytes held (for tests and health).
+    pub fn history_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// Makes room for a new stream: drops idle ones, then the least recently
     /// used tenth of the streams nobody listens to.
     fn evict(&self, now: i64) {
@@ -148,8 +257,7 @@ impl MemoryBroker {
             let shard = &self.streams[shard_of(name.as_str())];
             let mut map = shard.lock();
             if map.get(&name).is_some_and(|s| s.lock().listeners.is_empty()) {
-                map.remove(&name);
-                self.stream_count.fetch_sub(1, Ordering::Relaxed);
+                self.remove(&mut map, &name);
             }
         }
     }
@@ -167,9 +275,10 @@ impl MemoryBroker {
     fn drop_idle(&self, now: i64) {
         for shard in self.streams.iter() {
             let mut map = shard.lock();
-            let before = map.len();
-            map.retain(|_, s| !s.lock().idle(now));
-            self.stream_count.fetch_sub(before - map.len(), Ordering::Relaxed);
+            let idle: Vec<ChannelName> = map.iter().filter(|(_, s)| s.lock().idle(now)).map(|(n, _)| n.clone()).collect();
+            for name in idle {
+                self.remove(&mut map, &name);
+            }
         }
     }
 }
@@ -177,46 +286,63 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, channel: &ChannelName, draft: Draft, retention: Retention) -> Result<Arc<Publication>, BrokerError> {
-        let stream = self.stream(channel, retention);
         let now = self.clock.now_ms();
-        let mut s = stream.lock();
-        s.top += 1;
-        s.retention = retention;
-        s.last_touch_ms = now;
-        let publication = Arc::new(Publication::new(channel.clone(), s.position(), now, draft));
-        s.events.push_back(publication.clone());
-        s.trim(now);
-        // Delivering under the stream lock keeps every node's deliveries in offset order.
-        for (_, sink) in &s.listeners {
-            sink.publication(publication.clone());
+        let mut draft = Some(draft);
+        let publication = self.with_stream(channel, retention, |s| {
+            let draft = draft.take()?;
+            s.top += 1;
+            s.retention = retention;
+            s.last_touch_ms = now;
+            let publication = Arc::new(Publication::new(channel.clone(), s.position(), now, draft));
+            let added = cost(&publication);
+            s.events.push_back(publication.clone());
+            s.bytes += added;
+            let freed = s.trim(now);
+            // Cannot underflow: `added` was just counted into this stream.
+            if added >= freed {
+                self.bytes.fetch_add(added - freed, Ordering::Relaxed);
+            } else {
+                self.bytes.fetch_sub(freed - added, Ordering::Relaxed);
+            }
+            // Delivering under the stream lock keeps every node's deliveries in offset order.
+            for (_, sink) in &s.listeners {
+                sink.publication(publication.clone());
+            }
+            Some(publication)
+        });
+        // `with_stream` runs the closure exactly once with a live stream.
+        let publication = publication.ok_or_else(|| BrokerError::Unavailable("publish lost its draft".into()))?;
+        if self.bytes.load(Ordering::Relaxed) > self.max_bytes {
+            self.shed();
         }
         Ok(publication)
     }
 
     async fn history(&self, channel: &ChannelName, query: HistoryQuery, retention: Retention) -> Result<HistoryPage, BrokerError> {
-        let stream = self.stream(channel, retention);
         let now = self.clock.now_ms();
-        let mut s = stream.lock();
-        s.retention = retention;
-        s.trim(now);
-        s.last_touch_ms = now;
-        let current = s.position();
-        let publications = match query {
-            HistoryQuery::Position => Vec::new(),
-            HistoryQuery::Latest { limit } => {
-                let skip = s.events.len().saturating_sub(limit);
-                s.events.iter().skip(skip).cloned().collect()
-            }
-            HistoryQuery::Since { position, limit } => {
-                let first_retained = s.events.front().map_or(s.top + 1, |p| p.offset);
-                if position.epoch != s.epoch || position.offset > s.top || position.offset + 1 < first_retained {
-                    return Err(BrokerError::Unrecoverable { current });
+        self.with_stream(channel, retention, |s| {
+            s.retention = retention;
+            let freed = s.trim(now);
+            self.bytes.fetch_sub(freed, Ordering::Relaxed);
+            s.last_touch_ms = now;
+            let current = s.position();
+            let publications = match &query {
+                HistoryQuery::Position => Vec::new(),
+                HistoryQuery::Latest { limit } => {
+                    let skip = s.events.len().saturating_sub(*limit);
+                    s.events.iter().skip(skip).cloned().collect()
                 }
-                let skip = usize::try_from(position.offset + 1 - first_retained).unwrap_or(usize::MAX);
-                s.events.iter().skip(skip).take(limit).cloned().collect()
-            }
-        };
-        Ok(HistoryPage { current, publications })
+                HistoryQuery::Since { position, limit } => {
+                    let first_retained = s.events.front().map_or(s.top + 1, |p| p.offset);
+                    if position.epoch != s.epoch || position.offset > s.top || position.offset + 1 < first_retained {
+                        return Err(BrokerError::Unrecoverable { current });
+                    }
+                    let skip = usize::try_from(position.offset + 1 - first_retained).unwrap_or(usize::MAX);
+                    s.events.iter().skip(skip).take(*limit).cloned().collect()
+                }
+            };
+            Ok(HistoryPage { current, publications })
+        })
     }
 
     async fn attach(&self, node: &NodeId, sink: Arc<dyn NodeSink>) -> Result<(), BrokerError> {
@@ -241,11 +367,12 @@ impl Broker for MemoryBroker {
             .cloned()
             .ok_or_else(|| BrokerError::Unavailable(format!("node {node} is not attached")))?;
         // Publish and history set the real retention; this only creates the stream.
-        let stream = self.stream(channel, Retention { max_events: 0, ttl: std::time::Duration::ZERO });
-        let mut s = stream.lock();
-        if !s.listeners.iter().any(|(n, _)| n == node) {
-            s.listeners.push((node.clone(), sink));
-        }
+        // In effect before it returns: the next publish reaches this node.
+        self.with_stream(channel, Retention { max_events: 0, ttl: std::time::Duration::ZERO }, |s| {
+            if !s.listeners.iter().any(|(n, _)| n == node) {
+                s.listeners.push((node.clone(), sink.clone()));
+            }
+        });
         Ok(())
     }
 
@@ -335,6 +462,11 @@ impl PresenceStore for MemoryBroker {
         Ok(users)
     }
 
+    async fn is_present(&self, channel: &ChannelName, user: &UserId) -> Result<bool, BrokerError> {
+        let map = self.presence[shard_of(channel.as_str())].lock();
+        Ok(map.get(channel).is_some_and(|users| users.get(user).is_some_and(|c| !c.is_empty())))
+    }
+
     fn channels(&self) -> usize {
         self.presence_channels.load(Ordering::Relaxed)
     }
@@ -348,9 +480,8 @@ impl ConnectionRegistry for MemoryBroker {
             self.registry_users.fetch_add(1, Ordering::Relaxed);
             Vec::new()
         });
+        // Oldest means registered first: arrival order, never node clocks.
         conns.push(entry);
-        // Stable sort keeps arrival order among equal timestamps.
-        conns.sort_by_key(|c| c.since_ms);
         let excess = conns.len().saturating_sub(limit.max(1));
         Ok(conns.drain(..excess).collect())
     }
@@ -433,7 +564,7 @@ mod tests {
     #[tokio::test]
     async fn stream_count_is_bounded_and_idle_streams_go() {
         let clock = ManualClock::starting_at(0);
-        let b = MemoryBroker::with_clock(MemoryBrokerConfig { max_streams: 10 }, Arc::new(clock.clone()));
+        let b = MemoryBroker::with_clock(MemoryBrokerConfig { max_streams: 10, ..MemoryBrokerConfig::default() }, Arc::new(clock.clone()));
         for i in 0..25 {
             clock.advance_ms(1);
             b.publish(&ch(&format!("room:{i}")), draft(), KEEP).await.unwrap();
@@ -442,6 +573,44 @@ mod tests {
         clock.advance_ms(61_000);
         b.sweep().await;
         assert_eq!(b.streams(), 0);
+    }
+
+    #[tokio::test]
+    async fn history_bytes_stay_within_the_budget() {
+        let clock = ManualClock::starting_at(0);
+        let b = MemoryBroker::with_clock(MemoryBrokerConfig { max_bytes: 64 * 1024, ..MemoryBrokerConfig::default() }, Arc::new(clock.clone()));
+        let keep = Retention { max_events: 1000, ttl: Duration::from_secs(3600) };
+        let data = Payload::from_value(&serde_json::json!({ "text": "x".repeat(500) })).unwrap();
+        let first = b.publish(&ch("room:old"), Draft::new(EventType::Publication, data.clone()), keep).await.unwrap();
+        for i in 0..400 {
+            clock.advance_ms(1);
+            b.publish(&ch(&format!("room:{}", i % 4)), Draft::new(EventType::Publication, data.clone()), keep).await.unwrap();
+            assert!(b.history_bytes() <= 64 * 1024 + 2048, "{} bytes held", b.history_bytes());
+        }
+        // The least recently used stream went first; its position cannot be recovered.
+        let since = HistoryQuery::Since { position: Position { offset: 0, epoch: first.epoch.clone() }, limit: 10 };
+        assert!(matches!(b.history(&ch("room:old"), since, keep).await, Err(BrokerError::Unrecoverable { .. })));
+        // A recent stream still has its latest events, in order, without holes.
+        let page = b.history(&ch("room:3"), HistoryQuery::Latest { limit: 1000 }, keep).await.unwrap();
+        let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+        assert!(!offsets.is_empty() && offsets.len() < 100, "{offsets:?}");
+        assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(*offsets.last().unwrap(), page.current.offset);
+    }
+
+    #[tokio::test]
+    async fn a_swept_stream_is_never_written_through_a_stale_handle() {
+        let clock = ManualClock::starting_at(0);
+        let b = MemoryBroker::with_clock(MemoryBrokerConfig::default(), Arc::new(clock.clone()));
+        let c = ch("room:a");
+        let stale = b.stream(&c, KEEP);
+        clock.advance_ms(61_000);
+        b.sweep().await;
+        assert!(stale.lock().removed);
+        let p = b.publish(&c, draft(), KEEP).await.unwrap();
+        assert_ne!(p.epoch, stale.lock().epoch, "a new stream, not the swept one");
+        assert!(stale.lock().events.is_empty());
+        assert_eq!(b.history(&c, HistoryQuery::Latest { limit: 10 }, KEEP).await.unwrap().publications.len(), 1);
     }
 
     #[tokio::test]

@@ -91,7 +91,9 @@ pub trait Broker: Send + Sync + 'static {
     /// Registers where this node receives deliveries.
     async fn attach(&self, node: &NodeId, sink: Arc<dyn NodeSink>) -> Result<(), BrokerError>;
     async fn detach(&self, node: &NodeId);
-    /// This node has local subscribers on `channel`.
+    /// This node has local subscribers on `channel`. In effect when it
+    /// returns: every publication after that reaches the node's sink (the
+    /// hub reads history only afterwards, so nothing falls between the two).
     async fn listen(&self, node: &NodeId, channel: &ChannelName) -> Result<(), BrokerError>;
     /// This node has no local subscribers on `channel` any more.
     async fn unlisten(&self, node: &NodeId, channel: &ChannelName) -> Result<(), BrokerError>;
@@ -126,6 +128,8 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Removes a connection; true if it was the user's last in the channel.
     async fn leave(&self, channel: &ChannelName, conn: ConnId, user: &UserId) -> Result<bool, BrokerError>;
     async fn list(&self, channel: &ChannelName) -> Result<Vec<PresentUser>, BrokerError>;
+    /// Whether the user has any connection in the channel now.
+    async fn is_present(&self, channel: &ChannelName, user: &UserId) -> Result<bool, BrokerError>;
     /// Channels with presence entries, for metrics.
     fn channels(&self) -> usize;
 }
@@ -143,7 +147,8 @@ pub struct RegisteredConnection {
 #[async_trait]
 pub trait ConnectionRegistry: Send + Sync + 'static {
     /// Adds a connection and returns the ones that must now close because the
-    /// user has more than `limit`, oldest first.
+    /// user has more than `limit`, oldest first. "Oldest" is the order of
+    /// registration as the registry saw it, never the nodes' clocks.
     async fn register(&self, entry: RegisteredConnection, limit: usize) -> Result<Vec<RegisteredConnection>, BrokerError>;
     async fn unregister(&self, user: &UserId, conn: ConnId) -> Result<(), BrokerError>;
     async fn connections(&self, user: &UserId) -> Result<Vec<RegisteredConnection>, BrokerError>;
