@@ -574,13 +574,14 @@ impl Hub {
             }
         }
         self.0.conn_count.fetch_sub(1, Ordering::AcqRel);
-        for (_, sub) in subs {
-            self.detach(conn, &sub).await;
-        }
+        // Typing stops before the user leaves.
         for channel in typing {
             if self.0.typing.stop(&channel, &identity.user_id) {
                 self.announce_typing_stopped(&channel, &identity.user_id).await;
             }
+        }
+        for (_, sub) in subs {
+            self.detach(conn, &sub).await;
         }
         if let Err(e) = self.0.backplane.registry.unregister(&conn.user, conn.id).await {
             self.0.metrics.broker_errors.inc();
@@ -969,7 +970,7 @@ impl Hub {
     /// Ends a subscription; true if there was one.
     pub async fn unsubscribe(&self, conn: &Arc<Connection>, channel: &ChannelName) -> bool {
         let Some(sub) = self.remove_subscription(conn, channel) else { return false };
-        self.detach(conn, &sub).await;
+        // Typing stops before the user leaves.
         let stopped = {
             let mut st = conn.state.lock();
             let before = st.typing.len();
@@ -979,6 +980,7 @@ impl Hub {
         if stopped && self.0.typing.stop(channel, &conn.user) {
             self.announce_typing_stopped(channel, &conn.user).await;
         }
+        self.detach(conn, &sub).await;
         true
     }
 

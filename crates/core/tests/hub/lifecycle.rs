@@ -1,0 +1,217 @@
+//! Opening, releasing and closing connections; limits; supervised tasks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chorus_core::broker::memory::MemoryBroker;
+use chorus_core::broker::{Backplane, BrokerError, ConnectionRegistry, RegisteredConnection};
+use chorus_core::config::{Limits, Timing};
+use chorus_core::outbound::{Outgoing, PushError, QueueLimits};
+use chorus_core::{ConnId, Flow, Transport, UserId};
+use chorus_protocol::CloseCode;
+use serde_json::json;
+
+use crate::common::*;
+
+/// A registry that never answers, so `open` can be dropped mid-await.
+struct Stuck(Arc<MemoryBroker>);
+
+#[async_trait]
+impl ConnectionRegistry for Stuck {
+    async fn register(&self, _: RegisteredConnection, _: usize) -> Result<Vec<RegisteredConnection>, BrokerError> {
+        std::future::pending().await
+    }
+
+    async fn unregister(&self, user: &UserId, conn: ConnId) -> Result<(), BrokerError> {
+        self.0.unregister(user, conn).await
+    }
+
+    async fn connections(&self, user: &UserId) -> Result<Vec<RegisteredConnection>, BrokerError> {
+        self.0.connections(user).await
+    }
+
+    fn users(&self) -> usize {
+        ConnectionRegistry::users(&*self.0)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_dropped_midway_releases_the_connection() {
+    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let (memory, _) = memory_backplane(&clock);
+    let backplane = Backplane { broker: memory.clone(), presence: memory.clone(), registry: Arc::new(Stuck(memory)) };
+    let n = node(NodeOptions { backplane: Some(backplane), clock, ..Default::default() }).await;
+    let identity = n.executor.authenticate(&token("alice", &[])).await.unwrap();
+    let hub = n.hub.clone();
+    let opening = tokio::spawn(async move { hub.open(identity, Transport::Sse, Arc::from("r"), hub.new_outbound()).await.map(|_| ()) });
+    settle().await;
+    assert_eq!(n.hub.connection_count(), 1, "registered locally, waiting for the registry");
+    opening.abort();
+    let _ = opening.await;
+    settle().await;
+    assert_eq!(n.hub.connection_count(), 0);
+    assert!(n.hub.user_connections(&UserId::new("alice")).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn ending_a_session_releases_everything_it_held() {
+    let n = node(NodeOptions::default()).await;
+    let mut c = Client::open(&n, &token("alice", &["room:a"])).await;
+    c.request(json!({"type": "subscribe", "channel": "room:a"})).await;
+    c.request(json!({"type": "subscribe", "channel": "chat:b"})).await;
+    c.request(json!({"type": "typing", "channel": "chat:b"})).await;
+    assert_eq!((n.hub.connection_count(), n.hub.subscription_count(), n.hub.typing_count()), (1, 2, 1));
+    // Dropped without `end`, as when its task unwinds.
+    drop(c);
+    settle().await;
+    assert_eq!((n.hub.connection_count(), n.hub.subscription_count(), n.hub.typing_count()), (0, 0, 0));
+    assert_eq!(n.hub.backplane().presence.channels(), 0);
+    assert_eq!(n.hub.backplane().registry.users(), 0);
+    n.hub.cleanup().await;
+    assert_eq!(n.hub.channel_count(), 0, "empty channels are unlistened by the cleanup pass");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_oldest_connection_goes_across_hubs_whatever_their_clocks() {
+    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let (_, backplane) = memory_backplane(&clock);
+    let a = node(NodeOptions { backplane: Some(backplane.clone()), clock: clock.clone(), ..Default::default() }).await;
+    // Node B's clock runs an hour behind: its connections look older by time.
+    let b = node(NodeOptions { backplane: Some(backplane), clock: chorus_core::clock::ManualClock::starting_at(T0 - 3_600_000), ..Default::default() }).await;
+    let first = Client::open(&a, &token("alice", &[])).await;
+    let second = Client::open(&a, &token("alice", &[])).await;
+    let third = Client::open(&b, &token("alice", &[])).await;
+    let fourth = Client::open(&b, &token("alice", &[])).await;
+    settle().await;
+    assert_eq!(first.outbound.closed(), Some(CloseCode::ConnectionLimit), "the first registered is the oldest");
+    for c in [&second, &third, &fourth] {
+        assert_eq!(c.outbound.closed(), None);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reloaded_queue_bounds_apply_to_open_connections() {
+    let n = node(NodeOptions::default()).await;
+    let c = Client::open(&n, &token("alice", &[])).await;
+    assert_eq!(n.hub.queue_limits(), QueueLimits { max_items: 50, max_bytes: 1024 * 1024 });
+    n.limits.send_modify(|l| l.outbound_queue_messages = 3);
+    settle().await;
+    let item = || Outgoing::Reply(bytes::Bytes::from_static(b"{}"));
+    for _ in 0..3 {
+        c.outbound.try_push(item()).unwrap();
+    }
+    assert_eq!(c.outbound.try_push(item()), Err(PushError::Full));
+    assert_eq!(c.outbound.closed(), Some(CloseCode::SlowConsumer));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_connect_closes_with_a_code_that_says_whether_to_retry() {
+    let n = node(NodeOptions::default()).await;
+    let mut bad = Client::unopened(&n);
+    assert_eq!(bad.send(json!({"type": "connect", "token": "forged"})).await.1, Flow::Close(CloseCode::Unauthorized));
+    assert_eq!(bad.frame().await["error"]["error"], "unauthorized");
+    let mut unreachable = Client::unopened(&n);
+    assert_eq!(unreachable.send(json!({"type": "connect", "token": "unavailable"})).await.1, Flow::Close(CloseCode::TryAgainLater));
+
+    n.limits.send_modify(|l| l.connections_per_node = 1);
+    let _holder = Client::open(&n, &token("holder", &[])).await;
+    let mut late = Client::unopened(&n);
+    assert_eq!(late.send(json!({"type": "connect", "token": token("late", &[])})).await.1, Flow::Close(CloseCode::TryAgainLater));
+    assert_eq!(late.frame().await["error"]["error"], "unavailable");
+
+    n.hub.shutdown();
+    let mut during_shutdown = Client::unopened(&n);
+    assert_eq!(during_shutdown.send(json!({"type": "connect", "token": token("x", &[])})).await.1, Flow::Close(CloseCode::ServiceRestart));
+}
+
+#[tokio::test(start_paused = true)]
+async fn oversize_frames_get_replies_then_close_as_abuse() {
+    let n = node(NodeOptions { limits: Limits { frame_bytes: 100, ..Limits::default() }, ..Default::default() }).await;
+    let mut c = Client::open(&n, &token("alice", &[])).await;
+    let big = json!({"type": "ping", "pad": "x".repeat(200)});
+    for _ in 0..20 {
+        assert_eq!(c.send(big.clone()).await.1, Flow::Continue);
+        assert_eq!(c.frame().await["error"]["error"], "frame_too_large");
+    }
+    assert_eq!(c.send(big).await.1, Flow::Close(CloseCode::ProtocolViolation));
+}
+
+/// A broker whose sweep panics on its first call.
+struct PanicsOnce {
+    inner: Arc<MemoryBroker>,
+    sweeps: AtomicU32,
+}
+
+#[async_trait]
+impl chorus_core::broker::Broker for PanicsOnce {
+    async fn publish(
+        &self,
+        channel: &chorus_protocol::ChannelName,
+        draft: chorus_core::publication::Draft,
+        retention: chorus_core::broker::Retention,
+    ) -> Result<Arc<chorus_core::publication::Publication>, BrokerError> {
+        self.inner.publish(channel, draft, retention).await
+    }
+
+    async fn history(
+        &self,
+        channel: &chorus_protocol::ChannelName,
+        query: chorus_core::broker::HistoryQuery,
+        retention: chorus_core::broker::Retention,
+    ) -> Result<chorus_core::broker::HistoryPage, BrokerError> {
+        self.inner.history(channel, query, retention).await
+    }
+
+    async fn attach(&self, node: &chorus_core::NodeId, sink: Arc<dyn chorus_core::broker::NodeSink>) -> Result<(), BrokerError> {
+        self.inner.attach(node, sink).await
+    }
+
+    async fn detach(&self, node: &chorus_core::NodeId) {
+        self.inner.detach(node).await;
+    }
+
+    async fn listen(&self, node: &chorus_core::NodeId, channel: &chorus_protocol::ChannelName) -> Result<(), BrokerError> {
+        self.inner.listen(node, channel).await
+    }
+
+    async fn unlisten(&self, node: &chorus_core::NodeId, channel: &chorus_protocol::ChannelName) -> Result<(), BrokerError> {
+        self.inner.unlisten(node, channel).await
+    }
+
+    async fn control(&self, target: Option<&chorus_core::NodeId>, control: chorus_core::broker::Control) -> Result<(), BrokerError> {
+        self.inner.control(target, control).await
+    }
+
+    async fn sweep(&self) {
+        if self.sweeps.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("injected sweep failure");
+        }
+        self.inner.sweep().await;
+    }
+
+    fn health(&self) -> chorus_core::broker::Health {
+        self.inner.health()
+    }
+
+    fn streams(&self) -> usize {
+        self.inner.streams()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_background_pass_is_counted_and_restarted() {
+    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let (memory, _) = memory_backplane(&clock);
+    let broker = Arc::new(PanicsOnce { inner: memory.clone(), sweeps: AtomicU32::new(0) });
+    let backplane = Backplane { broker: broker.clone(), presence: memory.clone(), registry: memory };
+    let timing = Timing { cleanup_interval: Duration::from_secs(1), ..Timing::default() };
+    let n = node(NodeOptions { backplane: Some(backplane), timing, clock, ..Default::default() }).await;
+    let mut c = Client::open(&n, &token("alice", &[])).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(broker.sweeps.load(Ordering::SeqCst) >= 3, "restarted after the panic and sweeping again");
+    let panics = n.hub.metrics().panics.get_or_create(&vec![("task", "cleanup".into())]).get();
+    assert_eq!(panics, 1);
+    assert_eq!(c.request(json!({"type": "ping"})).await["result"]["pong"], true, "connections were not affected");
+}
