@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Count and size limits. Reloadable.
+/// Count and size limits. Reloadable (queue bounds apply to open
+/// connections at once; the WebSocket hard cap only to new ones).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -107,10 +108,12 @@ pub struct Timing {
     pub ping_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub pong_timeout: Duration,
-    /// A connection with no successful read or write for this long is closed.
+    /// A connection whose writes (pings included) make no progress for this
+    /// long is closed as stale; transports check it on every write.
     #[serde(with = "humantime_serde")]
     pub stale_after: Duration,
-    /// How often stale connections are looked for.
+    /// How often the cleanup pass runs (empty channels unlistened, the
+    /// broker's idle streams dropped).
     #[serde(with = "humantime_serde")]
     pub cleanup_interval: Duration,
     /// A WebSocket opened without a token must send `connect` within this.

@@ -16,7 +16,7 @@ pub enum CloseCode {
     InternalError,
     /// 1012: the server is restarting or shutting down; reconnect (with recovery).
     ServiceRestart,
-    /// 1013: the node is at its connection limit; try again later (or another node).
+    /// 1013: the node is full, or a dependency (e.g. the key set) is unreachable; try again later.
     TryAgainLater,
     /// 4000: too many malformed frames; fix the client before reconnecting.
     ProtocolViolation,
@@ -89,7 +89,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => "frame too large",
             CloseCode::InternalError => "internal error",
             CloseCode::ServiceRestart => "server restarting, reconnect",
-            CloseCode::TryAgainLater => "server full, try again later",
+            CloseCode::TryAgainLater => "unavailable, try again later",
             CloseCode::ProtocolViolation => "too many malformed frames",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token expired",

@@ -159,6 +159,40 @@ pub struct SseEvent {
     pub data: Value,
 }
 
+/// One block of an SSE stream: an event, comment lines, or neither (`retry:`).
+enum Block {
+    Event(SseEvent),
+    Comment(String),
+    Other,
+}
+
+/// Takes the next complete block (up to a blank line) out of `buf`.
+fn take_block(buf: &mut String) -> Option<Block> {
+    let end = buf.find("\n\n")?;
+    let block: String = buf.drain(..end + 2).collect();
+    let mut ev = SseEvent { id: None, event: "message".into(), data: Value::Null };
+    let mut is_event = false;
+    let mut comment = None;
+    for line in block.lines() {
+        if let Some(c) = line.strip_prefix(':') {
+            comment = Some(c.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            ev.id = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            ev.event = v.to_owned();
+            is_event = true;
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            ev.data = serde_json::from_str(v).unwrap();
+            is_event = true;
+        }
+    }
+    Some(match (is_event, comment) {
+        (true, _) => Block::Event(ev),
+        (false, Some(c)) => Block::Comment(c),
+        (false, None) => Block::Other,
+    })
+}
+
 pub struct SseClient {
     body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buf: String,
@@ -182,33 +216,20 @@ impl SseClient {
         Ok(SseClient { body: res.bytes_stream().boxed(), buf: String::new(), comments: 0, last_id: None })
     }
 
-    /// The next event, skipping comments.
-    pub async fn next(&mut self) -> Option<SseEvent> {
+    /// The next block; `None` when the stream ended.
+    async fn next_block(&mut self) -> Option<Block> {
         loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let mut ev = SseEvent { id: None, event: "message".into(), data: Value::Null };
-                let mut is_event = false;
-                for line in block.lines() {
-                    if line.starts_with(':') {
-                        self.comments += 1;
-                    } else if let Some(v) = line.strip_prefix("id: ") {
-                        ev.id = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        ev.event = v.to_owned();
-                        is_event = true;
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        ev.data = serde_json::from_str(v).unwrap();
-                        is_event = true;
+            if let Some(block) = take_block(&mut self.buf) {
+                match &block {
+                    Block::Event(ev) => {
+                        if let Some(id) = &ev.id {
+                            self.last_id = Some(id.clone());
+                        }
                     }
+                    Block::Comment(_) => self.comments += 1,
+                    Block::Other => {}
                 }
-                if let Some(id) = &ev.id {
-                    self.last_id = Some(id.clone());
-                }
-                if is_event {
-                    return Some(ev);
-                }
-                continue;
+                return Some(block);
             }
             match tokio::time::timeout(WAIT, self.body.next()).await.expect("timed out waiting for an SSE event") {
                 Some(Ok(chunk)) => self.buf.push_str(std::str::from_utf8(&chunk).unwrap()),
@@ -218,11 +239,126 @@ impl SseClient {
         }
     }
 
+    /// The next event, skipping comments.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            match self.next_block().await? {
+                Block::Event(ev) => return Some(ev),
+                Block::Comment(_) | Block::Other => continue,
+            }
+        }
+    }
+
+    /// Reads until a comment (e.g. `keep-alive`) arrives; returns its text
+    /// and the events that came before it.
+    pub async fn next_comment(&mut self) -> (String, Vec<SseEvent>) {
+        let mut before = Vec::new();
+        loop {
+            match self.next_block().await.expect("stream ended before a comment") {
+                Block::Event(ev) => before.push(ev),
+                Block::Comment(c) => return (c, before),
+                Block::Other => {}
+            }
+        }
+    }
+
     pub async fn next_of(&mut self, kind: &str) -> SseEvent {
         loop {
             let e = self.next().await.expect("stream ended");
             if e.event == kind {
                 return e;
+            }
+        }
+    }
+}
+
+/// An SSE client over a bare TCP socket with a small receive buffer, read
+/// only when asked: the way to be a stream reader that stops reading.
+pub struct RawSseClient {
+    stream: TcpStream,
+    /// Undecoded body bytes (chunked transfer encoding).
+    raw: Vec<u8>,
+    /// Decoded body text not parsed into blocks yet.
+    text: String,
+    ended: bool,
+    pub last_id: Option<String>,
+}
+
+impl RawSseClient {
+    /// `GET {path_and_query}` with a bearer token and a receive buffer of
+    /// `recv_buffer` bytes; an HTTP error comes back as (status, body text).
+    pub async fn open(addr: SocketAddr, path_and_query: &str, token: &str, last_event_id: Option<&str>, recv_buffer: u32) -> Result<RawSseClient, (u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(recv_buffer).expect("SO_RCVBUF");
+        let mut stream = socket.connect(addr).await.expect("tcp connect");
+        let mut req = format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n");
+        if let Some(id) = last_event_id {
+            req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.expect("write request");
+        let mut buf = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await.expect("response timeout").expect("read");
+            assert!(n > 0, "closed before the response head");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+        buf.drain(..end);
+        if status != 200 {
+            return Err((status, String::from_utf8_lossy(&buf).into_owned()));
+        }
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        Ok(RawSseClient { stream, raw: buf, text: String::new(), ended: false, last_id: None })
+    }
+
+    /// Moves complete chunks from `raw` into `text`.
+    fn dechunk(&mut self) {
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
+            let size_line = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16).expect("chunk size");
+            if size == 0 {
+                self.ended = true;
+                self.raw.clear();
+                return;
+            }
+            let need = line_end + 2 + size + 2;
+            if self.raw.len() < need {
+                return;
+            }
+            let data = self.raw[line_end + 2..line_end + 2 + size].to_vec();
+            self.raw.drain(..need);
+            self.text.push_str(std::str::from_utf8(&data).expect("utf-8 chunk"));
+        }
+    }
+
+    /// The next event, skipping comments; `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            self.dechunk();
+            while let Some(block) = take_block(&mut self.text) {
+                if let Block::Event(ev) = block {
+                    if let Some(id) = &ev.id {
+                        self.last_id = Some(id.clone());
+                    }
+                    return Some(ev);
+                }
+            }
+            if self.ended {
+                return None;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match tokio::time::timeout(WAIT, self.stream.read(&mut chunk)).await.expect("timed out waiting for an SSE event") {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.raw.extend_from_slice(&chunk[..n]),
             }
         }
     }

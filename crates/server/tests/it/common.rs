@@ -33,6 +33,9 @@ pub struct Options {
     pub server: ServerConfig,
     /// Share one broker between servers (multi-node tests).
     pub broker: Option<Arc<MemoryBroker>>,
+    /// The `[auth]` the verifier and API keys are built from (auth tests).
+    /// Default: HS256 with [`SECRET`], [`API_KEY`], no leeway.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for Options {
@@ -64,6 +67,7 @@ impl Default for Options {
             origins: OriginPolicy::default(),
             server: ServerConfig { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServerConfig::default() },
             broker: None,
+            auth: None,
         }
     }
 }
@@ -94,12 +98,12 @@ impl TestServer {
     pub async fn start(opts: Options) -> TestServer {
         install_crypto();
         // No leeway, so expiry tests need not wait half a minute.
-        let auth = AuthConfig {
+        let auth = opts.auth.clone().unwrap_or_else(|| AuthConfig {
             hmac_secret: Some(SECRET.into()),
             api_keys: vec![API_KEY.into()],
             leeway: Duration::ZERO,
             ..AuthConfig::default()
-        };
+        });
         let dir = std::env::temp_dir();
         let (verifier, _) = JwtVerifier::from_config(&auth, &dir).expect("verifier");
         let mut registry = Registry::with_prefix("chorus");
