@@ -734,6 +734,19 @@ impl Hub {
                 }
             }
             Control::Maintenance(mode) => self.apply_maintenance(mode),
+            Control::PresenceExpired { channel, user } => {
+                let hub = self.clone();
+                self.spawn_task("presence_expired", async move {
+                    match hub.0.backplane.presence.is_present(&channel, &user).await {
+                        Ok(false) => hub.settle_presence(&channel, &user, false).await,
+                        Ok(true) => {}
+                        Err(e) => {
+                            hub.0.metrics.broker_errors.inc();
+                            tracing::warn!(error = %e, %channel, "presence check failed");
+                        }
+                    }
+                });
+            }
             Control::Unsubscribe { user, channel, reason } => {
                 let targets: Vec<_> = self.user_connections(&user).into_iter().filter(|c| c.subscription(channel.as_str()).is_some()).collect();
                 if targets.is_empty() {

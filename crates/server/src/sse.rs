@@ -178,7 +178,9 @@ impl Params {
 
 /// Moves the connection's queue into the response body as SSE events. Ends
 /// with the connection: when the queue closes, or the client goes away
-/// (then the queue is closed here, which also stops any replay).
+/// (then the queue is closed here, which also stops any replay). The
+/// connection is released before the stream's last event is sent, so a
+/// closing stream holds no slot of its user.
 async fn pump(hub: Hub, lease: Lease, mut positions: SsePositions, tx: mpsc::Sender<Result<Bytes, Infallible>>) {
     let Some(conn) = lease.connection().cloned() else { return };
     let timing = hub.timing().clone();
@@ -198,7 +200,7 @@ async fn pump(hub: Hub, lease: Lease, mut positions: SsePositions, tx: mpsc::Sen
         let mut head = encode_retry(RETRY_MS).to_vec();
         head.extend_from_slice(&encode_event(Some(&positions.encode()), connected.name(), &encode_control(&connected)));
         if !send(&tx, Bytes::from(head), &outbound, timing.stale_after).await {
-            return;
+            return None;
         }
         let mut batch = Vec::new();
         loop {
@@ -218,26 +220,28 @@ async fn pump(hub: Hub, lease: Lease, mut positions: SsePositions, tx: mpsc::Sen
                             other => ControlPush::disconnect(other),
                         };
                         chunk.extend_from_slice(&encode_event(Some(&positions.encode()), last.name(), &encode_control(&last)));
-                        // Best effort: the stream ends either way.
-                        let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(Ok(Bytes::from(chunk)))).await;
-                        return;
+                        return Some(chunk);
                     }
                     if !chunk.is_empty() && !send(&tx, Bytes::from(chunk), &outbound, timing.stale_after).await {
-                        return;
+                        return None;
                     }
                 }
                 _ = tokio::time::sleep(timing.sse_keepalive) => {
                     if !send(&tx, Bytes::from_static(KEEP_ALIVE), &outbound, timing.stale_after).await {
-                        return;
+                        return None;
                     }
                 }
             }
         }
     };
-    drain.await;
+    let last = drain.await;
     // The client went away (or the queue closed already: then this is a no-op).
     outbound.close(CloseCode::Normal);
     lease.end().await;
+    if let Some(chunk) = last {
+        // Best effort: the stream ends either way.
+        let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(Ok(Bytes::from(chunk)))).await;
+    }
 }
 
 fn render(out: &mut Vec<u8>, item: &Outgoing, positions: &mut SsePositions) {

@@ -65,6 +65,11 @@ pub enum Control {
     Unsubscribe { user: UserId, channel: ChannelName, reason: String },
     /// Maintenance mode changed; every node refuses (or accepts again) content creation.
     Maintenance(MaintenanceMode),
+    /// A user's presence entries in a channel expired without a leave (their
+    /// node died; cluster engines keep entries alive with TTLs). The node it
+    /// is sent to announces `presence_left` if the user is gone indeed; an
+    /// engine sends it to one live node.
+    PresenceExpired { channel: ChannelName, user: UserId },
 }
 
 /// Where a node receives what the broker delivers. Implementations must not

@@ -106,3 +106,27 @@ async fn a_leave_overtaken_by_a_join_ends_with_the_user_present() {
     let r = watcher.request(json!({"type": "presence", "channel": "chat:r"})).await;
     assert!(r["result"]["users"].as_array().unwrap().iter().any(|u| u["user_id"] == "alice"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn expired_presence_of_a_dead_node_is_announced_as_left() {
+    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let (memory, backplane) = memory_backplane(&clock);
+    let n = node(NodeOptions { backplane: Some(backplane), clock, ..Default::default() }).await;
+    let mut watcher = Client::open(&n, &token("wendy", &[])).await;
+    watcher.request(json!({"type": "subscribe", "channel": "chat:d"})).await;
+    // An entry of a node that died: in the store, with no connection behind it here.
+    let ghost = PresenceEntry { conn: ConnId::random(), user: UserId::new("ghost"), node: chorus_core::NodeId::new("dead") };
+    memory.join(&channel("chat:d"), ghost.clone()).await.unwrap();
+    let expired = chorus_core::broker::Control::PresenceExpired { channel: channel("chat:d"), user: UserId::new("ghost") };
+
+    // Still present: nothing to announce.
+    n.hub.backplane().broker.control(None, expired.clone()).await.unwrap();
+    settle().await;
+    // The engine's TTL ran out: gone, and announced once.
+    memory.leave(&channel("chat:d"), ghost.conn, &ghost.user).await.unwrap();
+    n.hub.backplane().broker.control(None, expired).await.unwrap();
+    settle().await;
+    publish(&n.hub, "chat:d", 0).await;
+    let frames = watcher.until("publication").await;
+    assert_eq!(presence_of(&frames, "ghost"), ["presence_left"]);
+}
