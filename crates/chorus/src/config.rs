@@ -185,7 +185,7 @@ impl Config {
         diff_keys("limits", &self.limits, &new.limits, &mut changed);
         diff_keys("rate_limits", &self.rate_limits, &new.rate_limits, &mut changed);
         diff_keys("cors", &self.cors, &new.cors, &mut changed);
-        diff_keys("log", &LogLevelOnly(&self.log.level), &LogLevelOnly(&new.log.level), &mut changed);
+        diff_keys("log", &LogLevelOnly { level: &self.log.level }, &LogLevelOnly { level: &new.log.level }, &mut changed);
         changed
     }
 
@@ -213,8 +213,11 @@ impl Config {
     }
 }
 
+/// The reloadable part of `[log]`, so a change is named `log.level`.
 #[derive(Serialize)]
-struct LogLevelOnly<'a>(&'a str);
+struct LogLevelOnly<'a> {
+    level: &'a str,
+}
 
 fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
@@ -307,7 +310,7 @@ mod tests {
         b.cors.allowed_origins.push("https://x".into());
         b.log.level = "debug".into();
         b.timing.ping_interval = std::time::Duration::from_secs(1);
-        assert_eq!(a.reloadable_changes(&b), vec!["limits.connections_per_user", "cors.allowed_origins", "log"]);
+        assert_eq!(a.reloadable_changes(&b), vec!["limits.connections_per_user", "cors.allowed_origins", "log.level"]);
         assert_eq!(a.restart_only_changes(&b), vec!["timing"]);
     }
 }

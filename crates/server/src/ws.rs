@@ -164,8 +164,7 @@ async fn run(app: AppState, sink: Sink, mut stream: SplitStream<WebSocket>, iden
         // Boxed (like `end` below): rare phases must not size the idle future.
         match Box::pin(session.open(identity)).await {
             Ok(conn) => {
-                tracing::Span::current().record("conn", tracing::field::display(conn.id));
-                tracing::Span::current().record("user", tracing::field::display(&conn.user));
+                record_connection(conn);
                 let push = ControlPush::Connected {
                     connection_id: conn.id.to_string(),
                     user_id: conn.user.to_string(),
@@ -211,6 +210,13 @@ async fn run(app: AppState, sink: Sink, mut stream: SplitStream<WebSocket>, iden
     Box::pin(linger(&mut stream)).await;
 }
 
+/// Names the connection and its user on the connection's span.
+fn record_connection(conn: &chorus_core::Connection) {
+    let span = tracing::Span::current();
+    span.record("conn", tracing::field::display(conn.id));
+    span.record("user", tracing::field::display(&conn.user));
+}
+
 /// Reads until the client answers our close frame (or gives up), so the
 /// socket is closed cleanly instead of reset. Bounded in time and frames.
 async fn linger(stream: &mut SplitStream<WebSocket>) {
@@ -247,10 +253,17 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, session: &mut Session, h
         live.touch_read();
         match msg {
             // Boxed so an idle reader does not carry the largest command's state.
-            Message::Text(text) => match Box::pin(session.on_text(text.as_bytes())).await {
-                Flow::Continue => {}
-                Flow::Close(code) => return code,
-            },
+            Message::Text(text) => {
+                let was_open = session.connection().is_some();
+                let flow = Box::pin(session.on_text(text.as_bytes())).await;
+                if !was_open && let Some(conn) = session.connection() {
+                    // Authenticated by `connect`: its log lines name it from now on.
+                    record_connection(conn);
+                }
+                if let Flow::Close(code) = flow {
+                    return code;
+                }
+            }
             Message::Binary(_) => return CloseCode::UnsupportedData,
             Message::Ping(_) | Message::Pong(_) => {}
             Message::Close(_) => return CloseCode::Normal,

@@ -4,3 +4,7 @@ mod process;
 
 mod cli;
 mod lifecycle;
+mod logs;
+mod reload;
+mod secret;
+mod signals;
