@@ -185,6 +185,8 @@ async fn pump(hub: Hub, lease: Lease, mut positions: SsePositions, tx: mpsc::Sen
     let Some(conn) = lease.connection().cloned() else { return };
     let timing = hub.timing().clone();
     let outbound = conn.outbound.clone();
+    // Returns the stream's last words (`disconnect` or `reconnect`, after
+    // whatever was still unsent) when the queue closed, `None` when the client left.
     let drain = async {
         let connected = ControlPush::Connected {
             connection_id: conn.id.to_string(),
@@ -199,15 +201,20 @@ async fn pump(hub: Hub, lease: Lease, mut positions: SsePositions, tx: mpsc::Sen
         };
         let mut head = encode_retry(RETRY_MS).to_vec();
         head.extend_from_slice(&encode_event(Some(&positions.encode()), connected.name(), &encode_control(&connected)));
-        if !send(&tx, Bytes::from(head), &outbound, timing.stale_after).await {
-            return None;
-        }
+        // Rendered but not sent when the queue closed (the client stopped
+        // reading): it goes out before the last words, so their id never
+        // names positions the client did not get.
+        let mut unsent = match send(&tx, Bytes::from(head), &outbound, timing.stale_after).await {
+            Sent::Yes => Vec::new(),
+            Sent::Gone => return None,
+            Sent::Closed(b) => b.to_vec(),
+        };
         let mut batch = Vec::new();
         loop {
             tokio::select! {
                 b = outbound.next_batch(&mut batch, BATCH) => {
                     let closed = match b { Batch::Items => None, Batch::Closed(code) => Some(code) };
-                    let mut chunk = Vec::new();
+                    let mut chunk = std::mem::take(&mut unsent);
                     for item in batch.drain(..) {
                         render(&mut chunk, &item, &mut positions);
                     }
@@ -222,12 +229,16 @@ async fn pump(hub: Hub, lease: Lease, mut positions: SsePositions, tx: mpsc::Sen
                         chunk.extend_from_slice(&encode_event(Some(&positions.encode()), last.name(), &encode_control(&last)));
                         return Some(chunk);
                     }
-                    if !chunk.is_empty() && !send(&tx, Bytes::from(chunk), &outbound, timing.stale_after).await {
-                        return None;
+                    if !chunk.is_empty() {
+                        match send(&tx, Bytes::from(chunk), &outbound, timing.stale_after).await {
+                            Sent::Yes => {}
+                            Sent::Gone => return None,
+                            Sent::Closed(b) => unsent = b.to_vec(),
+                        }
                     }
                 }
                 _ = tokio::time::sleep(timing.sse_keepalive) => {
-                    if !send(&tx, Bytes::from_static(KEEP_ALIVE), &outbound, timing.stale_after).await {
+                    if let Sent::Gone = send(&tx, Bytes::from_static(KEEP_ALIVE), &outbound, timing.stale_after).await {
                         return None;
                     }
                 }
@@ -268,15 +279,31 @@ fn render(out: &mut Vec<u8>, item: &Outgoing, positions: &mut SsePositions) {
     }
 }
 
-/// Sends into the body; false when the client is gone, the queue closed, or
-/// nothing moved for `stale_after`.
-async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, bytes: Bytes, outbound: &chorus_core::outbound::Outbound, stale_after: Duration) -> bool {
+/// What became of bytes for the body.
+enum Sent {
+    Yes,
+    /// The client is gone.
+    Gone,
+    /// The queue closed first (or nothing moved for `stale_after`, which
+    /// closes it): the bytes were not sent.
+    Closed(Bytes),
+}
+
+/// Sends into the body unless the client is gone, the queue closes, or
+/// nothing moves for `stale_after`.
+async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, bytes: Bytes, outbound: &chorus_core::outbound::Outbound, stale_after: Duration) -> Sent {
     tokio::select! {
-        r = tx.send(Ok(bytes)) => r.is_ok(),
-        _ = outbound.wait_closed() => false,
+        permit = tx.reserve() => match permit {
+            Ok(permit) => {
+                permit.send(Ok(bytes));
+                Sent::Yes
+            }
+            Err(_) => Sent::Gone,
+        },
+        _ = outbound.wait_closed() => Sent::Closed(bytes),
         _ = tokio::time::sleep(stale_after) => {
             outbound.close(CloseCode::Stale);
-            false
+            Sent::Closed(bytes)
         }
     }
 }

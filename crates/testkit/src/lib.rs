@@ -46,6 +46,20 @@ impl WsClient {
         Ok(WsClient { ws, next_id: 1, pushes: VecDeque::new() })
     }
 
+    /// Connects over a socket with a receive buffer of `recv_buffer` bytes, so
+    /// that a client that does not read holds up the server soon.
+    pub async fn connect_with_recv_buffer(url: &str, recv_buffer: u32) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+        let req = url.into_client_request()?;
+        let host = req.uri().host().expect("host").to_owned();
+        let port = req.uri().port_u16().expect("port");
+        let addr: SocketAddr = format!("{host}:{port}").parse().expect("an IP address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(recv_buffer).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await?;
+        Ok(WsClient { ws, next_id: 1, pushes: VecDeque::new() })
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.ws.send(Message::Text(text.into().into())).await.expect("send");
     }
@@ -128,12 +142,19 @@ impl WsClient {
     }
 
     /// Reads until the server's close frame; returns its code and reason.
+    /// Answers the close, as a real client does, so the server need not wait for it.
     pub async fn closed(&mut self) -> (u16, String) {
         loop {
             let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for close");
             match next {
-                Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
-                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(Message::Close(Some(f)))) => {
+                    let _ = self.ws.flush().await;
+                    return (u16::from(f.code), f.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => {
+                    let _ = self.ws.flush().await;
+                    return (1005, String::new());
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("socket error before a close frame: {e}"),
                 None => panic!("socket ended without a close frame"),

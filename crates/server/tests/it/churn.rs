@@ -1,6 +1,8 @@
 //! Everything a connection holds is released when it ends, whatever the reason.
 
-use serde_json::json;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 use crate::common::{Options, TestServer, metric};
 
@@ -14,28 +16,69 @@ async fn settle(s: &TestServer, connections: usize) {
 
 #[tokio::test]
 async fn connect_subscribe_disconnect_cycles_return_every_count_to_baseline() {
-    let s = TestServer::start(Options::default()).await;
+    let mut opts = Options::default();
+    // A stream whose client left is noticed at its next write: keep writes coming.
+    opts.timing.sse_keepalive = Duration::from_millis(20);
+    let s = TestServer::start(opts).await;
+    // History for streams that leave in the middle of its replay.
+    let pad = "x".repeat(4096);
+    let mut first = Value::Null;
+    for n in 0..100 {
+        let (_, body) = s.publish("feed:history", "publication", json!({"n": n, "pad": pad})).await;
+        if n == 0 {
+            first = body;
+        }
+    }
+    let behind = format!("feed:history={}:{}", first["epoch"].as_str().unwrap(), first["offset"]);
     let mut anchor = s.client("anchor", &["room:churn"]).await;
     anchor.request(json!({"type": "subscribe", "channel": "room:churn"})).await;
     settle(&s, 1).await;
     let base_tasks = s.hub.task_count();
     let base_subs = s.hub.subscription_count();
     let base_presence = s.broker.channels_with_presence();
+    let pool = 60;
 
-    for round in 0..40 {
+    for round in 0..20 {
         let mut clients = Vec::new();
+        let mut streams = Vec::new();
         for i in 0..25 {
-            let user = format!("u{}", (round * 25 + i) % 60);
-            let mut c = s.client(&user, &["room:churn", "chat:*"]).await;
-            c.request(json!({"type": "subscribe", "channel": "room:churn"})).await;
-            c.request(json!({"type": "subscribe", "channel": format!("user:{user}")})).await;
-            c.request(json!({"type": "subscribe", "channel": "chat:lobby"})).await;
-            if i % 3 == 0 {
-                c.request(json!({"type": "typing", "channel": "chat:lobby"})).await;
+            let user = format!("u{}", (round * 25 + i) % pool);
+            let grants = ["room:churn", "chat:*", "feed:history"];
+            match i % 5 {
+                // A stream on three channels, typing through a command.
+                3 => {
+                    let token = s.token(&user, &grants);
+                    let query = format!("channel=room:churn&channel=user:{user}&channel=chat:lobby");
+                    let mut sse = s.sse(&token, &query, None).await.unwrap();
+                    let url = sse.next_of("connected").await.data["data"]["commands_url"].as_str().unwrap().to_owned();
+                    let (status, reply, _) = s.sse_command(&url, &token, json!({"id": 1, "type": "typing", "channel": "chat:lobby", "active": true}).to_string()).await;
+                    assert_eq!(status, 200, "{reply}");
+                    if round % 2 == 0 {
+                        let (status, _, _) = s.sse_command(&url, &token, json!({"id": 2, "type": "unsubscribe", "channel": "room:churn"}).to_string()).await;
+                        assert_eq!(status, 200);
+                    }
+                    streams.push(sse);
+                }
+                // A stream resuming far behind, gone after its first replayed event.
+                4 => {
+                    let token = s.token(&user, &grants);
+                    let mut sse = s.sse(&token, "channel=chat:lobby", Some(&behind)).await.unwrap();
+                    sse.next_of("publication").await;
+                    drop(sse);
+                }
+                _ => {
+                    let mut c = s.client(&user, &grants).await;
+                    c.request(json!({"type": "subscribe", "channel": "room:churn"})).await;
+                    c.request(json!({"type": "subscribe", "channel": format!("user:{user}")})).await;
+                    c.request(json!({"type": "subscribe", "channel": "chat:lobby"})).await;
+                    if i % 3 == 0 {
+                        c.request(json!({"type": "typing", "channel": "chat:lobby"})).await;
+                    }
+                    clients.push(c);
+                }
             }
-            clients.push(c);
         }
-        // End them in different ways: close frame, drop, unsubscribe first.
+        // End them in different ways: close frame, drop, unsubscribe first; streams by leaving.
         for (i, mut c) in clients.into_iter().enumerate() {
             match i % 3 {
                 0 => c.send_message(tokio_tungstenite::tungstenite::Message::Close(None)).await,
@@ -45,6 +88,7 @@ async fn connect_subscribe_disconnect_cycles_return_every_count_to_baseline() {
                 _ => {}
             }
         }
+        drop(streams);
         settle(&s, 1).await;
     }
     settle(&s, 1).await;
@@ -69,10 +113,16 @@ async fn connect_subscribe_disconnect_cycles_return_every_count_to_baseline() {
     }
     // Registry entries are gone too: no user but the anchor is registered.
     assert_eq!(s.broker.registered_users(), 1);
+    // Limiter entries: at most one per user who sent something.
+    assert!(s.hub.limiter_entries() <= pool + 1, "{} limiter entries for {} users", s.hub.limiter_entries(), pool + 1);
     // Empty channels are unlistened by the cleanup pass.
     s.hub.cleanup().await;
     assert_eq!(s.hub.channel_count(), 1, "only the anchor's channel remains");
     let m = s.metrics().await;
     assert_eq!(metric(&m, "chorus_connections{transport=\"websocket\"}"), Some(1.0));
+    assert_eq!(metric(&m, "chorus_connections{transport=\"sse\"}"), Some(0.0));
+    assert_eq!(metric(&m, "chorus_connections_opened_total{transport=\"sse\"}"), Some(200.0), "{m}");
     assert_eq!(metric(&m, "chorus_subscriptions"), Some(base_subs as f64));
+    // The anchor saw all of it and is still served.
+    assert_eq!(anchor.request(json!({"type": "ping"})).await["result"]["pong"], true);
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use chorus_testkit::{SilentClient, SseClient, WAIT, WsClient, metric};
+pub use chorus_testkit::{RawSseClient, SilentClient, SseClient, WAIT, WsClient, metric};
 
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const API_KEY: &str = "test-api-key-0123456789";
@@ -54,6 +54,11 @@ impl Default for Options {
                 typing: true,
                 ..Default::default()
             },
+        );
+        // Granted by tokens like `room:`, but without presence: a stream of nothing but what is published.
+        namespaces.0.insert(
+            "feed".into(),
+            chorus_core::config::NamespaceConfig { subscribe: chorus_core::config::SubscribeRule::Grants, ..Default::default() },
         );
         namespaces.0.insert(
             "fault".into(),
@@ -177,6 +182,17 @@ impl TestServer {
         .expect("mint")
     }
 
+    /// An HS256 token with an explicit `exp` (Unix seconds), e.g. one already expired.
+    pub fn token_with_exp(&self, user: &str, channels: &[&str], exp: u64) -> String {
+        use base64::Engine;
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let header = b64(json!({"alg": "HS256", "typ": "JWT"}).to_string().as_bytes());
+        let claims = b64(json!({"sub": user, "iat": now.min(exp), "exp": exp, "channels": channels}).to_string().as_bytes());
+        let signing_input = format!("{header}.{claims}");
+        format!("{signing_input}.{}", b64(&hmac_sha256(SECRET.as_bytes(), signing_input.as_bytes())))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -229,9 +245,62 @@ impl TestServer {
         self.http.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text")
     }
 
+    /// `POST /api/v1/publish/batch` of `items` with the test API key.
+    pub async fn publish_batch(&self, items: Vec<Value>) -> (u16, Value) {
+        let res = self
+            .http
+            .post(self.url("/api/v1/publish/batch"))
+            .header("x-api-key", API_KEY)
+            .json(&json!({"items": items}))
+            .send()
+            .await
+            .expect("publish batch");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A command for an SSE connection, to its `commands_url`: (status, reply, x-request-id).
+    pub async fn sse_command(&self, commands_url: &str, token: &str, body: impl Into<reqwest::Body>) -> (u16, Value, String) {
+        let res = self
+            .http
+            .post(self.url(commands_url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("command");
+        let status = res.status().as_u16();
+        let rid = res.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        (status, res.json().await.unwrap_or(Value::Null), rid)
+    }
+
     pub fn stop_accepting(&self) {
         self.stop.cancel();
     }
+
+    /// What a SIGTERM does: stop accepting, then close every connection with 1012.
+    pub fn shutdown(&self) {
+        self.stop_accepting();
+        self.hub.shutdown();
+    }
+}
+
+/// Polls `cond` until it holds; for states with no event to wait for. Fails after [`WAIT`].
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// HMAC-SHA256 through the TLS provider's HKDF (the tests have no other HMAC at hand).
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use rustls::crypto::tls13::OkmBlock;
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let tls13 = suite.tls13().expect("a TLS 1.3 suite");
+    tls13.hkdf_provider.hmac_sign(&OkmBlock::new(key), message).as_ref().to_vec()
 }
 
 impl Drop for TestServer {

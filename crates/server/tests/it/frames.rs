@@ -153,3 +153,29 @@ async fn flooding_past_the_frame_rate_is_refused_then_closed_with_4007() {
     assert_eq!(pongs, 5, "the burst is served");
     assert!((1..10).contains(&limited), "refusals are answered until the strike limit ({limited})");
 }
+
+#[tokio::test]
+async fn repeated_oversize_frames_are_answered_then_closed_with_4000() {
+    let mut opts = Options::default();
+    opts.limits.frame_bytes = 1024;
+    opts.limits.frame_hard_cap_bytes = 16 * 1024;
+    let s = TestServer::start(opts).await;
+    let mut c = s.client("alice", &[]).await;
+    let pad = "x".repeat(2000);
+    for id in 0..30u64 {
+        c.send_text(format!(r#"{{"id": {id}, "type": "ping", "pad": "{pad}"}}"#)).await;
+    }
+    let mut answered = 0u64;
+    let code = loop {
+        match c.frame_or_close().await {
+            Ok(v) => {
+                assert_eq!(v["error"]["error"], "frame_too_large", "{v}");
+                assert_eq!(v["id"], answered, "each refusal carries its frame's id, in order");
+                answered += 1;
+            }
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, 4000);
+    assert!((20..=21).contains(&answered), "the malformed-frame burst (20) is answered, then the connection closes ({answered})");
+}

@@ -2,8 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use crate::common::{Options, SilentClient, TestServer, WsClient};
+use chorus_core::UserId;
+use chorus_protocol::CloseCode;
+use serde_json::{Value, json};
+
+use crate::common::{Options, SilentClient, TestServer, WsClient, metric};
 
 #[tokio::test]
 async fn a_fourth_connection_closes_the_oldest_with_4004() {
@@ -96,17 +99,26 @@ async fn a_missed_pong_closes_with_4006() {
     let mut alive = s.client("alive", &[]).await;
     let started = Instant::now();
     let mut silent = SilentClient::connect(s.addr, &format!("/ws?token={}", s.token("silent", &[]))).await;
-    let silent = tokio::spawn(async move { silent.close_code().await });
+    // Measured when the close arrives, not when the test gets round to it.
+    let silent = tokio::spawn(async move {
+        let (code, pings) = silent.close_code().await;
+        (code, pings, started.elapsed())
+    });
     // Meanwhile a client that keeps reading (tungstenite answers pings while it reads) stays up.
-    let deadline = Instant::now() + Duration::from_millis(1200);
-    while Instant::now() < deadline {
-        assert_eq!(alive.request(json!({"type": "ping"})).await["result"]["pong"], true);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (code, pings) = silent.await.unwrap();
+    let mut silent = std::pin::pin!(silent);
+    let (code, pings, elapsed) = loop {
+        tokio::select! {
+            r = &mut silent => break r.unwrap(),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                assert_eq!(alive.request(json!({"type": "ping"})).await["result"]["pong"], true);
+            }
+        }
+    };
+    assert_eq!(alive.request(json!({"type": "ping"})).await["result"]["pong"], true);
     assert_eq!(code, 4006);
     assert!(pings >= 1, "closed after an unanswered ping");
-    assert!(started.elapsed() >= Duration::from_millis(500), "not before ping interval + pong timeout");
+    assert!(elapsed >= Duration::from_millis(500), "not before ping interval + pong timeout ({elapsed:?})");
+    assert!(elapsed < Duration::from_secs(3), "soon after ping interval + pong timeout ({elapsed:?})");
 }
 
 #[tokio::test]
@@ -141,4 +153,183 @@ async fn connect_rate_is_limited_per_node() {
         }
     }
     assert!(refused >= 6, "only the burst gets through ({refused} refused)");
+}
+
+#[tokio::test]
+async fn a_refused_connect_command_closes_1013_when_the_node_is_full() {
+    let mut opts = Options::default();
+    opts.limits.connections_per_node = 1;
+    let s = TestServer::start(opts).await;
+    // Admitted while the node is empty, but not in the hub until `connect`.
+    let mut late = WsClient::connect(&s.ws_url(None)).await.unwrap();
+    assert_eq!(late.request(json!({"type": "ping"})).await["result"]["pong"], true);
+    let mut first = s.client("bob", &[]).await;
+    assert_eq!(s.hub.connection_count(), 1);
+
+    let r = late.request(json!({"type": "connect", "token": s.token("alice", &[])})).await;
+    assert_eq!(r["error"]["error"], "unavailable", "{r}");
+    let (code, reason) = late.closed().await;
+    assert_eq!(code, 1013, "a full node is worth retrying, not a token problem ({reason})");
+    assert_eq!(first.request(json!({"type": "ping"})).await["result"]["pong"], true);
+    assert_eq!(s.hub.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn a_socket_that_never_sent_connect_gets_1012_on_shutdown() {
+    let s = TestServer::start(Options::default()).await;
+    let mut bare = WsClient::connect(&s.ws_url(None)).await.unwrap();
+    // Its session is running (and not in the hub's table).
+    assert_eq!(bare.request(json!({"type": "ping"})).await["result"]["pong"], true);
+    assert_eq!(s.hub.connection_count(), 0);
+    s.shutdown();
+    assert_eq!(bare.closed().await.0, 1012);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_recovers_exactly_after_reconnecting() {
+    let s = TestServer::start(Options::default()).await;
+    let pad = "x".repeat(16 * 1024);
+    let mut normal = Vec::new();
+    for i in 0..3 {
+        let mut c = s.client(&format!("n{i}"), &["feed:hot"]).await;
+        assert!(c.request(json!({"type": "subscribe", "channel": "feed:hot"})).await["result"].is_object());
+        normal.push(c);
+    }
+    let mut slow = s.client("slow", &["feed:hot"]).await;
+    assert!(slow.request(json!({"type": "subscribe", "channel": "feed:hot"})).await["result"].is_object());
+    // The normal ones read everything up to the end marker, as it comes.
+    let readers: Vec<_> = normal
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let p = c.push_of("publication").await;
+                    if p["data"]["end"] == true {
+                        return got;
+                    }
+                    got.push(p["data"]["n"].as_u64().unwrap());
+                }
+            })
+        })
+        .collect();
+
+    // The slow one processes a few events, then stops reading.
+    let mut n = 0u64;
+    for _ in 0..5 {
+        s.publish("feed:hot", "publication", json!({"n": n, "pad": pad})).await;
+        n += 1;
+    }
+    let mut last = Value::Null;
+    for expected in 0..5 {
+        last = slow.push_of("publication").await;
+        assert_eq!(last["data"]["n"], expected);
+    }
+    let slow_ws = slow.into_inner();
+    let conn = s.hub.user_connections(&UserId::new("slow")).pop().unwrap();
+    while conn.close_reason().is_none() {
+        assert!(n < 5000, "never closed as a slow consumer");
+        assert_eq!(s.publish("feed:hot", "publication", json!({"n": n, "pad": pad})).await.0, 200);
+        n += 1;
+    }
+    assert_eq!(conn.close_reason(), Some(CloseCode::SlowConsumer));
+    // Missed while it is away.
+    for _ in 0..20 {
+        s.publish("feed:hot", "publication", json!({"n": n, "pad": pad})).await;
+        n += 1;
+    }
+    let total = n;
+    s.publish("feed:hot", "publication", json!({"end": true})).await;
+    for r in readers {
+        assert_eq!(r.await.unwrap(), (0..total).collect::<Vec<_>>(), "normal clients get everything, in order");
+    }
+
+    // It reads again: what was flushed before the close (processed), then 4005.
+    let mut slow = WsClient::from_inner(slow_ws);
+    let code = loop {
+        match slow.frame_or_close().await {
+            Ok(p) => {
+                assert_eq!(p["data"]["n"].as_u64(), Some(last["data"]["n"].as_u64().unwrap() + 1), "{p}");
+                last = p;
+            }
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, 4005);
+    let processed = last["data"]["n"].as_u64().unwrap();
+    assert!(processed < total - 20, "events were lost by the slow consumer ({processed} of {total})");
+
+    // Back with its last processed position: exactly the rest, then live.
+    let mut back = s.client("slow", &["feed:hot"]).await;
+    let since = json!({"offset": last["offset"], "epoch": last["epoch"]});
+    let r = back.request(json!({"type": "subscribe", "channel": "feed:hot", "since": since})).await;
+    assert_eq!(r["result"]["recovered"], true, "{r}");
+    let from = last["offset"].as_u64().unwrap();
+    for (offset, expected) in (from + 1..).zip(processed + 1..total) {
+        let p = back.push().await;
+        assert_eq!((p["data"]["n"].as_u64(), p["offset"].as_u64()), (Some(expected), Some(offset)), "no gap, no duplicate");
+    }
+    assert_eq!(back.push().await["data"]["end"], true);
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, "chorus_disconnects_total{reason=\"slow_consumer\"}"), Some(1.0), "only the slow one");
+}
+
+#[tokio::test]
+async fn refresh_with_fewer_grants_ends_the_subscriptions_it_no_longer_allows() {
+    let s = TestServer::start(Options::default()).await;
+    let mut c = s.client("alice", &["feed:a", "feed:b"]).await;
+    c.request(json!({"type": "subscribe", "channel": "feed:a"})).await;
+    c.request(json!({"type": "subscribe", "channel": "feed:b"})).await;
+    let r = c.request(json!({"type": "refresh", "token": s.token("alice", &["feed:a"])})).await;
+    assert!(r["result"]["expires_at"].is_string(), "{r}");
+    let u = c.push().await;
+    assert_eq!((u["type"].as_str(), u["channel"].as_str()), (Some("unsubscribed"), Some("feed:b")), "{u}");
+    assert_eq!(u["data"]["reason"], "the refreshed token does not allow this channel");
+    assert_eq!(s.hub.subscription_count(), 1);
+
+    s.publish("feed:b", "publication", json!({"n": "b"})).await;
+    s.publish("feed:a", "publication", json!({"n": "a"})).await;
+    let p = c.push().await;
+    assert_eq!((p["channel"].as_str(), p["data"]["n"].as_str()), (Some("feed:a"), Some("a")), "the granted channel keeps delivering, the other does not: {p}");
+    // And feed:b can no longer be subscribed to with this token.
+    let r = c.request(json!({"type": "subscribe", "channel": "feed:b"})).await;
+    assert_eq!(r["error"]["error"], "forbidden");
+}
+
+#[tokio::test]
+async fn a_token_within_the_leeway_is_accepted_and_not_cut_off() {
+    let auth = chorus_auth::AuthConfig {
+        hmac_secret: Some(crate::common::SECRET.into()),
+        api_keys: vec![crate::common::API_KEY.into()],
+        leeway: Duration::from_secs(30),
+        ..chorus_auth::AuthConfig::default()
+    };
+    let s = TestServer::start(Options { auth: Some(auth), ..Options::default() }).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let lapsed = s.token_with_exp("alice", &["feed:l"], now - 1);
+    let mut c = WsClient::connect(&s.ws_url(Some(&lapsed))).await.expect("accepted within the leeway");
+    let connected = c.push().await;
+    assert_eq!(connected["type"], "connected");
+    // Clients are still told the token's own `exp`.
+    let exp_ms = chorus_protocol::timestamp::parse_ms(connected["data"]["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(exp_ms, i64::try_from(now - 1).unwrap() * 1000);
+    c.request(json!({"type": "subscribe", "channel": "feed:l"})).await;
+    // Across more than one pass of the 1 s expiry sweep, events keep arriving.
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        s.publish("feed:l", "publication", json!({"n": n})).await;
+        assert_eq!(c.push().await["data"]["n"], n);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.request(json!({"type": "ping"})).await["result"]["pong"], true, "not closed with 4002");
+    assert_eq!(s.hub.connection_count(), 1);
+    // Without the leeway the same token is refused.
+    let strict = TestServer::start(Options::default()).await;
+    let lapsed = strict.token_with_exp("alice", &[], now - 1);
+    match WsClient::connect(&strict.ws_url(Some(&lapsed))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
 }

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use chorus_core::UserId;
 use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::config::MemoryBrokerConfig;
+use chorus_protocol::ChannelName;
 use serde_json::json;
 
 use crate::common::{Options, TestServer};
@@ -59,4 +61,65 @@ async fn the_per_user_limit_holds_across_nodes_and_evicts_on_the_right_node() {
     let _fourth = b.client("alice", &[]).await;
     assert_eq!(oldest.closed().await.0, 4004);
     assert_eq!(second.request(json!({"type": "ping"})).await["result"]["pong"], true);
+}
+
+#[tokio::test]
+async fn presence_is_shared_across_nodes() {
+    let (a, b) = pair().await;
+    let mut watcher = b.client("watcher", &[]).await;
+    watcher.request(json!({"type": "subscribe", "channel": "chat:x"})).await;
+    assert_eq!(watcher.push_of("presence_joined").await["data"]["user_id"], "watcher");
+
+    let mut alice = a.client("alice", &[]).await;
+    alice.request(json!({"type": "subscribe", "channel": "chat:x"})).await;
+    let joined = watcher.push().await;
+    assert_eq!((joined["type"].as_str(), joined["data"]["user_id"].as_str()), (Some("presence_joined"), Some("alice")), "{joined}");
+    // Either node lists both users.
+    for (node, c) in [("b", &mut watcher), ("a", &mut alice)] {
+        let r = c.request(json!({"type": "presence", "channel": "chat:x"})).await;
+        let users = r["result"]["users"].as_array().unwrap();
+        assert_eq!(users.len(), 2, "node {node}: {r}");
+        assert!(users.contains(&json!({"user_id": "alice", "connections": 1})), "node {node}: {r}");
+        assert!(users.contains(&json!({"user_id": "watcher", "connections": 1})), "node {node}: {r}");
+    }
+    // A second connection of alice, on the other node, is no new join; her last leaving is a leave.
+    let mut alice_b = b.client("alice", &[]).await;
+    alice_b.request(json!({"type": "subscribe", "channel": "chat:x"})).await;
+    alice.request(json!({"type": "unsubscribe", "channel": "chat:x"})).await;
+    alice_b.request(json!({"type": "unsubscribe", "channel": "chat:x"})).await;
+    let left = watcher.push().await;
+    assert_eq!((left["type"].as_str(), left["data"]["user_id"].as_str()), (Some("presence_left"), Some("alice")), "{left}");
+    let r = watcher.request(json!({"type": "presence", "channel": "chat:x"})).await;
+    assert_eq!(r["result"]["users"], json!([{"user_id": "watcher", "connections": 1}]));
+}
+
+#[tokio::test]
+async fn a_revoked_subscription_ends_on_every_node() {
+    let (a, b) = pair().await;
+    let mut alice_a = a.client("alice", &["feed:r"]).await;
+    alice_a.request(json!({"type": "subscribe", "channel": "feed:r"})).await;
+    let mut alice_b = b.client("alice", &["feed:r"]).await;
+    alice_b.request(json!({"type": "subscribe", "channel": "feed:r"})).await;
+    let mut bob = a.client("bob", &["feed:r"]).await;
+    bob.request(json!({"type": "subscribe", "channel": "feed:r"})).await;
+    assert_eq!((a.hub.subscription_count(), b.hub.subscription_count()), (2, 1));
+
+    // Revoked from node b: alice's subscriptions on both nodes end, with a push.
+    b.hub.revoke_subscription(&UserId::new("alice"), &ChannelName::parse("feed:r").unwrap(), "removed from the channel").await.unwrap();
+    for c in [&mut alice_a, &mut alice_b] {
+        let u = c.push().await;
+        assert_eq!((u["type"].as_str(), u["channel"].as_str()), (Some("unsubscribed"), Some("feed:r")), "{u}");
+        assert_eq!(u["data"]["reason"], "removed from the channel");
+    }
+    assert_eq!((a.hub.subscription_count(), b.hub.subscription_count()), (1, 0));
+    // Bob keeps receiving; alice gets nothing more of the channel.
+    b.publish("feed:r", "publication", json!({"n": 1})).await;
+    assert_eq!(bob.push_of("publication").await["data"]["n"], 1);
+    for c in [&mut alice_a, &mut alice_b] {
+        assert_eq!(c.request(json!({"type": "ping"})).await["result"]["pong"], true);
+    }
+    alice_a.request(json!({"type": "subscribe", "channel": "user:alice"})).await;
+    b.publish("user:alice", "publication", json!({"n": "after"})).await;
+    let p = alice_a.push().await;
+    assert_eq!((p["channel"].as_str(), p["data"]["n"].as_str()), (Some("user:alice"), Some("after")), "nothing of feed:r came first: {p}");
 }

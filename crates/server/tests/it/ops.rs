@@ -120,3 +120,55 @@ async fn shutdown_tells_clients_to_reconnect_with_1012() {
     tokio::time::timeout(crate::common::WAIT, s.hub.drained()).await.expect("drained");
     assert_eq!(s.hub.connection_count(), 0);
 }
+
+fn sample(m: &str, name: &str) -> f64 {
+    metric(m, name).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_follow_what_happens() {
+    let s = TestServer::start(Options::default()).await;
+    let m0 = s.metrics().await;
+
+    // A WebSocket connection that ends is one more duration sample.
+    let mut c = s.client("alice", &[]).await;
+    let r = c.request(json!({"type": "subscribe", "channel": "user:alice"})).await;
+    assert!(r["result"].is_object());
+    let r = c.request(json!({"type": "subscribe", "channel": "room:secret"})).await;
+    assert_eq!(r["error"]["error"], "forbidden");
+    c.send_message(tokio_tungstenite::tungstenite::Message::Close(None)).await;
+    c.closed().await;
+    let m1 = s.metrics().await;
+    let ws_count = "chorus_connection_duration_seconds_count{transport=\"websocket\"}";
+    assert_eq!(sample(&m1, ws_count), sample(&m0, ws_count) + 1.0, "{m1}");
+    let subscribes = "chorus_command_duration_seconds_count{command=\"subscribe\"}";
+    assert_eq!(sample(&m1, subscribes), sample(&m0, subscribes) + 2.0, "{m1}");
+    let errors = "chorus_errors_total{endpoint=\"websocket:subscribe\",kind=\"forbidden\"}";
+    assert_eq!(sample(&m1, errors), sample(&m0, errors) + 1.0, "{m1}");
+    assert_eq!(sample(&m1, "chorus_connections{transport=\"websocket\"}"), 0.0);
+
+    // An SSE stream is counted while it is open.
+    let mut sse = s.sse(&s.token("bob", &[]), "channel=user:bob", None).await.unwrap();
+    sse.next_of("connected").await;
+    let m2 = s.metrics().await;
+    assert_eq!(sample(&m2, "chorus_connections{transport=\"sse\"}"), 1.0, "{m2}");
+    // Ended by the server: released before its last event, so counted out once the stream ends.
+    s.hub.disconnect_user(&chorus_core::UserId::new("bob"), chorus_protocol::CloseCode::AdminDisconnect).await.unwrap();
+    assert_eq!(sse.next_of("disconnect").await.data["data"]["code"], 4009);
+    assert!(sse.next().await.is_none());
+    let m3 = s.metrics().await;
+    assert_eq!(sample(&m3, "chorus_connections{transport=\"sse\"}"), 0.0, "{m3}");
+    let sse_count = "chorus_connection_duration_seconds_count{transport=\"sse\"}";
+    assert_eq!(sample(&m3, sse_count), sample(&m0, sse_count) + 1.0, "{m3}");
+    assert_eq!(sample(&m3, "chorus_disconnects_total{reason=\"admin_disconnect\"}"), 1.0, "{m3}");
+
+    // A method no route knows is counted as OTHER.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let res = s.http().request(brew, s.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "method_not_allowed");
+    let m4 = s.metrics().await;
+    let line = m4.lines().find(|l| l.starts_with("chorus_http_requests_total{") && l.contains("method=\"OTHER\"")).unwrap_or_else(|| panic!("{m4}"));
+    assert!(line.contains("route=\"/health\"") && line.contains("status=\"405\"") && line.ends_with(" 1"), "{line}");
+    assert!(!m4.contains("method=\"BREW\""), "client-chosen methods are not labels");
+}

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{API_KEY, Options, TestServer};
+use crate::common::{API_KEY, Options, TestServer, metric};
 
 async fn post(s: &TestServer, path: &str, key: Option<&str>, body: Value) -> (u16, Value, Option<String>) {
     let mut req = s.http().post(s.url(path)).json(&body);
@@ -97,4 +97,98 @@ async fn oversize_bodies_are_refused_with_the_standard_error() {
     assert_eq!(status, 413);
     assert_eq!(body["error"], "payload_too_large");
     assert!(body["request_id"].is_string());
+}
+
+#[tokio::test]
+async fn data_larger_than_a_frame_is_refused_413() {
+    let mut opts = Options::default();
+    opts.limits.frame_bytes = 1024;
+    let s = TestServer::start(opts).await;
+    let big = json!({"pad": "x".repeat(2000)});
+    let (status, err, rid) = post(&s, "/api/v1/publish", Some(API_KEY), json!({"channel": "feed:a", "data": big})).await;
+    assert_eq!(status, 413, "{err}");
+    assert_eq!(err["error"], "payload_too_large");
+    assert!(err["message"].as_str().unwrap().contains("1024"), "{err}");
+    assert!(err["timestamp"].is_string(), "{err}");
+    assert_eq!(err["request_id"].as_str(), rid.as_deref());
+    // In a batch only that item is refused.
+    let items = json!([{"channel": "feed:a", "data": {"n": 1}}, {"channel": "feed:a", "data": big}, {"channel": "feed:a", "data": {"n": 2}}]);
+    let (status, body, rid) = post(&s, "/api/v1/publish/batch", Some(API_KEY), json!({"items": items})).await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert!(results[0]["offset"].is_u64());
+    assert_eq!(results[1]["error"]["error"], "payload_too_large");
+    assert_eq!(results[1]["error"]["request_id"], format!("{}:1", rid.unwrap()));
+    assert_eq!(results[2]["offset"].as_u64(), results[0]["offset"].as_u64().map(|o| o + 1), "nothing was published for it");
+    // Just under the limit goes through.
+    let fits = json!({"pad": "x".repeat(1000)});
+    assert_eq!(post(&s, "/api/v1/publish", Some(API_KEY), json!({"channel": "feed:a", "data": fits})).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_batch_into_one_channel_reaches_every_reader_without_making_them_slow() {
+    let s = TestServer::start(Options::default()).await;
+    let total = 200u64;
+    let mut readers = Vec::new();
+    for i in 0..20 {
+        let mut c = s.client(&format!("r{i}"), &["feed:fan"]).await;
+        assert!(c.request(json!({"type": "subscribe", "channel": "feed:fan"})).await["result"].is_object());
+        readers.push(tokio::spawn(async move {
+            for n in 0..total {
+                let p = c.push_of("publication").await;
+                assert_eq!(p["data"]["n"], n, "in order");
+            }
+            assert_eq!(c.request(json!({"type": "ping"})).await["result"]["pong"], true, "still connected");
+        }));
+    }
+    // More events than an outbound queue holds (50), in one request.
+    let items: Vec<Value> = (0..total).map(|n| json!({"channel": "feed:fan", "data": {"n": n}})).collect();
+    let (status, body, _) = post(&s, "/api/v1/publish/batch", Some(API_KEY), json!({"items": items})).await;
+    assert_eq!(status, 200);
+    assert!(body["results"].as_array().unwrap().iter().all(|r| r["offset"].is_u64()), "{body}");
+    for r in readers {
+        r.await.unwrap();
+    }
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, "chorus_disconnects_total{reason=\"slow_consumer\"}").unwrap_or(0.0), 0.0, "{m}");
+}
+
+#[tokio::test]
+async fn client_publish_is_refused_where_server_published_and_rate_limited_per_user() {
+    let s = TestServer::start(Options::default()).await;
+    let mut reader = s.client("bob", &[]).await;
+    reader.request(json!({"type": "subscribe", "channel": "chat:pub"})).await;
+    let mut c = s.client("alice", &["room:a"]).await;
+    c.request(json!({"type": "subscribe", "channel": "room:a"})).await;
+    for channel in ["user:alice", "room:a"] {
+        let r = c.request(json!({"type": "publish", "channel": channel, "data": {"x": 1}})).await;
+        assert_eq!(r["error"]["error"], "forbidden", "{channel}: {r}");
+    }
+    // `chat:` is published by subscribers: a burst of 5 per user, then `rate_limited`
+    // (the refusals above took none of it).
+    for n in 0..5 {
+        let r = c.request(json!({"type": "publish", "channel": "chat:pub", "data": {"n": n}})).await;
+        assert_eq!(r["result"]["channel"], "chat:pub", "{r}");
+        assert!(r["result"]["offset"].is_u64(), "{r}");
+    }
+    let r = c.request(json!({"type": "publish", "channel": "chat:pub", "data": {"n": 5}})).await;
+    assert_eq!(r["error"]["error"], "rate_limited", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("retry in"), "{r}");
+    // Another connection of the same user shares the limit; another user does not.
+    let mut c2 = s.client("alice", &[]).await;
+    let r = c2.request(json!({"type": "publish", "channel": "chat:pub", "data": {"n": 6}})).await;
+    assert_eq!(r["error"]["error"], "rate_limited", "{r}");
+    let r = reader.request(json!({"type": "publish", "channel": "chat:pub", "data": {"n": "bob"}})).await;
+    assert!(r["result"].is_object(), "{r}");
+    // Exactly what was accepted was published.
+    let got: Vec<Value> = {
+        let mut v = Vec::new();
+        for _ in 0..6 {
+            v.push(reader.push_of("publication").await["data"]["n"].clone());
+        }
+        v
+    };
+    assert_eq!(got, vec![json!(0), json!(1), json!(2), json!(3), json!(4), json!("bob")]);
+    let r = c.request(json!({"type": "publish", "channel": "chat:pub", "data": [1]})).await;
+    assert_eq!(r["error"]["error"], "invalid_field", "data must be an object: {r}");
 }
