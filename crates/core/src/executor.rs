@@ -245,14 +245,14 @@ impl Executor {
             Command::Presence { channel } => {
                 hub.access().check_subscribe(&conn.identity(), &channel).await?;
                 if !hub.access().namespace(&channel)?.presence {
-                    return Err(CommandError::new(ErrorCode::BadRequest, format!("presence is not enabled in namespace `{}`", channel.namespace())));
+                    return Err(CommandError::new(ErrorCode::Forbidden, format!("presence is not enabled in namespace `{}`", channel.namespace())));
                 }
                 let users = hub.presence(&channel).await?;
                 ReplyBody::Presence(PresenceResult { channel: channel.to_string(), users })
             }
             Command::Typing { channel, active } => {
                 hub.typing(conn, &channel, active).await.map_err(|e| match e {
-                    TypingError::Disabled(_) => CommandError::new(ErrorCode::BadRequest, e.to_string()),
+                    TypingError::Disabled(_) => CommandError::new(ErrorCode::Forbidden, e.to_string()),
                     TypingError::NotSubscribed(_) => CommandError::new(ErrorCode::NotSubscribed, e.to_string()),
                     TypingError::Full => CommandError::new(ErrorCode::LimitExceeded, e.to_string()),
                     TypingError::Publish(p) => p.into(),

@@ -337,15 +337,15 @@ impl Hub {
                 let mut rates = rates.clone();
                 async move {
                     let mut last = tokio::time::Instant::now();
+                    // False once nothing can reload the rates any more.
+                    let mut reloadable = true;
                     loop {
                         let period = rates.borrow_and_update().limiter_sweep;
                         // A reloaded period takes effect now, not after the old one ends.
                         tokio::select! {
                             _ = tokio::time::sleep_until(last + period) => {}
-                            changed = rates.changed() => {
-                                if changed.is_err() {
-                                    return;
-                                }
+                            changed = rates.changed(), if reloadable => {
+                                reloadable = changed.is_ok();
                                 continue;
                             }
                         }
@@ -366,7 +366,8 @@ impl Hub {
                     loop {
                         bounds.set(queue_limits(&limits.borrow_and_update()));
                         if limits.changed().await.is_err() {
-                            return;
+                            // Nothing can reload the limits any more.
+                            return std::future::pending().await;
                         }
                     }
                 }

@@ -3,9 +3,12 @@
 //!
 //! Live events use [`Outbound::try_push`]: if the queue is full (by count or
 //! by bytes) the client is a slow consumer and the queue closes with 4005.
-//! Replays and replies use [`Outbound::push_paced`], which waits until the
-//! queue is at most half full, so a replay never fills the room live events
-//! need and never trips the slow-consumer limit by itself.
+//! Replays use [`Outbound::push_paced`], which waits until the queue is at
+//! most half full, so a replay never fills the room live events need and
+//! never trips the slow-consumer limit by itself. Replies use
+//! [`Outbound::push_reply`], which waits only for room in the whole queue:
+//! a reply never waits behind a replay (the reader that sends it would stop
+//! reading meanwhile, pongs included).
 //!
 //! The bounds are shared by every queue of a hub ([`QueueBounds`]), so a
 //! reloaded limit applies to live connections at once.
@@ -67,6 +70,15 @@ pub enum PushError {
     Full,
     /// The queue was already closed.
     Closed(CloseCode),
+}
+
+/// How much of the queue a waiting push may fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// Replays: half, leaving the rest to live events and replies.
+    Half,
+    /// Replies: all of it.
+    Whole,
 }
 
 /// Queue bounds.
@@ -169,7 +181,15 @@ impl Outbound {
 
     /// Paced push: waits until the queue is at most half full.
     pub async fn push_paced(&self, item: Outgoing) -> Result<(), CloseCode> {
-        self.push_paced_while(item, || true).await.map(|_| ())
+        self.push_waiting(item, Room::Half, || true).await.map(|_| ())
+    }
+
+    /// A reply (or other item a command waits on): waits only until the
+    /// whole queue has room, so it overtakes a paced replay. A client that
+    /// reads nothing fills the queue with live events and is closed as a
+    /// slow consumer, which ends the wait too.
+    pub async fn push_reply(&self, item: Outgoing) -> Result<(), CloseCode> {
+        self.push_waiting(item, Room::Whole, || true).await.map(|_| ())
     }
 
     /// Paced push of an item that is only wanted while `wanted()` holds
@@ -178,6 +198,10 @@ impl Outbound {
     /// condition turned false (an `unsubscribe` reply, say) is never followed
     /// by this item. `Ok(false)`: dropped, not wanted any more.
     pub async fn push_paced_while(&self, item: Outgoing, wanted: impl Fn() -> bool) -> Result<bool, CloseCode> {
+        self.push_waiting(item, Room::Half, wanted).await
+    }
+
+    async fn push_waiting(&self, item: Outgoing, room: Room, wanted: impl Fn() -> bool) -> Result<bool, CloseCode> {
         let size = item.size();
         loop {
             let wait = self.writable.notified();
@@ -190,10 +214,12 @@ impl Outbound {
                     return Ok(false);
                 }
                 let limits = self.bounds.get();
-                let half_items = limits.max_items / 2;
-                let half_bytes = limits.max_bytes / 2;
-                // An item bigger than half the byte budget still goes into an empty queue.
-                if s.items.len() < half_items && (s.bytes + size <= half_bytes || s.items.is_empty()) {
+                let (max_items, max_bytes) = match room {
+                    Room::Half => (limits.max_items / 2, limits.max_bytes / 2),
+                    Room::Whole => (limits.max_items, limits.max_bytes),
+                };
+                // An item bigger than the byte budget still goes into an empty queue.
+                if s.items.len() < max_items && (s.bytes + size <= max_bytes || s.items.is_empty()) {
                     s.items.push_back(item);
                     s.bytes += size;
                     drop(s);
@@ -372,6 +398,24 @@ mod tests {
         assert_eq!(paced.await.unwrap(), Ok(false));
         assert!(q.is_empty(), "nothing follows the end marker");
         assert_eq!(batch.iter().map(|i| i.frame().len()).collect::<Vec<_>>(), vec![1, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_reply_overtakes_a_paced_replay() {
+        let q = Arc::new(Outbound::new(QueueBounds::new(QueueLimits { max_items: 4, max_bytes: 1 << 20 })));
+        q.try_push(reply(1)).unwrap();
+        q.try_push(reply(1)).unwrap();
+        let replay = {
+            let q = q.clone();
+            tokio::spawn(async move { q.push_paced(reply(9)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!replay.is_finished(), "the replay waits for room in the lower half");
+        q.push_reply(reply(3)).await.unwrap();
+        assert_eq!(q.len(), 3, "the reply went in at once");
+        let mut batch = Vec::new();
+        assert!(matches!(q.next_batch(&mut batch, 10).await, Batch::Items));
+        replay.await.unwrap().unwrap();
     }
 
     #[tokio::test]

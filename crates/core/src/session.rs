@@ -125,7 +125,7 @@ impl Session {
         let id = request.id;
         let run = async move {
             let executed = executor.execute(&conn, request).await;
-            if conn.outbound.push_paced(Outgoing::Reply(executed.reply.encode())).await.is_err() {
+            if conn.outbound.push_reply(Outgoing::Reply(executed.reply.encode())).await.is_err() {
                 return;
             }
             // The replay runs beside the reader: pongs and other commands keep flowing.
@@ -187,7 +187,7 @@ impl Session {
     }
 
     async fn push(&self, reply: Reply) -> Flow {
-        match self.outbound.push_paced(Outgoing::Reply(reply.encode())).await {
+        match self.outbound.push_reply(Outgoing::Reply(reply.encode())).await {
             Ok(()) => Flow::Continue,
             Err(code) => Flow::Close(code),
         }

@@ -418,10 +418,10 @@ pub async fn command(
                             Some(s) => Position { offset: s.offset, epoch: s.epoch.as_str().into() },
                             None => Position { offset: r.offset, epoch: r.epoch.as_str().into() },
                         };
-                        let _ = conn.outbound.push_paced(Outgoing::Track { channel, position: Some(start) }).await;
+                        let _ = conn.outbound.push_reply(Outgoing::Track { channel, position: Some(start) }).await;
                     }
                     (Ok(_), _, Some(channel)) => {
-                        let _ = conn.outbound.push_paced(Outgoing::Track { channel, position: None }).await;
+                        let _ = conn.outbound.push_reply(Outgoing::Track { channel, position: None }).await;
                     }
                     _ => {}
                 }

@@ -66,7 +66,6 @@ pub struct Node {
     pub executor: Arc<Executor>,
     pub clock: ManualClock,
     pub limits: watch::Sender<Limits>,
-    pub rates: watch::Sender<RateLimits>,
 }
 
 pub struct NodeOptions {
@@ -90,7 +89,7 @@ pub fn memory_backplane(clock: &ManualClock) -> (Arc<MemoryBroker>, Backplane) {
 pub async fn node(opts: NodeOptions) -> Node {
     let backplane = opts.backplane.unwrap_or_else(|| memory_backplane(&opts.clock).1);
     let (limits, limits_rx) = watch::channel(opts.limits);
-    let (rates, rates_rx) = watch::channel(RateLimits::default());
+    let (_, rates_rx) = watch::channel(RateLimits::default());
     let hub = Hub::start(HubParts {
         config: HubConfig { node: NodeId::random(), timing: opts.timing },
         access: AccessPolicy::new(namespaces(), None),
@@ -103,7 +102,7 @@ pub async fn node(opts: NodeOptions) -> Node {
     .await
     .unwrap();
     let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), None));
-    Node { hub, executor, clock: opts.clock, limits, rates }
+    Node { hub, executor, clock: opts.clock, limits }
 }
 
 /// What a client reads from its queue.
@@ -224,30 +223,8 @@ impl Client {
         }
     }
 
-    /// Everything already queued, without waiting.
-    pub fn drain_now(&mut self) -> Vec<Outgoing> {
-        let mut out: Vec<Outgoing> = self.read.drain(..).collect();
-        while !self.outbound.is_empty() {
-            let mut batch = Vec::new();
-            let Some(Batch::Items) = futures_now(self.outbound.next_batch(&mut batch, 64)) else { break };
-            out.extend(batch);
-        }
-        out
-    }
-
     pub async fn close(self) {
         self.session.end().await;
-    }
-}
-
-/// Polls a future once; `None` if it is not ready.
-fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
     }
 }
 

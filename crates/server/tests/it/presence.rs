@@ -231,9 +231,9 @@ async fn typing_renewals_extend_it_and_unsubscribe_or_disconnect_stop_it() {
     let r = watcher.request(json!({"type": "subscribe", "channel": "user:watcher"})).await;
     assert!(r["result"].is_object());
     let r = watcher.request(json!({"type": "typing", "channel": "user:watcher", "active": true})).await;
-    assert_eq!(r["error"]["error"], "bad_request", "{r}");
+    assert_eq!(r["error"]["error"], "forbidden", "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("typing is not enabled"), "{r}");
     let r = watcher.request(json!({"type": "presence", "channel": "user:watcher"})).await;
-    assert_eq!(r["error"]["error"], "bad_request", "{r}");
+    assert_eq!(r["error"]["error"], "forbidden", "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("presence is not enabled"), "{r}");
 }
