@@ -70,6 +70,7 @@ pub struct Node {
 
 pub struct NodeOptions {
     pub limits: Limits,
+    pub rates: RateLimits,
     pub timing: Timing,
     pub backplane: Option<Backplane>,
     pub clock: ManualClock,
@@ -77,7 +78,7 @@ pub struct NodeOptions {
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        Self { limits: Limits::default(), timing: Timing::default(), backplane: None, clock: ManualClock::starting_at(T0) }
+        Self { limits: Limits::default(), rates: RateLimits::default(), timing: Timing::default(), backplane: None, clock: ManualClock::starting_at(T0) }
     }
 }
 
@@ -89,7 +90,7 @@ pub fn memory_backplane(clock: &ManualClock) -> (Arc<MemoryBroker>, Backplane) {
 pub async fn node(opts: NodeOptions) -> Node {
     let backplane = opts.backplane.unwrap_or_else(|| memory_backplane(&opts.clock).1);
     let (limits, limits_rx) = watch::channel(opts.limits);
-    let (_, rates_rx) = watch::channel(RateLimits::default());
+    let (_, rates_rx) = watch::channel(opts.rates);
     let hub = Hub::start(HubParts {
         config: HubConfig { node: NodeId::random(), timing: opts.timing },
         access: AccessPolicy::new(namespaces(), None),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::broker::{Backplane, BrokerError, ConnectionRegistry, RegisteredConnection};
-use chorus_core::config::{Limits, Timing};
+use chorus_core::config::{Limits, RateLimits, Timing};
 use chorus_core::outbound::{Outgoing, PushError, QueueLimits};
 use chorus_core::{ConnId, Flow, Transport, UserId};
 use chorus_protocol::CloseCode;
@@ -214,4 +214,20 @@ async fn a_panicking_background_pass_is_counted_and_restarted() {
     let panics = n.hub.metrics().panics.get_or_create(&vec![("task", "cleanup".into())]).get();
     assert_eq!(panics, 1);
     assert_eq!(c.request(json!({"type": "ping"})).await["result"]["pong"], true, "connections were not affected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_limiter_entries_are_swept() {
+    let rates = RateLimits { limiter_idle: Duration::from_secs(120), limiter_sweep: Duration::from_secs(60), ..RateLimits::default() };
+    let n = node(NodeOptions { rates, ..Default::default() }).await;
+    let mut c = Client::open(&n, &token("alice", &[])).await;
+    c.request(json!({"type": "ping"})).await;
+    assert_eq!(n.hub.limiter_entries(), 1, "alice's frame limiter");
+    c.close().await;
+    // Kept while recent (a reconnecting user keeps their budget) ...
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(n.hub.limiter_entries(), 1);
+    // ... and dropped by the first sweep after it has been idle for `limiter_idle`.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(n.hub.limiter_entries(), 0);
 }
