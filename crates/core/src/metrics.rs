@@ -89,7 +89,8 @@ pub struct CoreMetrics {
     pub errors: Family<Labels, Counter>,
     pub panics: Family<Labels, Counter>,
     pub broker_errors: Counter,
-    commands: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Per command, in the order of `COMMAND_NAMES`.
+    commands: Arc<[Histogram]>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -143,11 +144,15 @@ impl CoreMetrics {
         registry.register("panics", "Panics caught in connection and background tasks, by task", panics.clone());
         let broker_errors = Counter::default();
         registry.register("broker_errors", "Broker operations that failed", broker_errors.clone());
-        let commands: Family<Labels, Histogram, fn() -> Histogram> = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let command_family: Family<Labels, Histogram, fn() -> Histogram> = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let commands: Arc<[Histogram]> = chorus_protocol::command::COMMAND_NAMES
+            .iter()
+            .map(|name| command_family.get_or_create(&vec![("command", (*name).to_owned())]).clone())
+            .collect();
         registry.register(
             "command_duration_seconds",
             "Time to process a client command (e.g. send_message: stored, published, acknowledged), by command",
-            commands.clone(),
+            command_family,
         );
 
         Self {
@@ -191,7 +196,9 @@ impl CoreMetrics {
     }
 
     pub fn command_duration(&self, command: &'static str, elapsed: std::time::Duration) {
-        self.commands.get_or_create(&vec![("command", command.to_owned())]).observe(elapsed.as_secs_f64());
+        if let Some(i) = chorus_protocol::command::COMMAND_NAMES.iter().position(|n| *n == command) {
+            self.commands[i].observe(elapsed.as_secs_f64());
+        }
     }
 
     pub fn recovery(&self, outcome: &'static str) {

@@ -184,13 +184,10 @@ impl TestServer {
 
     /// An HS256 token with an explicit `exp` (Unix seconds), e.g. one already expired.
     pub fn token_with_exp(&self, user: &str, channels: &[&str], exp: u64) -> String {
-        use base64::Engine;
-        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let header = b64(json!({"alg": "HS256", "typ": "JWT"}).to_string().as_bytes());
-        let claims = b64(json!({"sub": user, "iat": now.min(exp), "exp": exp, "channels": channels}).to_string().as_bytes());
-        let signing_input = format!("{header}.{claims}");
-        format!("{signing_input}.{}", b64(&hmac_sha256(SECRET.as_bytes(), signing_input.as_bytes())))
+        let claims = json!({"sub": user, "iat": now.min(exp), "exp": exp, "channels": channels});
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -296,13 +293,6 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// HMAC-SHA256 through the TLS provider's HKDF (the tests have no other HMAC at hand).
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    use rustls::crypto::tls13::OkmBlock;
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    let tls13 = suite.tls13().expect("a TLS 1.3 suite");
-    tls13.hkdf_provider.hmac_sign(&OkmBlock::new(key), message).as_ref().to_vec()
-}
-
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.cancel();
