@@ -184,6 +184,8 @@ pub enum TypingError {
 /// (or announce that it cannot be), then catch up and go live.
 pub struct FollowUp {
     sub: Arc<Subscription>,
+    /// The connection's request id, for the follow-up's log lines.
+    request_id: Arc<str>,
     start: SyncStart,
     retention: Retention,
 }
@@ -794,7 +796,7 @@ impl Hub {
     pub async fn subscribe(&self, conn: &Arc<Connection>, channel: ChannelName, since: Option<StreamPosition>) -> Result<(SubscribedResult, FollowUp), SubscribeError> {
         let ns = self.0.access.namespace(&channel)?.clone();
         let retention = Self::retention(&ns);
-        let sub = Arc::new(Subscription::new(channel.clone(), conn.id, conn.request_id.clone(), conn.outbound.clone()));
+        let sub = Arc::new(Subscription::new(channel.clone(), conn.id, conn.outbound.clone()));
         let max = self.0.limits.borrow().subscriptions_per_connection;
         {
             let mut st = conn.state.lock();
@@ -848,7 +850,7 @@ impl Hub {
             }
         }
         let result = SubscribedResult { channel: channel.to_string(), offset: current.offset, epoch: current.epoch.to_string(), recovered };
-        Ok((result, FollowUp { sub, start, retention }))
+        Ok((result, FollowUp { sub, request_id: conn.request_id.clone(), start, retention }))
     }
 
     /// Runs a subscription's follow-up in a task of its own, beside the
@@ -857,16 +859,16 @@ impl Hub {
     pub fn spawn_follow_up(&self, follow_up: FollowUp) {
         let hub = self.clone();
         let sub = follow_up.sub.clone();
-        self.spawn_sync("follow_up", &sub, async move { hub.run_follow_up(follow_up).await });
+        let span = tracing::info_span!(parent: None, "follow_up", request_id = %follow_up.request_id, channel = %sub.channel);
+        self.spawn_sync("follow_up", &sub, span, async move { hub.run_follow_up(follow_up).await });
     }
 
-    /// Spawns work that brings a subscription up to date, in the connection's
-    /// log context. A panic there closes the connection with 1011: the
-    /// subscription would otherwise stay behind for good.
-    fn spawn_sync<F: Future<Output = ()> + Send + 'static>(&self, task: &'static str, sub: &Arc<Subscription>, fut: F) {
+    /// Spawns work that brings a subscription up to date, in its span. A
+    /// panic there closes the connection with 1011: the subscription would
+    /// otherwise stay behind for good.
+    fn spawn_sync<F: Future<Output = ()> + Send + 'static>(&self, task: &'static str, sub: &Arc<Subscription>, span: tracing::Span, fut: F) {
         let metrics = self.0.metrics.clone();
         let outbound = sub.outbound().clone();
-        let span = tracing::info_span!(parent: None, "sync", request_id = %sub.request_id, channel = %sub.channel);
         self.0.connections.spawn(
             async move {
                 if catch_panic(&metrics, task, fut).await.is_none() {
@@ -880,7 +882,7 @@ impl Hub {
     /// Sends the replay (or `recovery_failed`), then catches up and goes live.
     /// Stops once the subscription ends; nothing of it is queued after that.
     pub async fn run_follow_up(&self, follow_up: FollowUp) {
-        let FollowUp { sub, start, retention } = follow_up;
+        let FollowUp { sub, start, retention, .. } = follow_up;
         let at = match start {
             SyncStart::Replay { mut from, publications } => {
                 for p in publications {
@@ -1195,7 +1197,8 @@ impl Hub {
             let Some(at) = sub.last_position() else { continue };
             let hub = self.clone();
             let task_sub = sub.clone();
-            self.spawn_sync("resync", &sub, async move { hub.catch_up(&task_sub, at, retention).await });
+            let span = tracing::info_span!(parent: None, "resync", conn = %sub.conn, channel = %sub.channel);
+            self.spawn_sync("resync", &sub, span, async move { hub.catch_up(&task_sub, at, retention).await });
         }
     }
 

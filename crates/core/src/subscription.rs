@@ -45,16 +45,14 @@ pub enum Delivery {
 pub struct Subscription {
     pub channel: ChannelName,
     pub conn: ConnId,
-    /// The connection's request id, for the logs of work done on its behalf.
-    pub request_id: Arc<str>,
     outbound: Arc<Outbound>,
     state: Mutex<SyncState>,
     active: AtomicBool,
 }
 
 impl Subscription {
-    pub fn new(channel: ChannelName, conn: ConnId, request_id: Arc<str>, outbound: Arc<Outbound>) -> Self {
-        Self { channel, conn, request_id, outbound, state: Mutex::new(SyncState::Syncing { seen: None, resume: None }), active: AtomicBool::new(true) }
+    pub fn new(channel: ChannelName, conn: ConnId, outbound: Arc<Outbound>) -> Self {
+        Self { channel, conn, outbound, state: Mutex::new(SyncState::Syncing { seen: None, resume: None }), active: AtomicBool::new(true) }
     }
 
     pub fn outbound(&self) -> &Arc<Outbound> {
@@ -162,7 +160,6 @@ mod tests {
         Subscription::new(
             ChannelName::parse("room:a").unwrap(),
             ConnId::random(),
-            Arc::from("test"),
             Arc::new(Outbound::new(QueueBounds::new(QueueLimits { max_items: 50, max_bytes: 1 << 20 }))),
         )
     }

@@ -234,13 +234,10 @@ async fn linger(stream: &mut SplitStream<WebSocket>) {
 async fn read_loop(stream: &mut SplitStream<WebSocket>, session: &mut Session, hub: &Hub, live: &Liveness, connect_deadline: Instant) -> CloseCode {
     loop {
         let next = if session.connection().is_none() {
-            // Not in the hub's table yet, so a shutdown reaches it here.
-            tokio::select! {
-                n = tokio::time::timeout_at(connect_deadline, stream.next()) => match n {
-                    Ok(n) => n,
-                    Err(_) => return CloseCode::Unauthorized,
-                },
-                () = hub.stopping() => return CloseCode::ServiceRestart,
+            // Boxed: only a socket that has not sent `connect` yet carries these timers.
+            match Box::pin(next_before_connect(stream, hub, connect_deadline)).await {
+                Ok(n) => n,
+                Err(code) => return code,
             }
         } else {
             stream.next().await
@@ -268,6 +265,15 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, session: &mut Session, h
             Message::Ping(_) | Message::Pong(_) => {}
             Message::Close(_) => return CloseCode::Normal,
         }
+    }
+}
+
+/// The next frame of a socket waiting to send `connect`: it is not in the
+/// hub's table yet, so the connect deadline and a shutdown reach it here.
+async fn next_before_connect(stream: &mut SplitStream<WebSocket>, hub: &Hub, deadline: Instant) -> Result<Option<Result<Message, axum::Error>>, CloseCode> {
+    tokio::select! {
+        n = tokio::time::timeout_at(deadline, stream.next()) => n.map_err(|_| CloseCode::Unauthorized),
+        () = hub.stopping() => Err(CloseCode::ServiceRestart),
     }
 }
 
