@@ -5,8 +5,10 @@
 //! session) and the writer (the outbound queue onto the socket, plus pings).
 //! They share the task, so an idle connection costs one task.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -327,8 +329,15 @@ async fn write_loop(mut sink: Sink, outbound: &Outbound, live: &Liveness, timing
     let mut next_ping = Instant::now() + timing.ping_interval;
     // When a ping is outstanding: its deadline, and the read mark when it was sent.
     let mut pong_due: Option<(Instant, u64)> = None;
+    // One timer for pings and pong deadlines, moved only when they change
+    // (not re-armed for every batch).
+    let timer = tokio::time::sleep_until(next_ping);
+    tokio::pin!(timer);
     loop {
         let wake = pong_due.map_or(next_ping, |(d, _)| d.min(next_ping));
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             b = outbound.next_batch(&mut batch, BATCH) => match b {
                 Batch::Items => {
@@ -341,7 +350,7 @@ async fn write_loop(mut sink: Sink, outbound: &Outbound, live: &Liveness, timing
                 // What was queued (e.g. the reply explaining the close) goes out first.
                 Batch::Closed(code) => return Ended::Closing { sink, rest: batch, code },
             },
-            _ = tokio::time::sleep_until(wake) => {
+            () = &mut timer => {
                 let now = Instant::now();
                 if let Some((deadline, mark)) = pong_due {
                     if live.read_mark() > mark {
@@ -382,15 +391,26 @@ async fn write_loop(mut sink: Sink, outbound: &Outbound, live: &Liveness, timing
 /// Writes a batch and flushes once; a blocked socket is abandoned when the
 /// queue closes or nothing moves for `stale_after`.
 async fn write_items(sink: &mut Sink, batch: &mut Vec<Outgoing>, outbound: &Outbound, live: &Liveness, stale_after: Duration) -> Result<(), WriteStop> {
-    tokio::select! {
-        r = feed_all(sink, batch) => {
-            r.map_err(|()| WriteStop::Broken)?;
-            live.touch_write();
-            Ok(())
+    let write = feed_all(sink, batch);
+    tokio::pin!(write);
+    // Most writes complete at once; only a blocked one needs the stale timer
+    // (boxed, so an idle connection's future does not carry it).
+    let written = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        Poll::Ready(r) => r,
+        Poll::Pending => {
+            let blocked = async {
+                tokio::select! {
+                    r = &mut write => Ok(r),
+                    code = outbound.wait_closed() => Err(WriteStop::Closed(code)),
+                    _ = tokio::time::sleep(stale_after) => Err(WriteStop::Closed(CloseCode::Stale)),
+                }
+            };
+            Box::pin(blocked).await?
         }
-        code = outbound.wait_closed() => Err(WriteStop::Closed(code)),
-        _ = tokio::time::sleep(stale_after) => Err(WriteStop::Closed(CloseCode::Stale)),
-    }
+    };
+    written.map_err(|()| WriteStop::Broken)?;
+    live.touch_write();
+    Ok(())
 }
 
 async fn feed_all(sink: &mut Sink, batch: &mut Vec<Outgoing>) -> Result<(), ()> {
