@@ -56,6 +56,11 @@ ENV
     sleep 0.1
   done
   echo "test services did not start; see $DIR/*.log" >&2
+  # Leave nothing running behind a failed start (the logs are kept).
+  for name in postgres redis; do
+    [ -f "$DIR/$name.pid" ] && kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
+    rm -f "$DIR/$name.pid"
+  done
   return 1
 }
 
