@@ -56,15 +56,13 @@ ENV
     sleep 0.1
   done
   echo "test services did not start; see $DIR/*.log" >&2
-  # Leave nothing running behind a failed start (the logs are kept).
-  for name in postgres redis; do
-    [ -f "$DIR/$name.pid" ] && kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
-    rm -f "$DIR/$name.pid"
-  done
+  # Leave nothing running behind a failed start; the logs stay.
+  end_processes
   return 1
 }
 
-stop() {
+# Ends exactly the processes `start` recorded, waiting for each to exit.
+end_processes() {
   for name in postgres redis; do
     if [ -f "$DIR/$name.pid" ]; then
       pid=$(cat "$DIR/$name.pid")
@@ -73,6 +71,10 @@ stop() {
       rm -f "$DIR/$name.pid"
     fi
   done
+}
+
+stop() {
+  end_processes
   rm -rf "$DIR"
 }
 
