@@ -1,7 +1,9 @@
 //! The SQL implementations. Both engines share one body of code,
-//! `common.rs`, compiled once per engine with `Db` bound to that engine's
-//! sqlx driver; the few dialect differences (row locks, pools, how a write
-//! transaction starts) live in `sqlite.rs` and `postgres.rs`.
+//! `queries/` (one file per area), compiled once per engine with `Db` bound
+//! to that engine's sqlx driver; the few dialect differences (row locks,
+//! pools, how a write transaction starts) live in `sqlite.rs` and
+//! `postgres.rs`. Rows are read with `sqlx::FromRow` (`rows.rs`, and the
+//! derives in `model.rs`).
 //! Queries are written with `$N` placeholders, which sqlx accepts for both.
 
 use crate::StoreError;
@@ -45,6 +47,7 @@ macro_rules! agent_cols {
 }
 
 pub(crate) mod postgres;
+mod rows;
 pub(crate) mod sqlite;
 
 /// A new row id: UUID v7, so ids sort by creation time.

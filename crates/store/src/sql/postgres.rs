@@ -10,6 +10,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::clock::Clock;
+use crate::model::PoolStats;
+use crate::{Engine, StoreError};
 use crate::config::{DEFAULT_POSTGRES_CONNECTIONS, StoreConfig};
 
 type This = PostgresStore;
@@ -68,4 +70,8 @@ impl PostgresStore {
     }
 }
 
-include!("common.rs");
+// The operations, compiled for this engine: both engines load the same
+// files, each with its own `Db`.
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/mod.rs"]
+mod queries;

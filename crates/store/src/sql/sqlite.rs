@@ -24,6 +24,8 @@ use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
+use crate::model::PoolStats;
+use crate::{Engine, StoreError};
 use crate::config::{DEFAULT_SQLITE_READERS, SqliteSynchronous as SyncMode, StoreConfig};
 
 type This = SqliteStore;
@@ -166,4 +168,8 @@ async fn checkpoint_loop(mut conn: SqliteConnection, mut stop: oneshot::Receiver
     let _ = conn.close().await;
 }
 
-include!("common.rs");
+// The operations, compiled for this engine: both engines load the same
+// files, each with its own `Db`.
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/mod.rs"]
+mod queries;
