@@ -450,7 +450,7 @@ fn read_one(sh: &Shared, me: usize, state: &Mutex<ConnState>, r: std::io::Result
 
 /// One REST call with a JSON body; returns the JSON answer or fails with the
 /// status and body.
-async fn rest(conn: &mut HttpConn, method: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn rest(conn: &mut HttpConn, method: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
     let mut head = String::from("Content-Type: application/json\r\n");
     if let Some(t) = token {
         let _ = write!(head, "Authorization: Bearer {t}\r\n");

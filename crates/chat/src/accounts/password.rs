@@ -1,32 +1,180 @@
-//! Argon2id password hashing, off the async runtime.
+//! Argon2id password hashing on a small pool of threads that reuse their memory.
 //!
 //! Each hash costs tens of milliseconds of CPU and 19 MiB of memory (the
-//! argon2 crate's defaults, OWASP's recommendation), so hashing runs on the
-//! blocking pool behind a small semaphore: a burst of logins queues there
-//! instead of starving the runtime's workers or the machine's memory.
+//! argon2 crate's defaults, OWASP's recommendation). Allocating those 19 MiB
+//! per hash on whichever blocking thread runs it made the allocator keep
+//! one such block per thread and arena: a few dozen logins grew the process
+//! by hundreds of megabytes for good. So hashing runs on [`POOL_THREADS`]
+//! threads of our own, each holding one memory area for the life of the
+//! pool, and a semaphore in front of them makes a burst of logins queue
+//! (then answer 503) instead of starving the runtime or the machine.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::Argon2;
-use tokio::sync::{OnceCell, Semaphore};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::password_hash::PasswordHasher as _;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use tokio::sync::{OnceCell, Semaphore, oneshot};
+use zeroize::Zeroizing;
 
 use crate::ChatError;
 
-/// Hashes running at once.
-const CONCURRENCY: usize = 2;
+/// Threads hashing at once, each with its own memory area.
+pub const POOL_THREADS: usize = 2;
 /// Longest wait for a hashing slot before answering 503.
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
+/// Largest memory cost (KiB) a stored hash may ask for; anything above is
+/// refused rather than letting one row make a thread allocate without bound.
+const MAX_M_COST_KIB: u32 = 256 * 1024;
+
+/// What a hashing thread is asked to do.
+enum Work {
+    Hash(Zeroizing<String>),
+    Verify(Zeroizing<String>, Arc<str>),
+}
+
+enum Done {
+    Hashed(Result<String, ChatError>),
+    Verified(bool),
+}
+
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<Done>,
+}
+
+/// The hashing threads, started on first use, and the queue feeding them.
+/// Dropping it ends the threads once they finish what they hold.
+struct Pool {
+    jobs: mpsc::Sender<Job>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    started: OnceLock<()>,
+}
+
+impl Pool {
+    fn new() -> Self {
+        let (jobs, queue) = mpsc::channel();
+        Self { jobs, queue: Arc::new(Mutex::new(queue)), started: OnceLock::new() }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), ChatError> {
+        self.started.get_or_init(|| {
+            for n in 0..POOL_THREADS {
+                let queue = self.queue.clone();
+                let spawned = std::thread::Builder::new().name(format!("chorus-argon2-{n}")).spawn(move || worker(&queue));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "a password hashing thread could not start");
+                }
+            }
+        });
+        self.jobs.send(job).map_err(|_| ChatError::Internal("password hashing threads are gone".into()))
+    }
+}
+
+/// One hashing thread: takes jobs until the pool is dropped, always with the same memory.
+fn worker(queue: &Mutex<mpsc::Receiver<Job>>) {
+    let mut memory = Memory::default();
+    loop {
+        let job = {
+            let Ok(rx) = queue.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let Job { work, reply } = job;
+        // A panic ends this job (its caller sees an error), never the thread.
+        let done = std::panic::catch_unwind(AssertUnwindSafe(|| match work {
+            Work::Hash(password) => Done::Hashed(memory.hash(&password)),
+            Work::Verify(password, hash) => Done::Verified(memory.verify(&password, &hash)),
+        }));
+        match done {
+            Ok(done) => {
+                let _ = reply.send(done);
+            }
+            Err(_) => {
+                tracing::error!("password hashing panicked");
+                memory = Memory::default();
+            }
+        }
+    }
+}
+
+/// A thread's Argon2 memory area, allocated once at the size the parameters
+/// need and reused for every hash.
+#[derive(Default)]
+struct Memory {
+    blocks: Vec<Block>,
+}
+
+impl Memory {
+    fn area(&mut self, params: &Params) -> &mut [Block] {
+        let need = params.block_count();
+        if self.blocks.len() < need {
+            self.blocks = vec![Block::new(); need];
+        }
+        &mut self.blocks[..need]
+    }
+
+    fn hash(&mut self, password: &str) -> Result<String, ChatError> {
+        let fail = |e: &dyn std::fmt::Display| ChatError::Internal(format!("password hashing failed: {e}"));
+        let params = Params::default();
+        let salt = Salt::generate();
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        argon.hash_password_into_with_memory(password.as_bytes(), salt.as_ref(), &mut out, self.area(&params)).map_err(|e| fail(&e))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| fail(&e))?,
+            salt: Some(salt),
+            hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// False for a malformed stored hash too (logged): the login fails rather than the server.
+    fn verify(&mut self, password: &str, stored: &str) -> bool {
+        match self.check(password, stored) {
+            Ok(matched) => matched,
+            Err(e) => {
+                tracing::error!(error = %e, "a stored password hash could not be checked");
+                false
+            }
+        }
+    }
+
+    fn check(&mut self, password: &str, stored: &str) -> Result<bool, String> {
+        let phc = PasswordHash::new(stored).map_err(|e| e.to_string())?;
+        let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else { return Err("no salt or hash".into()) };
+        let algorithm = Algorithm::try_from(phc.algorithm.as_str()).map_err(|e| e.to_string())?;
+        let version = phc.version.map(Version::try_from).transpose().map_err(|e| e.to_string())?.unwrap_or_default();
+        let params = Params::try_from(&phc).map_err(|e| e.to_string())?;
+        if params.m_cost() > MAX_M_COST_KIB {
+            return Err(format!("memory cost {} KiB is above {MAX_M_COST_KIB}", params.m_cost()));
+        }
+        let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+        let argon = Argon2::new(algorithm, version, params.clone());
+        argon.hash_password_into_with_memory(password.as_bytes(), salt.as_ref(), &mut out, self.area(&params)).map_err(|e| e.to_string())?;
+        let computed = Output::new(&out).map_err(|e| e.to_string())?;
+        // `Output`'s equality is constant-time.
+        Ok(computed == *expected)
+    }
+}
 
 pub(crate) struct Passwords {
     slots: Arc<Semaphore>,
+    pool: Pool,
     /// The hash an unknown user's login is checked against, so that it
     /// costs what a wrong password costs.
     dummy: OnceCell<Arc<str>>,
 }
 
-/// Hashes on the current thread; for the CLI and for the blocking pool.
+/// Hashes on the current thread with memory of its own; for the CLI (one
+/// hash, then the process ends). The server hashes through [`Passwords`].
 pub fn hash_now(password: &str) -> Result<String, ChatError> {
     Argon2::default()
         .hash_password(password.as_bytes())
@@ -34,41 +182,35 @@ pub fn hash_now(password: &str) -> Result<String, ChatError> {
         .map_err(|e| ChatError::Internal(format!("password hashing failed: {e}")))
 }
 
-/// False for a malformed stored hash too (logged): the login fails rather than the server.
+/// Checks on the current thread (tests compare the pool's hashes with the crate's own).
+#[cfg(test)]
 fn verify_now(password: &str, hash: &str) -> bool {
-    match Argon2::default().verify_password(password.as_bytes(), hash) {
-        Ok(()) => true,
-        Err(argon2::password_hash::Error::PasswordInvalid) => false,
-        Err(e) => {
-            tracing::error!(error = %e, "a stored password hash could not be checked");
-            false
-        }
-    }
+    use argon2::password_hash::PasswordVerifier as _;
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 impl Passwords {
     pub fn new() -> Self {
-        Self { slots: Arc::new(Semaphore::new(CONCURRENCY)), dummy: OnceCell::new() }
+        Self { slots: Arc::new(Semaphore::new(POOL_THREADS)), pool: Pool::new(), dummy: OnceCell::new() }
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ChatError> {
+    async fn run(&self, work: Work) -> Result<Done, ChatError> {
         let busy = || ChatError::Unavailable("the server is busy checking passwords; retry shortly".into());
-        let permit = tokio::time::timeout(QUEUE_WAIT, self.slots.clone().acquire_owned())
+        // A permit per job in flight: the threads' queue never holds more than they can take.
+        let _permit = tokio::time::timeout(QUEUE_WAIT, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| busy())?
             .map_err(|_| busy())?;
-        let out = tokio::task::spawn_blocking(move || {
-            let out = work();
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| ChatError::Internal(format!("password hashing task failed: {e}")))?;
-        Ok(out)
+        let (reply, done) = oneshot::channel();
+        self.pool.submit(Job { work, reply })?;
+        done.await.map_err(|_| ChatError::Internal("password hashing failed on its thread".into()))
     }
 
     pub async fn hash(&self, password: String) -> Result<String, ChatError> {
-        self.run(move || hash_now(&password)).await?
+        match self.run(Work::Hash(Zeroizing::new(password))).await? {
+            Done::Hashed(result) => result,
+            Done::Verified(_) => Err(ChatError::Internal("password hashing answered the wrong question".into())),
+        }
     }
 
     /// Prepares the dummy hash (at start, so the first unknown-user login is not slower).
@@ -89,8 +231,10 @@ impl Passwords {
         let dummy = self.prepare().await?;
         let real = hash.is_some();
         let hash: Arc<str> = hash.map_or(dummy, Arc::from);
-        let matched = self.run(move || verify_now(&password, &hash)).await?;
-        Ok(real && matched)
+        match self.run(Work::Verify(Zeroizing::new(password), hash)).await? {
+            Done::Verified(matched) => Ok(real && matched),
+            Done::Hashed(_) => Err(ChatError::Internal("password hashing answered the wrong question".into())),
+        }
     }
 }
 
@@ -102,10 +246,48 @@ mod tests {
     async fn hashes_and_verifies() {
         let p = Passwords::new();
         let h = p.hash("correct horse".into()).await.unwrap();
-        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
         assert!(p.verify("correct horse".into(), Some(h.clone())).await.unwrap());
-        assert!(!p.verify("wrong horse".into(), Some(h)).await.unwrap());
+        assert!(!p.verify("wrong horse".into(), Some(h.clone())).await.unwrap());
         assert!(!p.verify("anything".into(), None).await.unwrap());
         assert!(!p.verify("x".into(), Some("not a phc string".into())).await.unwrap());
+        // The pool's hashes are the crate's own format, both ways.
+        assert!(verify_now("correct horse", &h));
+        let theirs = hash_now("battery staple").unwrap();
+        assert!(p.verify("battery staple".into(), Some(theirs)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn stored_hashes_with_other_costs_verify_and_absurd_costs_are_refused() {
+        let p = Passwords::new();
+        let small = Params::new(4096, 1, 1, None).unwrap();
+        let h = Argon2::new(Algorithm::Argon2id, Version::V0x13, small).hash_password(b"pw-small-cost").unwrap().to_string();
+        assert!(p.verify("pw-small-cost".into(), Some(h.clone())).await.unwrap());
+        // A larger area after a smaller one, and back.
+        let d = p.hash("default cost".into()).await.unwrap();
+        assert!(p.verify("default cost".into(), Some(d)).await.unwrap());
+        assert!(p.verify("pw-small-cost".into(), Some(h)).await.unwrap());
+        let absurd = "$argon2id$v=19$m=4194304,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert!(!p.verify("x".into(), Some(absurd.into())).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn every_hash_runs_on_the_pool_threads() {
+        let p = Passwords::new();
+        let mut hashes = Vec::new();
+        for i in 0..6 {
+            hashes.push(p.hash(format!("password-{i}")).await.unwrap());
+        }
+        // nextest runs each test in a process of its own: these are this pool's threads.
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_owned())
+            .filter(|n| n.starts_with("chorus-argon2"))
+            .collect();
+        assert_eq!(names.len(), POOL_THREADS, "{names:?}");
+        for (i, h) in hashes.iter().enumerate() {
+            assert!(p.verify(format!("password-{i}"), Some(h.clone())).await.unwrap());
+        }
     }
 }
