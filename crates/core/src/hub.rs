@@ -1249,6 +1249,7 @@ impl Hub {
     pub async fn cleanup(&self) {
         self.unlisten_empty_channels().await;
         self.0.backplane.broker.sweep().await;
+        self.drop_refilled_limiters();
         self.0.metrics.channels.set(i64::try_from(self.channel_count()).unwrap_or(i64::MAX));
     }
 
@@ -1301,23 +1302,38 @@ impl Hub {
         self.0.user_frames.sweep(idle, now) + self.0.user_messages.sweep(idle, now) + self.0.user_rest.sweep(idle, now)
     }
 
-    /// Checks a per-user limit (`frames` or `messages`).
-    pub fn check_user_rate(&self, limiter: UserLimiter, user: &UserId) -> Result<(), Refusal> {
-        let (rate, cap) = {
-            let r = self.0.rates.borrow();
-            let cap = self.0.limits.borrow().limiter_entries;
-            let rate = match limiter {
-                UserLimiter::Frames => Rate { per_second: r.user_frames_per_second, burst: r.user_frames_burst },
-                UserLimiter::Messages => Rate::per_minute(r.messages_per_minute, r.messages_burst),
-                UserLimiter::Rest => Rate::per_minute(r.rest_per_minute, r.rest_burst),
-            };
-            (rate, cap)
-        };
-        let l = match limiter {
+    /// Drops per-user limiter entries that have refilled (run by the cleanup
+    /// pass): a user who stopped sending holds no entry for long.
+    pub fn drop_refilled_limiters(&self) -> usize {
+        let now = tokio::time::Instant::now();
+        [UserLimiter::Frames, UserLimiter::Messages, UserLimiter::Rest]
+            .into_iter()
+            .map(|l| self.user_limiter(l).drop_full(self.user_rate(l), now))
+            .sum()
+    }
+
+    fn user_rate(&self, limiter: UserLimiter) -> Rate {
+        let r = self.0.rates.borrow();
+        match limiter {
+            UserLimiter::Frames => Rate { per_second: r.user_frames_per_second, burst: r.user_frames_burst },
+            UserLimiter::Messages => Rate::per_minute(r.messages_per_minute, r.messages_burst),
+            UserLimiter::Rest => Rate::per_minute(r.rest_per_minute, r.rest_burst),
+        }
+    }
+
+    fn user_limiter(&self, limiter: UserLimiter) -> &KeyedLimiter<UserId> {
+        match limiter {
             UserLimiter::Frames => &self.0.user_frames,
             UserLimiter::Messages => &self.0.user_messages,
             UserLimiter::Rest => &self.0.user_rest,
-        };
+        }
+    }
+
+    /// Checks a per-user limit (`frames` or `messages`).
+    pub fn check_user_rate(&self, limiter: UserLimiter, user: &UserId) -> Result<(), Refusal> {
+        let rate = self.user_rate(limiter);
+        let cap = self.0.limits.borrow().limiter_entries;
+        let l = self.user_limiter(limiter);
         let result = l.check(user, rate, cap, tokio::time::Instant::now());
         if result.is_err() {
             self.0.metrics.rate_limited(limiter.label());

@@ -35,6 +35,14 @@ impl TokenBucket {
         Self { tokens: f64::from(rate.burst.max(1)), last: now }
     }
 
+    /// Whether the bucket has refilled to its burst by `now`: it then carries
+    /// no state, since a new bucket would start the same.
+    pub fn is_full(&self, rate: Rate, now: Instant) -> bool {
+        let burst = f64::from(rate.burst.max(1));
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * rate.per_second >= burst
+    }
+
     /// Takes one token, or says how long until one is available.
     pub fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
         let burst = f64::from(rate.burst.max(1));
@@ -114,6 +122,19 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             .sum()
     }
 
+    /// Drops entries whose bucket has refilled at `rate` (they carry nothing
+    /// a new entry would not); returns how many remain.
+    pub fn drop_full(&self, rate: Rate, now: Instant) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let mut map = s.lock();
+                map.retain(|_, b| !b.is_full(rate, now));
+                map.len()
+            })
+            .sum()
+    }
+
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
@@ -173,6 +194,25 @@ mod tests {
         assert!(l.check(&99_999, rate, cap, Instant::now()).is_ok());
         tokio::time::advance(Duration::from_secs(7200)).await;
         assert_eq!(l.sweep(Duration::from_secs(7200), Instant::now()), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refilled_entries_are_dropped_and_the_others_kept() {
+        let rate = Rate::per_minute(60.0, 5);
+        let l = KeyedLimiter::<&str>::new();
+        l.check(&"once", rate, 100, Instant::now()).unwrap();
+        for _ in 0..5 {
+            l.check(&"drained", rate, 100, Instant::now()).unwrap();
+        }
+        // One token back a second: "once" is full again after one second, "drained" after five.
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(l.drop_full(rate, Instant::now()), 1);
+        // The kept entry still remembers it was drained.
+        l.check(&"drained", rate, 100, Instant::now()).unwrap();
+        assert!(matches!(l.check(&"drained", rate, 100, Instant::now()), Err(Refusal::Rate(_))));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(l.drop_full(rate, Instant::now()), 0);
+        assert!(l.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

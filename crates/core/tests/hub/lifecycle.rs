@@ -218,7 +218,13 @@ async fn a_panicking_background_pass_is_counted_and_restarted() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_limiter_entries_are_swept() {
-    let rates = RateLimits { limiter_idle: Duration::from_secs(120), limiter_sweep: Duration::from_secs(60), ..RateLimits::default() };
+    // A bucket that takes longer than the test to refill: only the idle sweep can drop it.
+    let rates = RateLimits {
+        limiter_idle: Duration::from_secs(120),
+        limiter_sweep: Duration::from_secs(60),
+        user_frames_per_second: 0.001,
+        ..RateLimits::default()
+    };
     let n = node(NodeOptions { rates, ..Default::default() }).await;
     let mut c = Client::open(&n, &token("alice", &[])).await;
     c.request(json!({"type": "ping"})).await;
@@ -229,5 +235,25 @@ async fn idle_limiter_entries_are_swept() {
     assert_eq!(n.hub.limiter_entries(), 1);
     // ... and dropped by the first sweep after it has been idle for `limiter_idle`.
     tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(n.hub.limiter_entries(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refilled_limiter_entries_are_dropped_by_the_cleanup_pass() {
+    // One frame a second, burst 10; the idle sweep is far away.
+    let rates = RateLimits { user_frames_per_second: 1.0, user_frames_burst: 10, limiter_sweep: Duration::from_secs(3600), ..RateLimits::default() };
+    let timing = Timing { cleanup_interval: Duration::from_secs(3), ..Timing::default() };
+    let n = node(NodeOptions { rates, timing, ..Default::default() }).await;
+    let mut c = Client::open(&n, &token("alice", &[])).await;
+    for _ in 0..5 {
+        c.request(json!({"type": "ping"})).await;
+    }
+    c.close().await;
+    assert_eq!(n.hub.limiter_entries(), 1, "alice's frame limiter");
+    // Not refilled yet (at most 9 of 10 tokens): it still remembers the frames.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(n.hub.limiter_entries(), 1);
+    // Refilled: it carries nothing, and the next cleanup pass drops it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(n.hub.limiter_entries(), 0);
 }
