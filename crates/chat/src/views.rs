@@ -68,6 +68,8 @@ pub struct ApiKeyView {
     pub last_used_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// What the key may publish beyond its owner's rights narrowing them.
+    pub scope: crate::keys::ScopeView,
 }
 
 impl From<&ApiKey> for ApiKeyView {
@@ -79,6 +81,10 @@ impl From<&ApiKey> for ApiKeyView {
             created_at: time(k.created_at),
             last_used_at: k.last_used_at.map(time),
             revoked_at: k.revoked_at.map(time),
+            // A scope that does not read back is shown as the narrowest.
+            scope: crate::keys::KeyScope::decode(k.scope.as_deref())
+                .map(|s| s.view())
+                .unwrap_or_else(|_| crate::keys::ScopeView { kind: "unreadable".into(), channels: None, agent_id: None }),
         }
     }
 }

@@ -19,7 +19,7 @@ use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
 use chorus_server::health::StoreCheck;
 use chorus_server::listener::{Listener, Peer};
-use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics};
+use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics, KeyRights};
 use chorus_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -38,9 +38,9 @@ struct ServerKeys {
 impl ApiKeyCheck for ServerKeys {
     async fn check(&self, key: &str) -> Option<ApiPrincipal> {
         if let Some(key_id) = self.configured.check(key) {
-            return Some(ApiPrincipal { key_id });
+            return Some(ApiPrincipal::server(key_id));
         }
-        self.chat.accounts.check_api_key(key).await.map(|key_id| ApiPrincipal { key_id })
+        self.chat.accounts.check_api_key(key).await.map(|k| ApiPrincipal { key_id: k.key_id.clone(), rights: KeyRights::User(k) })
     }
 }
 
@@ -69,7 +69,7 @@ impl Server {
     /// Starts every component in order; the listener binds last, so `/health`
     /// answers only once everything is up.
     pub async fn start(config: &Config) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        crate::cli::prepare_data_dir(&config.data_dir)?;
 
         // Auth.
         let (jwt, secret_origin) = JwtVerifier::from_config(&config.auth, &config.data_dir).context("auth")?;

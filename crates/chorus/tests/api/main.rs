@@ -9,4 +9,5 @@ mod accounts;
 mod admin;
 mod agents;
 mod channels;
+mod keys;
 mod messages;

@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 use chorus_chat::accounts::{ApiKeyCreated, ClientInfo, NewAccount, TokenGrant};
+use chorus_chat::keys::KeyScope;
 use chorus_chat::views::{ApiKeyView, SessionView, UserView};
+use chorus_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -81,8 +83,18 @@ pub struct RefreshBody {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyBody {
     /// 1-64 characters, to recognise the key by.
-    #[schema(example = "agent backend")]
+    #[schema(example = "agent backend", min_length = 1, max_length = 64)]
     pub name: String,
+    /// Narrows the key to these channels (1 to 32 names or `namespace:prefix*`
+    /// patterns), within what its owner may read. Not with `agent_id`.
+    #[serde(default)]
+    #[schema(min_items = 1, max_items = 32, example = json!(["room:0193a5b2-4c1d-7e00-8000-000000000001"]))]
+    pub channels: Option<Vec<String>>,
+    /// Narrows the key to one of the caller's agents: it publishes only that
+    /// agent's run events, into channels the agent is a member of. Not with `channels`.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
+    pub agent_id: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -207,6 +219,7 @@ pub async fn me(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Resu
         (status = 201, description = "The key, shown this once, and its record", body = ApiKeyCreated),
         (status = 400, description = "Malformed body or invalid field", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "`agent_id` is not one of the caller's agents", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 429, description = "Too many keys (`limit_exceeded`), or request rate limit (`rate_limited`, `Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
@@ -214,7 +227,13 @@ pub async fn me(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Resu
 pub async fn create_api_key(State(app): State<AppState>, AuthUser(caller): AuthUser, body: Bytes) -> Result<(StatusCode, Json<ApiKeyCreated>), ApiError> {
     let chat = chat(&app)?;
     let b: ApiKeyBody = parse_json(&body)?;
-    Ok((StatusCode::CREATED, Json(chat.accounts.create_api_key(&caller, &b.name).await?)))
+    let scope = match (b.channels, b.agent_id) {
+        (Some(_), Some(_)) => return Err(ApiError::new(ErrorCode::InvalidField, "channels, agent_id: give at most one of them")),
+        (Some(channels), None) => KeyScope::Channels(channels),
+        (None, Some(agent)) => KeyScope::Agent(agent),
+        (None, None) => KeyScope::Owner,
+    };
+    Ok((StatusCode::CREATED, Json(chat.accounts.create_api_key(&caller, &b.name, scope).await?)))
 }
 
 /// `GET /api/v1/api-keys`.
