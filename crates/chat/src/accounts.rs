@@ -42,7 +42,7 @@ use self::limits::AuthLimits;
 use self::password::Passwords;
 use self::sessions::{Activity, Ended, Sessions};
 use crate::keys::KeyScope;
-use crate::views::{ApiKeyView, SessionView, UserView};
+use crate::views::{ApiKeyView, PublicUserView, SessionView, UserView};
 use crate::{Caller, ChatError, Deps};
 
 /// Agent-creation limiter entries idle this long are dropped by cleanup (that rate refills within a minute).
@@ -537,6 +537,17 @@ impl Accounts {
             self.close_session_connections(id).await;
         }
         Ok(ids.len())
+    }
+
+    /// A user by exact username (ignoring case, as usernames are unique that
+    /// way), for adding them to a channel. Only signed-in callers reach it,
+    /// under the per-user REST rate.
+    pub async fn find_user(&self, username: &str) -> Result<PublicUserView, ChatError> {
+        if username.is_empty() || username.chars().count() > validate::USERNAME_MAX {
+            return Err(ChatError::invalid("username", format_args!("must be 1-{} characters", validate::USERNAME_MAX)));
+        }
+        let user = self.store().get_user_by_username(username).await?.ok_or_else(|| ChatError::NotFound("no user with this username".into()))?;
+        Ok(PublicUserView::from(&user))
     }
 
     pub async fn me(&self, caller: &Caller) -> Result<UserView, ChatError> {

@@ -10,4 +10,5 @@ mod admin;
 mod agents;
 mod channels;
 mod keys;
+mod lookups;
 mod messages;

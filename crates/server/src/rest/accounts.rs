@@ -11,7 +11,7 @@ use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 use chorus_chat::accounts::{ApiKeyCreated, ClientInfo, NewAccount, TokenGrant};
 use chorus_chat::keys::KeyScope;
-use chorus_chat::views::{ApiKeyView, SessionView, UserView};
+use chorus_chat::views::{ApiKeyView, PublicUserView, SessionView, UserView};
 use chorus_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -34,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(me))
+        .routes(routes!(find_user))
         .routes(routes!(create_api_key, list_api_keys))
         .routes(routes!(revoke_api_key))
 }
@@ -211,6 +212,21 @@ pub async fn revoke_session(State(app): State<AppState>, AuthUser(caller): AuthU
     ))]
 pub async fn me(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<UserView>, ApiError> {
     Ok(Json(chat(&app)?.accounts.me(&caller).await?))
+}
+
+/// `GET /api/v1/users/by-username/{username}`: finds a user to add as a member.
+#[utoipa::path(get, path = "/api/v1/users/by-username/{username}", tag = "auth", security(("bearer" = [])),
+    params(("username" = String, Path, description = "The exact username (case does not matter)", min_length = 1, max_length = 32)),
+    responses(
+        (status = 200, description = "The user's id and username", body = PublicUserView),
+        (status = 400, description = "Not a possible username", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No user has this username", body = ErrorBody),
+        (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
+pub async fn find_user(State(app): State<AppState>, AuthUser(_caller): AuthUser, Path(username): Path<String>) -> Result<Json<PublicUserView>, ApiError> {
+    Ok(Json(chat(&app)?.accounts.find_user(&username).await?))
 }
 
 /// `POST /api/v1/api-keys`.
