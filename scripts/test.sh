@@ -32,8 +32,27 @@ export CHORUS_TEST_MCP_EVERYTHING="$PWD/$everything"
 eval "$(scripts/test-services.sh start)"
 trap 'scripts/test-services.sh stop' EXIT
 
+# The README followed as written, against a real server (scripts/readme.sh).
+# Its first command is a release build; here it is a quick one (opt-level 1,
+# no debug info): the commands are the README's, only how long the build
+# takes differs. Then the schema-driven fuzzer against the served OpenAPI
+# document (scripts/fuzz-api.sh, a few minutes). Both run before the Rust
+# tests so that the test runner's summary is the last thing printed; a
+# failure of either fails the run after the Rust tests.
+failed=()
+CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=64 \
+  bash scripts/readme.sh || failed+=(readme.sh)
+cargo build -q -p chorus --bin chorus
+bash scripts/fuzz-api.sh target/debug/chorus || failed+=(fuzz-api.sh)
+
+rc=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+  cargo nextest run --workspace --all-targets --no-fail-fast "$@" || rc=$?
 else
-  cargo test --workspace --all-targets --no-fail-fast "$@"
+  cargo test --workspace --all-targets --no-fail-fast "$@" || rc=$?
 fi
+if ((${#failed[@]})); then
+  echo "failed besides the Rust tests: ${failed[*]}" >&2
+  exit 1
+fi
+exit "$rc"

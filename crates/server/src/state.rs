@@ -127,7 +127,11 @@ impl AppState {
     }
 
     pub(crate) fn set_openapi(&self, doc: utoipa::openapi::OpenApi) {
-        let _ = self.0.openapi.set(serde_json::to_value(&doc).unwrap_or_default());
+        let mut value = serde_json::to_value(&doc).unwrap_or_default();
+        if let Some(chat) = self.chat() {
+            crate::rest::openapi::refine(&mut value, &chat.deps().config);
+        }
+        let _ = self.0.openapi.set(value);
     }
 
     /// Takes one publication from the key's budget: `Err` says how long until one is available.

@@ -57,19 +57,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
 #[serde(deny_unknown_fields)]
 pub struct SignupBody {
     /// 3-32 characters of `A-Z a-z 0-9 _ . -`; unique ignoring case.
-    #[schema(example = "ann")]
+    #[schema(example = "ann", min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]+$")]
     pub username: String,
     /// 8-128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
-    /// Optional; at most 254 characters.
+    /// Optional; at most 254 characters, an address with one `@`.
     #[serde(default)]
+    #[schema(max_length = 254, pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+([.][A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?[.])+[A-Za-z][A-Za-z0-9]{0,61}[A-Za-z0-9]$")]
     pub email: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
+    #[schema(min_length = 1, max_length = 32)]
     pub username: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub password: String,
 }
 
