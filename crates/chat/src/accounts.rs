@@ -223,6 +223,11 @@ impl Accounts {
         self.inner.deps.store.as_ref()
     }
 
+    /// The count of password verifications, for `/metrics`.
+    pub fn password_checks(&self) -> &password::PasswordChecks {
+        self.inner.passwords.checks()
+    }
+
     fn now_ms(&self) -> i64 {
         self.inner.deps.hub.now_ms()
     }

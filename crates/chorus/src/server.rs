@@ -121,6 +121,7 @@ impl Server {
 
         // Chat domain.
         let chat = Chat::new(ChatParts { store: store.clone(), hub: hub.clone(), config: config.chat.clone(), secret, jwt });
+        chat.accounts.password_checks().register(&mut registry);
         chat.accounts.bootstrap().await.context("bootstrapping accounts")?;
         let background = CancellationToken::new();
         let background_tasks = tokio_util::task::TaskTracker::new();

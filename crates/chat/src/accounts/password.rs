@@ -8,6 +8,12 @@
 //! threads of our own, each holding one memory area for the life of the
 //! pool, and a semaphore in front of them makes a burst of logins queue
 //! (then answer 503) instead of starving the runtime or the machine.
+//!
+//! A login for an unknown user (or one without a password) is checked
+//! against a dummy hash made with the same parameters, through the same
+//! threads: it costs exactly one Argon2 computation, like a wrong password.
+//! [`PasswordChecks`] counts those computations by kind of hash, so the
+//! property is visible in `/metrics` and tested without timing anything.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -17,6 +23,9 @@ use std::time::Duration;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::password_hash::PasswordHasher as _;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tokio::sync::{OnceCell, Semaphore, oneshot};
 use zeroize::Zeroizing;
 
@@ -33,7 +42,8 @@ const MAX_M_COST_KIB: u32 = 256 * 1024;
 /// What a hashing thread is asked to do.
 enum Work {
     Hash(Zeroizing<String>),
-    Verify(Zeroizing<String>, Arc<str>),
+    /// The password, the stored hash, and the counter of the hash's kind.
+    Verify(Zeroizing<String>, Arc<str>, Counter),
 }
 
 enum Done {
@@ -89,7 +99,7 @@ fn worker(queue: &Mutex<mpsc::Receiver<Job>>) {
         // A panic ends this job (its caller sees an error), never the thread.
         let done = std::panic::catch_unwind(AssertUnwindSafe(|| match work {
             Work::Hash(password) => Done::Hashed(memory.hash(&password)),
-            Work::Verify(password, hash) => Done::Verified(memory.verify(&password, &hash)),
+            Work::Verify(password, hash, computed) => Done::Verified(memory.verify(&password, &hash, &computed)),
         }));
         match done {
             Ok(done) => {
@@ -137,8 +147,9 @@ impl Memory {
     }
 
     /// False for a malformed stored hash too (logged): the login fails rather than the server.
-    fn verify(&mut self, password: &str, stored: &str) -> bool {
-        match self.check(password, stored) {
+    /// `computed` counts the Argon2 computations actually run.
+    fn verify(&mut self, password: &str, stored: &str, computed: &Counter) -> bool {
+        match self.check(password, stored, computed) {
             Ok(matched) => matched,
             Err(e) => {
                 tracing::error!(error = %e, "a stored password hash could not be checked");
@@ -147,7 +158,7 @@ impl Memory {
         }
     }
 
-    fn check(&mut self, password: &str, stored: &str) -> Result<bool, String> {
+    fn check(&mut self, password: &str, stored: &str, computed: &Counter) -> Result<bool, String> {
         let phc = PasswordHash::new(stored).map_err(|e| e.to_string())?;
         let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else { return Err("no salt or hash".into()) };
         let algorithm = Algorithm::try_from(phc.algorithm.as_str()).map_err(|e| e.to_string())?;
@@ -159,9 +170,36 @@ impl Memory {
         let mut out = Zeroizing::new(vec![0u8; expected.len()]);
         let argon = Argon2::new(algorithm, version, params.clone());
         argon.hash_password_into_with_memory(password.as_bytes(), salt.as_ref(), &mut out, self.area(&params)).map_err(|e| e.to_string())?;
-        let computed = Output::new(&out).map_err(|e| e.to_string())?;
+        computed.inc();
+        let output = Output::new(&out).map_err(|e| e.to_string())?;
         // `Output`'s equality is constant-time.
-        Ok(computed == *expected)
+        Ok(output == *expected)
+    }
+}
+
+/// Argon2 verifications run on the pool, by the kind of hash checked:
+/// `account` (a stored hash) or `dummy` (no such user, or no password).
+#[derive(Debug, Clone, Default)]
+pub struct PasswordChecks {
+    family: Family<Vec<(&'static str, &'static str)>, Counter>,
+}
+
+impl PasswordChecks {
+    fn counter(&self, hash: &'static str) -> Counter {
+        self.family.get_or_create(&vec![("hash", hash)]).clone()
+    }
+
+    /// Verifications run against `account` or `dummy` hashes so far.
+    pub fn count(&self, hash: &'static str) -> u64 {
+        self.counter(hash).get()
+    }
+
+    /// Registers `password_verifications_total{hash}`.
+    pub fn register(&self, registry: &mut Registry) {
+        // Both series exist from the start, at zero.
+        self.counter("account");
+        self.counter("dummy");
+        registry.register("password_verifications", "Argon2 password verifications run, by kind of hash", self.family.clone());
     }
 }
 
@@ -171,6 +209,7 @@ pub(crate) struct Passwords {
     /// The hash an unknown user's login is checked against, so that it
     /// costs what a wrong password costs.
     dummy: OnceCell<Arc<str>>,
+    checks: PasswordChecks,
 }
 
 /// Hashes on the current thread with memory of its own; for the CLI (one
@@ -191,7 +230,11 @@ fn verify_now(password: &str, hash: &str) -> bool {
 
 impl Passwords {
     pub fn new() -> Self {
-        Self { slots: Arc::new(Semaphore::new(POOL_THREADS)), pool: Pool::new(), dummy: OnceCell::new() }
+        Self { slots: Arc::new(Semaphore::new(POOL_THREADS)), pool: Pool::new(), dummy: OnceCell::new(), checks: PasswordChecks::default() }
+    }
+
+    pub fn checks(&self) -> &PasswordChecks {
+        &self.checks
     }
 
     async fn run(&self, work: Work) -> Result<Done, ChatError> {
@@ -230,8 +273,11 @@ impl Passwords {
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, ChatError> {
         let dummy = self.prepare().await?;
         let real = hash.is_some();
-        let hash: Arc<str> = hash.map_or(dummy, Arc::from);
-        match self.run(Work::Verify(Zeroizing::new(password), hash)).await? {
+        let (hash, counter): (Arc<str>, _) = match hash {
+            Some(hash) => (Arc::from(hash), self.checks.counter("account")),
+            None => (dummy, self.checks.counter("dummy")),
+        };
+        match self.run(Work::Verify(Zeroizing::new(password), hash, counter)).await? {
             Done::Verified(matched) => Ok(real && matched),
             Done::Hashed(_) => Err(ChatError::Internal("password hashing answered the wrong question".into())),
         }
@@ -255,6 +301,23 @@ mod tests {
         assert!(verify_now("correct horse", &h));
         let theirs = hash_now("battery staple").unwrap();
         assert!(p.verify("battery staple".into(), Some(theirs)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_missing_hash_costs_one_verification_against_a_dummy_of_the_same_parameters() {
+        let p = Passwords::new();
+        let real = p.hash("correct horse".into()).await.unwrap();
+        let dummy = p.prepare().await.unwrap();
+        // Same algorithm, version and costs: only salt and output differ.
+        let params = |h: &str| h.rsplitn(3, '$').nth(2).unwrap().to_owned();
+        assert_eq!(params(&dummy), params(&real));
+        assert!(!p.verify("anything".into(), None).await.unwrap());
+        assert_eq!((p.checks().count("account"), p.checks().count("dummy")), (0, 1));
+        assert!(!p.verify("anything".into(), Some(real)).await.unwrap());
+        assert_eq!((p.checks().count("account"), p.checks().count("dummy")), (1, 1));
+        // A malformed stored hash runs no computation and says so.
+        assert!(!p.verify("x".into(), Some("not a phc string".into())).await.unwrap());
+        assert_eq!((p.checks().count("account"), p.checks().count("dummy")), (1, 1));
     }
 
     #[tokio::test]
