@@ -567,15 +567,20 @@ impl Hub {
             (std::mem::take(&mut st.subscriptions), std::mem::take(&mut st.typing), st.identity.clone())
         };
         conn.outbound.close(CloseCode::Normal);
-        {
+        let last = {
             let mut shard = self.0.conns[shard_index(conn.user.as_str())].lock();
-            if let Some(list) = shard.get_mut(&conn.user) {
-                list.retain(|c| c.id != conn.id);
-                if list.is_empty() {
-                    shard.remove(&conn.user);
+            match shard.get_mut(&conn.user) {
+                Some(list) => {
+                    list.retain(|c| c.id != conn.id);
+                    let last = list.is_empty();
+                    if last {
+                        shard.remove(&conn.user);
+                    }
+                    last
                 }
+                None => true,
             }
-        }
+        };
         self.0.conn_count.fetch_sub(1, Ordering::AcqRel);
         // Typing stops before the user leaves.
         for channel in typing {
@@ -589,6 +594,9 @@ impl Hub {
         if let Err(e) = self.0.backplane.registry.unregister(&conn.user, conn.id).await {
             self.0.metrics.broker_errors.inc();
             tracing::warn!(error = %e, "could not unregister connection");
+        }
+        if last {
+            self.forget_refilled_limits(&conn.user);
         }
         let m = &self.0.metrics;
         m.connections.get(conn.transport).dec();
@@ -1033,20 +1041,26 @@ impl Hub {
         Ok(())
     }
 
-    /// Takes the subscription out of fan-out and presence. The channel entry
-    /// stays until the cleanup pass unlistens it.
+    /// Takes the subscription out of fan-out and presence. The last
+    /// subscriber here unlistens the channel and drops its entry at once (a
+    /// failed unlisten is retried by the cleanup pass): a churn of users on
+    /// channels of their own leaves nothing behind.
     async fn detach(&self, conn: &Arc<Connection>, sub: &Arc<Subscription>) {
         sub.deactivate();
-        {
+        let emptied = {
             let mut shard = self.0.channels[shard_index(sub.channel.as_str())].write();
-            if let Some(entry) = shard.get_mut(&sub.channel) {
+            shard.get_mut(&sub.channel).and_then(|entry| {
                 entry.subscribers.remove(&sub.conn);
-            }
-        }
+                entry.subscribers.is_empty().then(|| entry.gate.clone())
+            })
+        };
         self.0.sub_count.fetch_sub(1, Ordering::AcqRel);
         self.0.metrics.subscriptions.dec();
         if self.0.access.namespace(&sub.channel).map(|ns| ns.presence).unwrap_or(false) {
             self.leave_presence(conn, &sub.channel).await;
+        }
+        if let Some(gate) = emptied {
+            self.unlisten_if_empty(&sub.channel, &gate).await;
         }
     }
 
@@ -1258,24 +1272,31 @@ impl Hub {
             let empty: Vec<(ChannelName, Arc<tokio::sync::Mutex<bool>>)> =
                 shard.read().iter().filter(|(_, e)| e.subscribers.is_empty()).map(|(n, e)| (n.clone(), e.gate.clone())).collect();
             for (name, gate) in empty {
-                let mut listening = gate.lock().await;
-                let still_empty = shard.read().get(&name).is_some_and(|e| e.subscribers.is_empty());
-                if !still_empty {
-                    continue;
-                }
-                if *listening {
-                    if let Err(e) = self.0.backplane.broker.unlisten(&self.0.node, &name).await {
-                        self.0.metrics.broker_errors.inc();
-                        tracing::warn!(error = %e, channel = %name, "unlisten failed; will retry");
-                        continue;
-                    }
-                    *listening = false;
-                }
-                let mut w = shard.write();
-                if w.get(&name).is_some_and(|e| e.subscribers.is_empty() && Arc::ptr_eq(&e.gate, &gate)) {
-                    w.remove(&name);
-                }
+                self.unlisten_if_empty(&name, &gate).await;
             }
+        }
+    }
+
+    /// Stops listening to a channel nobody here subscribes to and forgets it.
+    /// A subscribe that raced in keeps the entry (and its listen).
+    async fn unlisten_if_empty(&self, name: &ChannelName, gate: &Arc<tokio::sync::Mutex<bool>>) {
+        let shard = &self.0.channels[shard_index(name.as_str())];
+        let mut listening = gate.lock().await;
+        let still_empty = shard.read().get(name).is_some_and(|e| e.subscribers.is_empty());
+        if !still_empty {
+            return;
+        }
+        if *listening {
+            if let Err(e) = self.0.backplane.broker.unlisten(&self.0.node, name).await {
+                self.0.metrics.broker_errors.inc();
+                tracing::warn!(error = %e, channel = %name, "unlisten failed; the cleanup pass retries");
+                return;
+            }
+            *listening = false;
+        }
+        let mut w = shard.write();
+        if w.get(name).is_some_and(|e| e.subscribers.is_empty() && Arc::ptr_eq(&e.gate, gate)) {
+            w.remove(name);
         }
     }
 
@@ -1310,6 +1331,16 @@ impl Hub {
             .into_iter()
             .map(|l| self.user_limiter(l).drop_full(self.user_rate(l), now))
             .sum()
+    }
+
+    /// Drops a user's limiter entries that have refilled (when their last
+    /// connection here ends); the others wait for the cleanup pass, which
+    /// drops them once refilled.
+    fn forget_refilled_limits(&self, user: &UserId) {
+        let now = tokio::time::Instant::now();
+        for l in [UserLimiter::Frames, UserLimiter::Messages, UserLimiter::Rest] {
+            self.user_limiter(l).forget_if_full(user, self.user_rate(l), now);
+        }
     }
 
     fn user_rate(&self, limiter: UserLimiter) -> Rate {

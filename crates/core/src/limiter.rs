@@ -135,6 +135,16 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             .sum()
     }
 
+    /// Drops `key`'s entry if its bucket has refilled; true if it went.
+    pub fn forget_if_full(&self, key: &K, rate: Rate, now: Instant) -> bool {
+        let mut map = self.shard(key).lock();
+        let full = map.get(key).is_some_and(|b| b.is_full(rate, now));
+        if full {
+            map.remove(key);
+        }
+        full
+    }
+
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }

@@ -393,10 +393,17 @@ impl Broker for MemoryBroker {
     }
 
     async fn unlisten(&self, node: &NodeId, channel: &ChannelName) -> Result<(), BrokerError> {
-        let shard = &self.streams[shard_of(channel.as_str())];
-        let stream = shard.lock().get(channel).cloned();
-        if let Some(stream) = stream {
-            stream.lock().listeners.retain(|(n, _)| n != node);
+        let mut map = self.streams[shard_of(channel.as_str())].lock();
+        let Some(stream) = map.get(channel).cloned() else { return Ok(()) };
+        let carries_nothing = {
+            let mut s = stream.lock();
+            s.listeners.retain(|(n, _)| n != node);
+            s.listeners.is_empty() && s.top == 0
+        };
+        // A stream that never held an event goes with its last listener, under
+        // the same rule as the sweep (see `fresh_epoch`): recovery stays exact.
+        if carries_nothing {
+            self.remove(&mut map, channel);
         }
         Ok(())
     }

@@ -257,3 +257,45 @@ async fn refilled_limiter_entries_are_dropped_by_the_cleanup_pass() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(n.hub.limiter_entries(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_users_last_connection_leaves_no_state_that_carries_nothing() {
+    use chorus_core::broker::Broker as _;
+    // No cleanup pass nor idle sweep runs during the test: what goes, goes on release.
+    let rates = RateLimits { limiter_sweep: Duration::from_secs(3600), ..RateLimits::default() };
+    let timing = Timing { cleanup_interval: Duration::from_secs(3600), ..Timing::default() };
+    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let (broker, backplane) = memory_backplane(&clock);
+    let n = node(NodeOptions { rates, timing, backplane: Some(backplane), clock, ..Default::default() }).await;
+    let counts = |n: &Node| (n.hub.channel_count(), broker.streams(), n.hub.limiter_entries(), n.hub.connection_count());
+
+    // Two connections of one user on a channel of its own and a presence channel.
+    let mut a = Client::open(&n, &token("fresh", &[])).await;
+    let mut b = Client::open(&n, &token("fresh", &[])).await;
+    for c in [&mut a, &mut b] {
+        for channel in ["user:fresh", "chat:lobby"] {
+            let r = c.request(json!({"type": "subscribe", "channel": channel})).await;
+            assert!(r.get("error").is_none(), "{r}");
+        }
+    }
+    assert_eq!(counts(&n), (2, 2, 1, 2));
+    // The frame bucket refills (400 a second); the first connection's end keeps everything.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    a.close().await;
+    assert_eq!(counts(&n), (2, 2, 1, 1));
+    // The last one drops the channel entries, the bucket and the stream that never held an event
+    // (`user:fresh`); `chat:lobby` held the presence joins and leaves, so its history stays.
+    b.close().await;
+    assert_eq!(counts(&n), (0, 1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bucket_that_has_not_refilled_outlives_the_connection() {
+    let rates = RateLimits { user_frames_per_second: 0.001, limiter_sweep: Duration::from_secs(3600), ..RateLimits::default() };
+    let n = node(NodeOptions { rates, ..Default::default() }).await;
+    let mut c = Client::open(&n, &token("spender", &[])).await;
+    c.request(json!({"type": "ping"})).await;
+    c.close().await;
+    // It still remembers the frame: reconnecting does not reset the limit.
+    assert_eq!(n.hub.limiter_entries(), 1);
+}
