@@ -222,9 +222,12 @@ async fn handle(
     if shared.recording == Recording::All {
         lock(&shared.requests).push(RecordedRequest { wire, path, headers, body: request });
     }
+    // A client that leaves before the headers also hung up.
+    let waiting = HeadersGuard { shared: Arc::clone(&shared), armed: true };
     if !script.header_delay.is_zero() {
         tokio::time::sleep(script.header_delay).await;
     }
+    waiting.disarm();
     if let Reply::Status { status, retry_after, body } = &script.reply {
         let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = body.clone().unwrap_or_else(|| wire.error_body(status.as_u16()));
@@ -266,6 +269,27 @@ async fn handle(
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Counts a hang-up if the handler is dropped while holding the headers back.
+struct HeadersGuard {
+    shared: Arc<Shared>,
+    armed: bool,
+}
+
+impl HeadersGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for HeadersGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.hangups.fetch_add(1, Ordering::SeqCst);
+            self.shared.changed.notify_waiters();
+        }
+    }
 }
 
 /// The frames of one stream, paced, counting a client that leaves early.

@@ -107,7 +107,12 @@ impl Provider for RemoteProvider {
         let opening = async move {
             let adapter = adapter_kind(inner.kind).map_err(ProviderError::Config)?;
             let model = ModelIden::new(adapter, request.model.as_str());
+            // Every wire frame, even one that yields no event (a role-only
+            // chunk, a usage chunk), counts as activity for the idle timeout.
+            let frames = Arc::new(tokio::sync::Notify::new());
+            let frame_signal = Arc::clone(&frames);
             let mut options = ChatOptions::default()
+                .with_raw_frame_fn(move |_, _| frame_signal.notify_one())
                 .with_capture_usage(true)
                 .with_capture_tool_calls(true)
                 .with_max_tokens(request.max_output_tokens);
@@ -127,7 +132,7 @@ impl Provider for RemoteProvider {
                 }
             };
             let response = result.map_err(|e| classify::error(&e, &inner.redactor))?;
-            Ok(translate::Translation::new(response.stream, request, inner.tokens.clone(), inner.redactor.clone()))
+            Ok(translate::Translation::new(response.stream, frames, request, inner.tokens.clone(), inner.redactor.clone()))
         };
         Box::pin(
             futures_util::stream::once(opening)

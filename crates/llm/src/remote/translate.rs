@@ -3,6 +3,10 @@
 //! a finish reason always last, and a stream that stops early as an error.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::sync::Notify;
 
 use futures_util::StreamExt;
 use genai::chat::{ChatStream, ChatStreamEvent, StopReason, StreamEnd, ToolCall as GenaiToolCall};
@@ -24,6 +28,8 @@ struct CallProgress {
 
 pub(super) struct Translation {
     inner: ChatStream,
+    /// Signalled by genai for every wire frame.
+    frames: Arc<Notify>,
     request: ChatRequest,
     tokens: TokenCounter,
     redactor: Redactor,
@@ -35,9 +41,16 @@ pub(super) struct Translation {
 }
 
 impl Translation {
-    pub(super) fn new(inner: ChatStream, request: ChatRequest, tokens: TokenCounter, redactor: Redactor) -> Self {
+    pub(super) fn new(
+        inner: ChatStream,
+        frames: Arc<Notify>,
+        request: ChatRequest,
+        tokens: TokenCounter,
+        redactor: Redactor,
+    ) -> Self {
         Translation {
             inner,
+            frames,
             request,
             tokens,
             redactor,
@@ -64,7 +77,18 @@ impl Translation {
             if self.finished {
                 return None;
             }
-            match self.inner.next().await {
+            let polled = tokio::select! {
+                biased;
+                item = self.inner.next() => Some(item),
+                // Frames arrived but genai made no event of them yet.
+                () = self.frames.notified() => None,
+            };
+            let Some(item) = polled else {
+                return Some(Ok(StreamEvent::KeepAlive));
+            };
+            // The frames behind this item are accounted for by the item itself.
+            let _ = self.frames.notified().now_or_never();
+            match item {
                 None => {
                     // genai ends some streams without an end event when the
                     // connection closes early.
