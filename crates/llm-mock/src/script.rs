@@ -34,7 +34,8 @@ pub enum Reply {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Turn {
     pub parts: Vec<Part>,
-    pub usage: MockUsage,
+    /// `None`: the stream reports no usage (a server that ignores the request for it).
+    pub usage: Option<MockUsage>,
     /// `None`: `tool_calls` when the turn has calls, else `stop`.
     pub finish: Option<Finish>,
 }
@@ -72,7 +73,7 @@ impl Default for MockUsage {
 
 impl Turn {
     pub fn new() -> Self {
-        Turn { parts: Vec::new(), usage: MockUsage::default(), finish: None }
+        Turn { parts: Vec::new(), usage: Some(MockUsage::default()), finish: None }
     }
 
     pub fn text(mut self, text: impl Into<String>) -> Self {
@@ -91,7 +92,12 @@ impl Turn {
     }
 
     pub fn usage(mut self, input: u64, output: u64, reasoning: u64) -> Self {
-        self.usage = MockUsage { input, output, reasoning };
+        self.usage = Some(MockUsage { input, output, reasoning });
+        self
+    }
+
+    pub fn without_usage(mut self) -> Self {
+        self.usage = None;
         self
     }
 

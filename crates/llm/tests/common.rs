@@ -19,8 +19,10 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().build().expect("http client")
 }
 
+/// Loaded once per test process.
 pub fn tokens() -> TokenCounter {
-    TokenCounter::new().expect("tiktoken")
+    static TOKENS: std::sync::OnceLock<TokenCounter> = std::sync::OnceLock::new();
+    TOKENS.get_or_init(|| TokenCounter::new().expect("tiktoken")).clone()
 }
 
 pub fn kind(wire: Wire) -> ProviderKind {

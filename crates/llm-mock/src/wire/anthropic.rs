@@ -10,14 +10,17 @@ use super::{event, pieces, words};
 use crate::script::{Finish, Part, Turn};
 
 pub fn frames(turn: &Turn, model: &str) -> Vec<Bytes> {
-    let u = turn.usage;
+    let start_usage = match turn.usage {
+        Some(u) => json!({ "input_tokens": u.input, "output_tokens": 1 }),
+        None => json!({}),
+    };
     let mut out = vec![
         event(
             "message_start",
             &json!({ "type": "message_start", "message": {
                 "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
                 "stop_reason": null, "stop_sequence": null,
-                "usage": { "input_tokens": u.input, "output_tokens": 1 },
+                "usage": start_usage,
             }}),
         ),
         event("ping", &json!({ "type": "ping" })),
@@ -53,10 +56,11 @@ pub fn frames(turn: &Turn, model: &str) -> Vec<Bytes> {
         Finish::ToolCalls => "tool_use",
         Finish::ContentFilter => "refusal",
     };
-    out.push(event(
-        "message_delta",
-        &json!({ "type": "message_delta", "delta": { "stop_reason": stop, "stop_sequence": null }, "usage": { "output_tokens": u.output } }),
-    ));
+    let mut message_delta = json!({ "type": "message_delta", "delta": { "stop_reason": stop, "stop_sequence": null } });
+    if let Some(u) = turn.usage {
+        message_delta["usage"] = json!({ "output_tokens": u.output });
+    }
+    out.push(event("message_delta", &message_delta));
     out.push(event("message_stop", &json!({ "type": "message_stop" })));
     out
 }

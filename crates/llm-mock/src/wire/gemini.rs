@@ -39,14 +39,15 @@ pub fn frames(turn: &Turn, model: &str) -> Vec<Bytes> {
         Finish::Length => "MAX_TOKENS",
         Finish::ContentFilter => "SAFETY",
     };
-    let u = turn.usage;
-    let usage = json!({
-        "promptTokenCount": u.input,
-        "candidatesTokenCount": u.output - u.reasoning.min(u.output),
-        "thoughtsTokenCount": u.reasoning,
-        "totalTokenCount": u.input + u.output,
+    let usage = turn.usage.map(|u| {
+        json!({
+            "promptTokenCount": u.input,
+            "candidatesTokenCount": u.output - u.reasoning.min(u.output),
+            "thoughtsTokenCount": u.reasoning,
+            "totalTokenCount": u.input + u.output,
+        })
     });
-    out.push(response(model, json!([{ "text": "" }]), Some(finish), Some(usage)));
+    out.push(response(model, json!([{ "text": "" }]), Some(finish), usage));
     out
 }
 

@@ -55,8 +55,7 @@ pub fn frames(turn: &Turn, model: &str, include_usage: bool) -> Vec<Bytes> {
         Finish::ContentFilter => "content_filter",
     };
     out.push(chunk(model, json!({}), Some(finish)));
-    if include_usage {
-        let u = turn.usage;
+    if let Some(u) = turn.usage.filter(|_| include_usage) {
         out.push(data(&json!({
             "id": "chatcmpl-mock",
             "object": "chat.completion.chunk",
