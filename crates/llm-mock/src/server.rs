@@ -48,6 +48,9 @@ pub struct MockOptions {
     /// The reply when no scripted one is queued.
     pub default: Script,
     pub recording: Recording,
+    /// Requests kept; past it the oldest are dropped (a long test or soak
+    /// should not grow without bound).
+    pub max_recorded: usize,
 }
 
 impl Default for MockOptions {
@@ -56,6 +59,7 @@ impl Default for MockOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             default: Script::text("Hello from the mock provider."),
             recording: Recording::All,
+            max_recorded: 10_000,
         }
     }
 }
@@ -64,7 +68,8 @@ pub(crate) struct Shared {
     scripts: Mutex<VecDeque<Script>>,
     default: Script,
     recording: Recording,
-    requests: Mutex<Vec<RecordedRequest>>,
+    max_recorded: usize,
+    requests: Mutex<VecDeque<RecordedRequest>>,
     hangups: AtomicUsize,
     completed: AtomicUsize,
     changed: Notify,
@@ -96,7 +101,8 @@ impl MockServer {
             scripts: Mutex::new(VecDeque::new()),
             default: options.default,
             recording: options.recording,
-            requests: Mutex::new(Vec::new()),
+            max_recorded: options.max_recorded,
+            requests: Mutex::new(VecDeque::new()),
             hangups: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
             changed: Notify::new(),
@@ -134,8 +140,9 @@ impl MockServer {
         }
     }
 
+    /// The recorded requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.requests).clone()
+        lock(&self.shared.requests).iter().cloned().collect()
     }
 
     /// Streams whose client went away before the last frame.
@@ -164,7 +171,9 @@ impl MockServer {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A test that panicked while holding it leaves usable data behind.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -176,11 +185,27 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(shared, Wire::OpenAi, "/v1/chat/completions".into(), None, headers, body).await
+    handle(
+        shared,
+        Wire::OpenAi,
+        "/v1/chat/completions".into(),
+        None,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(shared, Wire::Anthropic, "/v1/messages".into(), None, headers, body).await
+    handle(
+        shared,
+        Wire::Anthropic,
+        "/v1/messages".into(),
+        None,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn gemini(
@@ -191,9 +216,16 @@ async fn gemini(
     body: Bytes,
 ) -> Response {
     let Some((model, "streamGenerateContent")) = model_action.split_once(':') else {
-        return (StatusCode::NOT_FOUND, "only :streamGenerateContent is mocked").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "only :streamGenerateContent is mocked",
+        )
+            .into_response();
     };
-    let path = format!("/v1beta/models/{model_action}?{}", query.unwrap_or_default());
+    let path = format!(
+        "/v1beta/models/{model_action}?{}",
+        query.unwrap_or_default()
+    );
     let model = model.to_owned();
     handle(shared, Wire::Gemini, path, Some(model), headers, body).await
 }
@@ -210,7 +242,12 @@ async fn handle(
         return (StatusCode::BAD_REQUEST, wire.error_body(400)).into_response();
     };
     let model = model
-        .or_else(|| request.get("model").and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| {
+            request
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     let frames = |script: &Script| match &script.reply {
         Reply::Stream(turn) => wire.frames(turn, &model, &request),
@@ -220,20 +257,44 @@ async fn handle(
     let script = script.unwrap_or_else(|| shared.default.clone());
     let mut frames = frames(&script);
     if shared.recording == Recording::All {
-        lock(&shared.requests).push(RecordedRequest { wire, path, headers, body: request });
+        let mut requests = lock(&shared.requests);
+        if requests.len() >= shared.max_recorded {
+            requests.pop_front();
+        }
+        if shared.max_recorded > 0 {
+            requests.push_back(RecordedRequest {
+                wire,
+                path,
+                headers,
+                body: request,
+            });
+        }
     }
     // A client that leaves before the headers also hung up.
-    let waiting = HeadersGuard { shared: Arc::clone(&shared), armed: true };
+    let waiting = HeadersGuard {
+        shared: Arc::clone(&shared),
+        armed: true,
+    };
     if !script.header_delay.is_zero() {
         tokio::time::sleep(script.header_delay).await;
     }
     waiting.disarm();
-    if let Reply::Status { status, retry_after, body } = &script.reply {
+    if let Reply::Status {
+        status,
+        retry_after,
+        body,
+    } = &script.reply
+    {
         let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = body.clone().unwrap_or_else(|| wire.error_body(status.as_u16()));
-        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        let body = body
+            .clone()
+            .unwrap_or_else(|| wire.error_body(status.as_u16()));
+        let mut response =
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(*seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(*seconds));
         }
         return response;
     }
@@ -323,7 +384,11 @@ impl Stream for TrackedBody {
                             let next = sleep.deadline() + this.delay;
                             sleep.as_mut().reset(next);
                         }
-                        None => this.next_at = Some(Box::pin(tokio::time::sleep_until(Instant::now() + this.delay))),
+                        None => {
+                            this.next_at = Some(Box::pin(tokio::time::sleep_until(
+                                Instant::now() + this.delay,
+                            )))
+                        }
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{FaultInjection, ModelConfig, ModelConfigError, Prices, ProviderKind, Resilience};
+use crate::config::{
+    FaultInjection, ModelConfig, ModelConfigError, Prices, ProviderKind, Resilience,
+};
 use crate::demo::{DemoFaults, DemoProvider};
 use crate::event::EventStream;
 use crate::provider::Provider;
@@ -45,29 +47,49 @@ pub struct Model {
 impl Models {
     /// Validates the configuration and builds a provider per model. No
     /// configured model means the offline demo model alone, named `demo`.
-    pub fn build(configs: &[ModelConfig], context: &ModelsContext<'_>) -> Result<Models, ModelConfigError> {
+    pub fn build(
+        configs: &[ModelConfig],
+        context: &ModelsContext<'_>,
+    ) -> Result<Models, ModelConfigError> {
         let demo = [ModelConfig::demo()];
-        let configs = if configs.is_empty() { &demo[..] } else { configs };
+        let configs = if configs.is_empty() {
+            &demo[..]
+        } else {
+            configs
+        };
         validate(configs, context.faults)?;
         let mut providers = Vec::with_capacity(configs.len());
         for config in configs {
             providers.push((config.clone(), build_provider(config, context)?));
         }
-        Ok(Models::with_providers(providers, context.resilience.clone()))
+        Ok(Models::with_providers(
+            providers,
+            context.resilience.clone(),
+        ))
     }
 
     /// Models over providers made elsewhere (e.g. a test's scripted provider).
     /// Fallback names that match no entry are ignored.
-    pub fn with_providers(entries: Vec<(ModelConfig, Arc<dyn Provider>)>, resilience: Resilience) -> Models {
-        let by_name: HashMap<String, usize> =
-            entries.iter().enumerate().map(|(index, (config, _))| (config.name.clone(), index)).collect();
+    pub fn with_providers(
+        entries: Vec<(ModelConfig, Arc<dyn Provider>)>,
+        resilience: Resilience,
+    ) -> Models {
+        let by_name: HashMap<String, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(index, (config, _))| (config.name.clone(), index))
+            .collect();
         let models = entries
             .iter()
             .map(|(config, provider)| {
-                let fallback = config.fallback.as_ref().and_then(|name| by_name.get(name)).map(|&index| {
-                    let (fallback, provider) = &entries[index];
-                    target(fallback, provider)
-                });
+                let fallback = config
+                    .fallback
+                    .as_ref()
+                    .and_then(|name| by_name.get(name))
+                    .map(|&index| {
+                        let (fallback, provider) = &entries[index];
+                        target(fallback, provider)
+                    });
                 Model {
                     config: Arc::new(config.clone()),
                     provider: Arc::clone(provider),
@@ -191,10 +213,16 @@ fn validate(configs: &[ModelConfig], faults: FaultInjection) -> Result<(), Model
         let keyless = config.api_key_env.is_none();
         match config.provider {
             ProviderKind::Gemini | ProviderKind::Anthropic if keyless => {
-                return Err(invalid("api_key_env", "is required for gemini and anthropic"));
+                return Err(invalid(
+                    "api_key_env",
+                    "is required for gemini and anthropic",
+                ));
             }
             ProviderKind::Openai if keyless && config.base_url.is_none() => {
-                return Err(invalid("api_key_env", "is required unless base_url names a local server"));
+                return Err(invalid(
+                    "api_key_env",
+                    "is required unless base_url names a local server",
+                ));
             }
             _ => {}
         }
@@ -202,7 +230,10 @@ fn validate(configs: &[ModelConfig], faults: FaultInjection) -> Result<(), Model
             return Err(invalid("context_window", "must be positive"));
         }
         if config.max_output_tokens == 0 || config.max_output_tokens >= config.context_window {
-            return Err(invalid("max_output_tokens", "must be positive and below context_window"));
+            return Err(invalid(
+                "max_output_tokens",
+                "must be positive and below context_window",
+            ));
         }
         for (field, price) in [
             ("input_price_per_million", config.input_price_per_million),
@@ -217,18 +248,27 @@ fn validate(configs: &[ModelConfig], faults: FaultInjection) -> Result<(), Model
         {
             return Err(invalid("tokens_per_second", "must be 0 (unpaced) or more"));
         }
-        if config.faults && (config.provider != ProviderKind::Demo || faults != FaultInjection::Allowed) {
+        if config.faults
+            && (config.provider != ProviderKind::Demo || faults != FaultInjection::Allowed)
+        {
             return Err(ModelConfigError::FaultsNotAllowed(name.clone()));
         }
         if let Some(url) = &config.base_url
-            && reqwest::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true)
+            && reqwest::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
         {
             return Err(invalid("base_url", "must be an http or https URL"));
         }
         match &config.fallback {
-            Some(fallback) if fallback == name => return Err(ModelConfigError::FallbackToSelf(name.clone())),
+            Some(fallback) if fallback == name => {
+                return Err(ModelConfigError::FallbackToSelf(name.clone()));
+            }
             Some(fallback) if !configs.iter().any(|c| &c.name == fallback) => {
-                return Err(ModelConfigError::UnknownFallback { model: name.clone(), fallback: fallback.clone() });
+                return Err(ModelConfigError::UnknownFallback {
+                    model: name.clone(),
+                    fallback: fallback.clone(),
+                });
             }
             _ => {}
         }
@@ -236,21 +276,39 @@ fn validate(configs: &[ModelConfig], faults: FaultInjection) -> Result<(), Model
     Ok(())
 }
 
-fn build_provider(config: &ModelConfig, context: &ModelsContext<'_>) -> Result<Arc<dyn Provider>, ModelConfigError> {
+fn build_provider(
+    config: &ModelConfig,
+    context: &ModelsContext<'_>,
+) -> Result<Arc<dyn Provider>, ModelConfigError> {
     if config.provider == ProviderKind::Demo {
         let pace = if config.tokens_per_second > 0.0 {
             Duration::from_secs_f64(1.0 / config.tokens_per_second)
         } else {
             Duration::ZERO
         };
-        let faults = if config.faults { DemoFaults::Obeyed } else { DemoFaults::Ignored };
-        return Ok(Arc::new(DemoProvider::new(context.tokens.clone(), pace, faults)));
+        let faults = if config.faults {
+            DemoFaults::Obeyed
+        } else {
+            DemoFaults::Ignored
+        };
+        return Ok(Arc::new(DemoProvider::new(
+            context.tokens.clone(),
+            pace,
+            faults,
+        )));
     }
     let api_key = match &config.api_key_env {
-        Some(env) => Some(context.secrets.get(env).ok_or_else(|| ModelConfigError::MissingApiKey {
-            model: config.name.clone(),
-            env: env.clone(),
-        })?),
+        Some(env) => {
+            Some(
+                context
+                    .secrets
+                    .get(env)
+                    .ok_or_else(|| ModelConfigError::MissingApiKey {
+                        model: config.name.clone(),
+                        env: env.clone(),
+                    })?,
+            )
+        }
         None => None,
     };
     let base_url = match (config.provider, &config.base_url) {
@@ -265,8 +323,11 @@ fn build_provider(config: &ModelConfig, context: &ModelsContext<'_>) -> Result<A
         api_key,
         reasoning_effort: config.reasoning_effort.clone(),
     };
-    let provider = RemoteProvider::new(context.http.clone(), settings, context.tokens.clone()).map_err(|problem| {
-        ModelConfigError::Invalid { model: config.name.clone(), field: "provider", problem }
-    })?;
+    let provider = RemoteProvider::new(context.http.clone(), settings, context.tokens.clone())
+        .map_err(|problem| ModelConfigError::Invalid {
+            model: config.name.clone(),
+            field: "provider",
+            problem,
+        })?;
     Ok(Arc::new(provider))
 }

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 
 use chorus_llm::{
-    ChatRequest, EventStream, FaultInjection, FinishReason, Message, ModelConfig, Models, ModelsContext,
-    ProviderError, ProviderKind, Resilience, SecretMap, StreamEvent, TokenCounter, ToolCall, ToolDefinition, Usage,
+    ChatRequest, EventStream, FaultInjection, FinishReason, Message, ModelConfig, Models,
+    ModelsContext, ProviderError, ProviderKind, Resilience, SecretMap, StreamEvent, TokenCounter,
+    ToolCall, ToolDefinition, Usage,
 };
 use chorus_llm_mock::{MockServer, Wire};
 use futures_util::StreamExt;
@@ -22,7 +23,9 @@ pub fn http() -> reqwest::Client {
 /// Loaded once per test process.
 pub fn tokens() -> TokenCounter {
     static TOKENS: std::sync::OnceLock<TokenCounter> = std::sync::OnceLock::new();
-    TOKENS.get_or_init(|| TokenCounter::new().expect("tiktoken")).clone()
+    TOKENS
+        .get_or_init(|| TokenCounter::new().expect("tiktoken"))
+        .clone()
 }
 
 pub fn kind(wire: Wire) -> ProviderKind {
@@ -50,14 +53,23 @@ pub fn remote_config(name: &str, model: &str, wire: Wire, mock: &MockServer) -> 
 }
 
 pub fn secrets() -> SecretMap {
-    SecretMap(HashMap::from([("MOCK_API_KEY".to_owned(), API_KEY.to_owned())]))
+    SecretMap(HashMap::from([(
+        "MOCK_API_KEY".to_owned(),
+        API_KEY.to_owned(),
+    )]))
 }
 
 pub fn build(configs: &[ModelConfig], faults: FaultInjection) -> Models {
     let secrets = secrets();
     Models::build(
         configs,
-        &ModelsContext { http: http(), tokens: tokens(), resilience: Resilience::default(), faults, secrets: &secrets },
+        &ModelsContext {
+            http: http(),
+            tokens: tokens(),
+            resilience: Resilience::default(),
+            faults,
+            secrets: &secrets,
+        },
     )
     .expect("models")
 }
@@ -167,7 +179,9 @@ impl Outcome {
         self.events
             .iter()
             .filter_map(|e| match e {
-                StreamEvent::ToolCallArgumentsDelta { id: call, delta } if call == id => Some(delta.as_str()),
+                StreamEvent::ToolCallArgumentsDelta { id: call, delta } if call == id => {
+                    Some(delta.as_str())
+                }
                 _ => None,
             })
             .collect()
@@ -177,7 +191,11 @@ impl Outcome {
         self.events
             .iter()
             .filter_map(|e| match e {
-                StreamEvent::Retrying { attempt, delay, code } => Some((*attempt, *delay, code.clone())),
+                StreamEvent::Retrying {
+                    attempt,
+                    delay,
+                    code,
+                } => Some((*attempt, *delay, code.clone())),
                 _ => None,
             })
             .collect()
@@ -192,7 +210,12 @@ impl Outcome {
 
     /// The error or the outcome, for assertion messages.
     pub fn expect_ok(&self) {
-        assert!(self.error.is_none(), "unexpected error {:?} after {:?}", self.error, self.events);
+        assert!(
+            self.error.is_none(),
+            "unexpected error {:?} after {:?}",
+            self.error,
+            self.events
+        );
         assert!(self.finish().is_some(), "no finish: {:?}", self.events);
     }
 }

@@ -7,16 +7,24 @@ mod common;
 use std::time::Duration;
 
 use chorus_llm::{
-    ChatRequest, FaultInjection, FinishReason, Message, ModelConfig, ModelConfigError, Models, ModelsContext,
-    ProviderError, Resilience, StreamEvent, ToolCall, ToolResult,
+    ChatRequest, FaultInjection, FinishReason, Message, ModelConfig, ModelConfigError, Models,
+    ModelsContext, ProviderError, Resilience, StreamEvent, ToolCall, ToolResult,
 };
 use common::*;
 use serde_json::json;
 use tokio::time::Instant;
 
 fn demo(tokens_per_second: f64, faults: bool) -> Models {
-    let config = ModelConfig { tokens_per_second, faults, ..ModelConfig::demo() };
-    let allowed = if faults { FaultInjection::Allowed } else { FaultInjection::Refused };
+    let config = ModelConfig {
+        tokens_per_second,
+        faults,
+        ..ModelConfig::demo()
+    };
+    let allowed = if faults {
+        FaultInjection::Allowed
+    } else {
+        FaultInjection::Refused
+    };
     build(&[config], allowed)
 }
 
@@ -34,8 +42,16 @@ async fn same_request_same_answer_and_the_answer_follows_the_input() {
     let second = collect(model.stream(ask(&models, "Tell me about rivers and mountains"))).await;
     first.expect_ok();
     assert_eq!(first.events, second.events);
-    assert!(first.text().contains("rivers and mountains"), "{}", first.text());
-    assert!(first.text().contains("Alice"), "greets the speaker: {}", first.text());
+    assert!(
+        first.text().contains("rivers and mountains"),
+        "{}",
+        first.text()
+    );
+    assert!(
+        first.text().contains("Alice"),
+        "greets the speaker: {}",
+        first.text()
+    );
     assert!(!first.reasoning().is_empty(), "shows some thinking");
     assert_eq!(first.finish(), Some(FinishReason::Stop));
     let other = collect(model.stream(ask(&models, "Something else entirely"))).await;
@@ -54,10 +70,16 @@ async fn arithmetic_calls_the_calculator_then_answers_with_its_result() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].name, "calculator");
     assert_eq!(calls[0].arguments, json!({"expression": "12*(3+4)"}));
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&first.streamed_arguments(&calls[0].id)).unwrap(), calls[0].arguments);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&first.streamed_arguments(&calls[0].id)).unwrap(),
+        calls[0].arguments
+    );
     assert!(first.reasoning().contains("calculator"));
 
-    request.messages.push(Message::Assistant { text: first.text(), tool_calls: calls.clone() });
+    request.messages.push(Message::Assistant {
+        text: first.text(),
+        tool_calls: calls.clone(),
+    });
     request.messages.push(Message::ToolResult(ToolResult {
         call_id: calls[0].id.clone(),
         name: "calculator".into(),
@@ -83,7 +105,10 @@ async fn time_questions_call_the_clock_with_a_timezone_when_named() {
     let call = first.completed_calls().remove(0);
     assert_eq!(call.arguments, json!({"timezone": "Europe/Paris"}));
 
-    zoned.messages.push(Message::Assistant { text: String::new(), tool_calls: vec![call.clone()] });
+    zoned.messages.push(Message::Assistant {
+        text: String::new(),
+        tool_calls: vec![call.clone()],
+    });
     zoned.messages.push(Message::ToolResult(ToolResult {
         call_id: call.id,
         name: "clock".into(),
@@ -97,7 +122,11 @@ async fn time_questions_call_the_clock_with_a_timezone_when_named() {
     let mut failed = ask(&models, "what time is it?");
     failed.messages.push(Message::Assistant {
         text: String::new(),
-        tool_calls: vec![ToolCall { id: "c1".into(), name: "clock".into(), arguments: json!({"timezone": "Mars/Base"}) }],
+        tool_calls: vec![ToolCall {
+            id: "c1".into(),
+            name: "clock".into(),
+            arguments: json!({"timezone": "Mars/Base"}),
+        }],
     });
     failed.messages.push(Message::ToolResult(ToolResult {
         call_id: "c1".into(),
@@ -105,7 +134,10 @@ async fn time_questions_call_the_clock_with_a_timezone_when_named() {
         content: "unknown timezone".into(),
         is_error: true,
     }));
-    assert_eq!(collect(model.stream(failed)).await.text(), "The clock tool failed: unknown timezone.");
+    assert_eq!(
+        collect(model.stream(failed)).await.text(),
+        "The clock tool failed: unknown timezone."
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -128,7 +160,10 @@ async fn summarizes_deterministically() {
     for i in 0..60 {
         request.messages.push(Message::user_named(
             if i % 2 == 0 { "Alice" } else { "Bob" },
-            format!("message number {i} talks about topic {} at some length here", i % 7),
+            format!(
+                "message number {i} talks about topic {} at some length here",
+                i % 7
+            ),
         ));
     }
     request.messages.push(Message::user("Please summarize."));
@@ -139,7 +174,10 @@ async fn summarizes_deterministically() {
     let text = first.text();
     assert!(text.starts_with("Summary of 60 lines: "), "{text}");
     // The newest lines are kept, each cut short.
-    assert!(text.contains("Bob: message number 59 talks about topic 3 at…"), "{text}");
+    assert!(
+        text.contains("Bob: message number 59 talks about topic 3 at…"),
+        "{text}"
+    );
     assert!(!text.contains("message number 0 "), "{text}");
 }
 
@@ -154,7 +192,10 @@ async fn streams_at_the_configured_pace_and_reports_usage() {
     let content = outcome.events.iter().filter(|e| e.is_content()).count();
     assert!(content > 20, "{content}");
     // 20 tokens per second: 50 ms between content events.
-    assert_eq!(start.elapsed(), Duration::from_millis(50) * (content as u32 - 1));
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(50) * (content as u32 - 1)
+    );
     let usage = outcome.usage().unwrap();
     assert_eq!(usage.input_tokens, tokens().request(&request) as u64);
     assert_eq!(usage.output_tokens, content as u64);
@@ -165,7 +206,10 @@ async fn streams_at_the_configured_pace_and_reports_usage() {
 #[tokio::test(start_paused = true)]
 async fn fault_directives_need_explicit_permission() {
     let refused = Models::build(
-        &[ModelConfig { faults: true, ..ModelConfig::demo() }],
+        &[ModelConfig {
+            faults: true,
+            ..ModelConfig::demo()
+        }],
         &ModelsContext {
             http: http(),
             tokens: tokens(),
@@ -174,11 +218,19 @@ async fn fault_directives_need_explicit_permission() {
             secrets: &secrets(),
         },
     );
-    assert!(matches!(refused, Err(ModelConfigError::FaultsNotAllowed(_))));
+    assert!(matches!(
+        refused,
+        Err(ModelConfigError::FaultsNotAllowed(_))
+    ));
 
     // Without `faults = true` a directive is just text.
     let models = demo(0.0, false);
-    let outcome = collect(models.default_model().stream(ask(&models, "[fault:429] hi"))).await;
+    let outcome = collect(
+        models
+            .default_model()
+            .stream(ask(&models, "[fault:429] hi")),
+    )
+    .await;
     outcome.expect_ok();
 }
 
@@ -186,8 +238,16 @@ async fn fault_directives_need_explicit_permission() {
 async fn injected_429_is_retried_then_fails_with_rate_limited() {
     let models = demo(0.0, true);
     let start = Instant::now();
-    let outcome = collect(models.default_model().stream(ask(&models, "[fault:429] hi"))).await;
-    assert_eq!(outcome.error.as_ref().map(ProviderError::code), Some("rate_limited"));
+    let outcome = collect(
+        models
+            .default_model()
+            .stream(ask(&models, "[fault:429] hi")),
+    )
+    .await;
+    assert_eq!(
+        outcome.error.as_ref().map(ProviderError::code),
+        Some("rate_limited")
+    );
     assert_eq!(outcome.retries().len(), 3);
     // Each retry waited the Retry-After of 1 s.
     assert_eq!(start.elapsed(), Duration::from_secs(3));
@@ -196,9 +256,17 @@ async fn injected_429_is_retried_then_fails_with_rate_limited() {
 #[tokio::test(start_paused = true)]
 async fn injected_stall_after_content_times_out() {
     let models = demo(0.0, true);
-    let outcome = collect(models.default_model().stream(ask(&models, "[fault:stall-after:3] hi"))).await;
+    let outcome = collect(
+        models
+            .default_model()
+            .stream(ask(&models, "[fault:stall-after:3] hi")),
+    )
+    .await;
     assert_eq!(outcome.events.iter().filter(|e| e.is_content()).count(), 3);
-    assert_eq!(outcome.error, Some(ProviderError::IdleTimeout(Duration::from_secs(30))));
+    assert_eq!(
+        outcome.error,
+        Some(ProviderError::IdleTimeout(Duration::from_secs(30)))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -210,8 +278,14 @@ async fn injected_tool_loop_repeats_the_same_call() {
         let outcome = collect(model.stream(request.clone())).await;
         let calls = outcome.completed_calls();
         assert_eq!(calls.len(), 1, "round {round}");
-        assert_eq!((calls[0].name.as_str(), &calls[0].arguments), ("clock", &json!({})));
-        request.messages.push(Message::Assistant { text: String::new(), tool_calls: calls.clone() });
+        assert_eq!(
+            (calls[0].name.as_str(), &calls[0].arguments),
+            ("clock", &json!({}))
+        );
+        request.messages.push(Message::Assistant {
+            text: String::new(),
+            tool_calls: calls.clone(),
+        });
         request.messages.push(Message::ToolResult(ToolResult {
             call_id: calls[0].id.clone(),
             name: "clock".into(),
@@ -249,5 +323,15 @@ async fn events_come_in_the_documented_order() {
         .collect();
     let mut order = kinds.clone();
     order.dedup();
-    assert_eq!(order, ["reasoning", "started", "arguments", "completed", "usage", "finished"]);
+    assert_eq!(
+        order,
+        [
+            "reasoning",
+            "started",
+            "arguments",
+            "completed",
+            "usage",
+            "finished"
+        ]
+    );
 }

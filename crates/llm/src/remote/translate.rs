@@ -12,12 +12,12 @@ use futures_util::StreamExt;
 use genai::chat::{ChatStream, ChatStreamEvent, StopReason, StreamEnd, ToolCall as GenaiToolCall};
 use serde_json::Value;
 
-use super::classify;
 use super::Redactor;
+use super::classify;
+use crate::ProviderError;
 use crate::event::{EventStream, FinishReason, StreamEvent, Usage};
 use crate::request::{ChatRequest, ToolCall};
 use crate::tokens::TokenCounter;
-use crate::ProviderError;
 
 /// A call being streamed: what has been passed on so far.
 struct CallProgress {
@@ -110,11 +110,15 @@ impl Translation {
             ChatStreamEvent::Start => {}
             ChatStreamEvent::Chunk(chunk) if !chunk.content.is_empty() => {
                 self.output.push_str(&chunk.content);
-                self.pending.push_back(Ok(StreamEvent::TextDelta { text: chunk.content }));
+                self.pending.push_back(Ok(StreamEvent::TextDelta {
+                    text: chunk.content,
+                }));
             }
             ChatStreamEvent::ReasoningChunk(chunk) if !chunk.content.is_empty() => {
                 self.output.push_str(&chunk.content);
-                self.pending.push_back(Ok(StreamEvent::ReasoningDelta { text: chunk.content }));
+                self.pending.push_back(Ok(StreamEvent::ReasoningDelta {
+                    text: chunk.content,
+                }));
             }
             ChatStreamEvent::Chunk(_)
             | ChatStreamEvent::ReasoningChunk(_)
@@ -163,7 +167,11 @@ impl Translation {
         };
         if !delta.is_empty() {
             progress.arguments.push_str(&delta);
-            self.pending.push_back(Ok(StreamEvent::ToolCallArgumentsDelta { id: progress.id.clone(), delta }));
+            self.pending
+                .push_back(Ok(StreamEvent::ToolCallArgumentsDelta {
+                    id: progress.id.clone(),
+                    delta,
+                }));
         }
     }
 
@@ -180,13 +188,19 @@ impl Translation {
         for call in calls {
             let arguments = parse_arguments(&call.arguments);
             self.pending.push_back(Ok(StreamEvent::ToolCallCompleted {
-                call: ToolCall { id: call.id, name: call.name, arguments },
+                call: ToolCall {
+                    id: call.id,
+                    name: call.name,
+                    arguments,
+                },
             }));
         }
         let usage = self.usage(&end);
         self.pending.push_back(Ok(StreamEvent::Usage { usage }));
         let reason = match stop {
-            StopReason::Completed(_) | StopReason::StopSequence(_) if has_calls => FinishReason::ToolCalls,
+            StopReason::Completed(_) | StopReason::StopSequence(_) if has_calls => {
+                FinishReason::ToolCalls
+            }
             StopReason::Completed(_) | StopReason::StopSequence(_) => FinishReason::Stop,
             StopReason::MaxTokens(_) => FinishReason::Length,
             StopReason::ToolCall(_) => FinishReason::ToolCalls,
@@ -201,7 +215,10 @@ impl Translation {
         let reported = end.captured_usage.as_ref().and_then(|u| {
             let input = u.prompt_tokens?;
             let output = u.completion_tokens.unwrap_or(0);
-            let reasoning = u.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens);
+            let reasoning = u
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens);
             Some(Usage {
                 input_tokens: input.max(0) as u64,
                 output_tokens: output.max(0) as u64,
