@@ -1,7 +1,7 @@
 //! The axum server: one route per provider API, scripted replies, request
 //! recording, and a body that notices when the client hangs up.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     recording: Recording,
     max_recorded: usize,
     requests: Mutex<VecDeque<RecordedRequest>>,
+    /// The default answer's frames by wire, model and usage flag.
+    default_frames: Mutex<HashMap<FrameKey, Arc<[Bytes]>>>,
     hangups: AtomicUsize,
     completed: AtomicUsize,
     changed: Notify,
@@ -103,6 +105,7 @@ impl MockServer {
             recording: options.recording,
             max_recorded: options.max_recorded,
             requests: Mutex::new(VecDeque::new()),
+            default_frames: Mutex::new(HashMap::new()),
             hangups: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
             changed: Notify::new(),
@@ -166,6 +169,38 @@ impl MockServer {
             }
             notified.await;
         }
+    }
+}
+
+/// Which rendering of the default answer: wire, model, usage asked for.
+type FrameKey = (Wire, String, bool);
+
+/// Distinct (wire, model, usage flag) renderings kept; past it the cache starts over.
+const DEFAULT_FRAME_CACHE: usize = 64;
+
+impl Shared {
+    fn default_frames(
+        &self,
+        wire: Wire,
+        model: &str,
+        request: &Value,
+        turn: &crate::script::Turn,
+    ) -> Arc<[Bytes]> {
+        let include_usage = request
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let key = (wire, model.to_owned(), include_usage);
+        if let Some(frames) = lock(&self.default_frames).get(&key) {
+            return Arc::clone(frames);
+        }
+        let frames: Arc<[Bytes]> = wire.frames(turn, model, request).into();
+        let mut cache = lock(&self.default_frames);
+        if cache.len() >= DEFAULT_FRAME_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&frames));
+        frames
     }
 }
 
@@ -249,13 +284,22 @@ async fn handle(
                 .map(str::to_owned)
         })
         .unwrap_or_default();
-    let frames = |script: &Script| match &script.reply {
-        Reply::Stream(turn) => wire.frames(turn, &model, &request),
-        Reply::Status { .. } => Vec::new(),
+    let scripted = lock(&shared.scripts).pop_front();
+    let frames: Arc<[Bytes]> = match (&scripted, &shared.default.reply) {
+        (
+            Some(Script {
+                reply: Reply::Stream(turn),
+                ..
+            }),
+            _,
+        ) => wire.frames(turn, &model, &request).into(),
+        (Some(_), _) => Arc::from(Vec::new()),
+        // The default answer is rendered once per wire, model and usage flag:
+        // a benchmark's thousands of streams share the same frames.
+        (None, Reply::Stream(turn)) => shared.default_frames(wire, &model, &request, turn),
+        (None, Reply::Status { .. }) => Arc::from(Vec::new()),
     };
-    let script = lock(&shared.scripts).pop_front();
-    let script = script.unwrap_or_else(|| shared.default.clone());
-    let mut frames = frames(&script);
+    let script = scripted.unwrap_or_else(|| shared.default.clone());
     if shared.recording == Recording::All {
         let mut requests = lock(&shared.requests);
         if requests.len() >= shared.max_recorded {
@@ -298,6 +342,33 @@ async fn handle(
         }
         return response;
     }
+    let (frames, stall) = apply_faults(&script, wire, frames);
+    let body = TrackedBody {
+        frames,
+        next: 0,
+        delay: script.chunk_delay,
+        next_at: None,
+        stall,
+        shared,
+        ended: false,
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The frames after the script's faults, and whether to stall after them.
+fn apply_faults(script: &Script, wire: Wire, frames: Arc<[Bytes]>) -> (Arc<[Bytes]>, bool) {
+    let faulty = script.malformed_at.is_some()
+        || script.error_after.is_some()
+        || script.close_after.is_some()
+        || script.stall_after.is_some();
+    if !faulty {
+        return (frames, false);
+    }
+    let mut frames = frames.to_vec();
     if let Some(index) = script.malformed_at
         && index < frames.len()
     {
@@ -317,19 +388,7 @@ async fn handle(
         }
         _ => false,
     };
-    let body = TrackedBody {
-        frames: frames.into(),
-        delay: script.chunk_delay,
-        next_at: None,
-        stall,
-        shared,
-        ended: false,
-    };
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    (frames.into(), stall)
 }
 
 /// Counts a hang-up if the handler is dropped while holding the headers back.
@@ -355,7 +414,9 @@ impl Drop for HeadersGuard {
 
 /// The frames of one stream, paced, counting a client that leaves early.
 struct TrackedBody {
-    frames: VecDeque<Bytes>,
+    /// Shared between streams of the same default answer.
+    frames: Arc<[Bytes]>,
+    next: usize,
     delay: Duration,
     /// When the next frame is due; one timer reused for the whole stream.
     next_at: Option<Pin<Box<Sleep>>>,
@@ -375,9 +436,10 @@ impl Stream for TrackedBody {
         {
             return Poll::Pending;
         }
-        match this.frames.pop_front() {
+        match this.frames.get(this.next).cloned() {
             Some(frame) => {
-                if !this.delay.is_zero() && !this.frames.is_empty() {
+                this.next += 1;
+                if !this.delay.is_zero() && this.next < this.frames.len() {
                     // Paced from the previous deadline, so N frames/s holds without drift.
                     match this.next_at.as_mut() {
                         Some(sleep) => {
