@@ -8,10 +8,10 @@ use crate::config::{
     FaultInjection, ModelConfig, ModelConfigError, Prices, ProviderKind, Resilience,
 };
 use crate::demo::{DemoFaults, DemoProvider};
-use crate::event::EventStream;
+use crate::event::{EventStream, Usage};
 use crate::provider::Provider;
 use crate::remote::{RemoteProvider, RemoteSettings};
-use crate::request::ChatRequest;
+use crate::request::{ChatRequest, ToolDefinition};
 use crate::resilience::{self, Target};
 use crate::secret::SecretSource;
 use crate::tokens::TokenCounter;
@@ -116,6 +116,12 @@ impl Models {
         &self.models[0]
     }
 
+    /// What `usage` cost on the named model (e.g. the fallback a stream
+    /// switched to); `None` for an unknown name.
+    pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
+        self.get(model).map(|m| m.prices().cost(usage))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Model> {
         self.models.iter()
     }
@@ -171,6 +177,17 @@ impl Model {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Tokens left for the system prompt and the history: the context window
+    /// minus the output budget, the tool schemas and a 10 % margin (token
+    /// counts are estimates for most providers).
+    pub fn prompt_budget(&self, tokens: &TokenCounter, tools: &[ToolDefinition]) -> usize {
+        let window = self.config.context_window as usize;
+        window
+            .saturating_sub(self.config.max_output_tokens as usize)
+            .saturating_sub(tokens.tools(tools))
+            .saturating_sub(window / 10)
     }
 
     /// An empty request for this model: the caller adds system, messages and tools.

@@ -253,7 +253,34 @@ fn names_follow_the_configuration_order_and_fallbacks_resolve() {
 }
 
 #[test]
+fn prompt_budget_leaves_room_for_output_tools_and_a_margin() {
+    let models = try_build(&[openai("a")]).unwrap();
+    let model = models.get("a").unwrap();
+    // 16,000 window - 1,000 output - 1,600 margin.
+    assert_eq!(model.prompt_budget(&tokens(), &[]), 13_400);
+    let tools = [calculator(), clock()];
+    let with_tools = model.prompt_budget(&tokens(), &tools);
+    assert_eq!(with_tools, 13_400 - tokens().tools(&tools));
+    assert!(with_tools < 13_400);
+}
+
+#[test]
 fn cost_follows_the_prices() {
+    let models = try_build(&[ModelConfig {
+        input_price_per_million: 1.0,
+        output_price_per_million: 4.0,
+        ..openai("a")
+    }])
+    .unwrap();
+    let usage = Usage {
+        input_tokens: 2_000_000,
+        output_tokens: 1_000_000,
+        reasoning_tokens: None,
+        estimated: false,
+    };
+    assert_eq!(models.cost("a", &usage), Some(6.0));
+    assert_eq!(models.cost("nope", &usage), None);
+
     let prices = Prices {
         input_per_million: 2.0,
         output_per_million: 8.0,

@@ -42,6 +42,8 @@ for_each_wire!(
     in_stream_error_event_is_an_error,
     dropping_the_stream_hangs_up,
     api_key_never_shows_in_errors,
+    context_length_is_final,
+    a_long_retry_after_goes_straight_to_the_fallback,
 );
 
 async fn text_reasoning_and_usage(wire: Wire) {
@@ -532,4 +534,92 @@ async fn api_key_never_shows_in_errors(wire: Wire) {
     let shown = format!("{error} {error:?} {:?}", outcome.events);
     assert!(!shown.contains(API_KEY), "{shown}");
     assert_eq!(mock.requests().len(), 1, "auth errors are not retried");
+}
+
+async fn context_length_is_final(wire: Wire) {
+    let mock = MockServer::start().await.unwrap();
+    let models = models_on(&mock, wire);
+    mock.push(Script::status(400));
+    let outcome = collect(
+        models
+            .get("primary")
+            .unwrap()
+            .stream(request(&models, "primary", "hi")),
+    )
+    .await;
+    let error = outcome.error.clone().expect("an error");
+    assert_eq!(error.code(), "context_length", "{error:?}");
+    assert!(outcome.retries().is_empty() && outcome.fell_back().is_none());
+    assert_eq!(mock.requests().len(), 1);
+}
+
+async fn a_long_retry_after_goes_straight_to_the_fallback(wire: Wire) {
+    let mock = MockServer::start().await.unwrap();
+    let models = models_on(&mock, wire);
+    mock.push(Script::status(429).retry_after(3600));
+    mock.push(Script::text("backup answer"));
+    let start = Instant::now();
+    let outcome = collect(
+        models
+            .get("primary")
+            .unwrap()
+            .stream(request(&models, "primary", "hi")),
+    )
+    .await;
+    outcome.expect_ok();
+    assert!(outcome.retries().is_empty());
+    assert_eq!(outcome.fell_back().as_deref(), Some("backup"));
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(outcome.text(), "backup answer");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_provider_is_retried_then_the_fallback_answers() {
+    let mock = MockServer::start().await.unwrap();
+    // A port nobody listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut primary = remote_config("primary", "mock-model", Wire::OpenAi, &mock);
+    primary.base_url = Some(format!("http://{closed}/v1/"));
+    primary.fallback = Some("backup".into());
+    let backup = remote_config("backup", "backup-model", Wire::OpenAi, &mock);
+    let models = build(&[primary, backup], chorus_llm::FaultInjection::Refused);
+    mock.push(Script::text("reachable"));
+    let outcome = collect(
+        models
+            .get("primary")
+            .unwrap()
+            .stream(request(&models, "primary", "hi")),
+    )
+    .await;
+    outcome.expect_ok();
+    assert_eq!(outcome.text(), "reachable");
+    let retries = outcome.retries();
+    assert_eq!(retries.len(), 3, "{:?}", outcome.events);
+    assert!(retries.iter().all(|r| r.2 == "provider_error"));
+    assert_eq!(outcome.fell_back().as_deref(), Some("backup"));
+    assert_eq!(mock.requests().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overload_event_before_any_content_is_retried() {
+    let mock = MockServer::start().await.unwrap();
+    let models = models_on(&mock, Wire::Anthropic);
+    // `message_start` and `ping`, then `event: error` (overloaded_error).
+    mock.push(Script::text("lost").error_after(2));
+    mock.push(Script::text("second wind"));
+    let outcome = collect(
+        models
+            .get("primary")
+            .unwrap()
+            .stream(request(&models, "primary", "hi")),
+    )
+    .await;
+    outcome.expect_ok();
+    assert_eq!(outcome.text(), "second wind");
+    assert_eq!(outcome.retries().len(), 1);
+    assert_eq!(mock.requests().len(), 2);
 }

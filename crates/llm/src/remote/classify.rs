@@ -202,6 +202,7 @@ fn mentions_context_length(text: &str) -> bool {
         "context length",
         "context window",
         "prompt is too long",
+        "input token count",
         "too many tokens",
         "maximum context",
     ]
