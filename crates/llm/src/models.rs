@@ -10,7 +10,7 @@ use crate::config::{
 use crate::demo::{DemoFaults, DemoProvider};
 use crate::event::{EventStream, Usage};
 use crate::provider::Provider;
-use crate::remote::{RemoteProvider, RemoteSettings};
+use crate::remote::{RemoteProvider, RemoteSettings, RemoteSetupError};
 use crate::request::{ChatRequest, ToolDefinition};
 use crate::resilience::{self, Target};
 use crate::secret::SecretSource;
@@ -341,10 +341,17 @@ fn build_provider(
         reasoning_effort: config.reasoning_effort.clone(),
     };
     let provider = RemoteProvider::new(context.http.clone(), settings, context.tokens.clone())
-        .map_err(|problem| ModelConfigError::Invalid {
-            model: config.name.clone(),
-            field: "provider",
-            problem,
+        .map_err(|error| {
+            let field = match error {
+                RemoteSetupError::UnknownReasoningEffort(_) => "reasoning_effort",
+                RemoteSetupError::MissingApiKey => "api_key_env",
+                RemoteSetupError::NotRemote | RemoteSetupError::Client(_) => "provider",
+            };
+            ModelConfigError::Invalid {
+                model: config.name.clone(),
+                field,
+                problem: error.to_string(),
+            }
         })?;
     Ok(Arc::new(provider))
 }

@@ -206,7 +206,7 @@ fn configuration_mistakes_are_refused_with_the_model_named() {
             reasoning_effort: Some("enormous".into()),
             ..openai("a")
         }]),
-        "provider"
+        "reasoning_effort"
     );
     assert_eq!(
         err(&[ModelConfig {

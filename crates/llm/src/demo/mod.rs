@@ -47,7 +47,9 @@ impl Provider for DemoProvider {
         let plan = plan::plan(&request, fault.as_ref());
         let mut steps = VecDeque::new();
         let mut output_tokens = 0usize;
-        for piece in self.tokens.pieces(&plan.reasoning) {
+        let reasoning = self.tokens.pieces(&plan.reasoning);
+        let reasoning_tokens = reasoning.len() as u64;
+        for piece in reasoning {
             output_tokens += 1;
             steps.push_back(StreamEvent::ReasoningDelta { text: piece });
         }
@@ -74,7 +76,7 @@ impl Provider for DemoProvider {
         let usage = Usage {
             input_tokens: self.tokens.request(&request) as u64,
             output_tokens: output_tokens as u64,
-            reasoning_tokens: Some(self.tokens.pieces(&plan.reasoning).len() as u64),
+            reasoning_tokens: Some(reasoning_tokens),
             estimated: false,
         };
         steps.push_back(StreamEvent::Usage { usage });

@@ -27,22 +27,20 @@ impl Redactor {
     }
 
     pub(crate) fn clean(&self, text: &str) -> String {
-        let mut out: String = text.chars().take(MESSAGE_EXCERPT_CHARS).collect();
-        if let Some(key) = &self.key {
-            let key = key.expose();
-            if !key.is_empty() {
-                out = text
-                    .replace(key, "[redacted]")
-                    .chars()
-                    .take(MESSAGE_EXCERPT_CHARS)
-                    .collect();
-                // A key's tail is how providers usually echo a wrong key.
-                if key.len() >= 8 {
-                    out = out.replace(&key[key.len() - 4..], "****");
-                }
+        let mut text = text.to_owned();
+        if let Some(key) = self
+            .key
+            .as_ref()
+            .map(ApiKey::expose)
+            .filter(|k| !k.is_empty())
+        {
+            text = text.replace(key, "[redacted]");
+            // A key's tail is how providers usually echo a wrong key.
+            if key.len() >= 8 {
+                text = text.replace(&key[key.len() - 4..], "****");
             }
         }
-        out
+        text.chars().take(MESSAGE_EXCERPT_CHARS).collect()
     }
 }
 
@@ -104,29 +102,24 @@ fn from_reqwest(e: &reqwest::Error) -> ProviderError {
         // The connection broke while the answer was arriving.
         ProviderError::Interrupted
     } else {
-        // reqwest's message names the URL, never headers; strip it anyway.
-        ProviderError::Connection(e.without_url_ref().to_string())
+        ProviderError::Connection(reqwest_message(e))
     }
 }
 
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut text = self.to_string();
-        if let Some(url) = self.url() {
-            text = text.replace(url.as_str(), "<provider>");
-        }
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+/// reqwest's message with its causes, without the URL (it never holds
+/// headers, but a URL may carry a query we do not want in logs).
+fn reqwest_message(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<provider>");
     }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub(crate) fn from_status(

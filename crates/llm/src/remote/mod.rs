@@ -47,6 +47,19 @@ enum Auth {
     Anonymous { url: String },
 }
 
+/// Why a remote provider cannot be set up.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RemoteSetupError {
+    #[error("the demo model is not a remote provider")]
+    NotRemote,
+    #[error("an API key is required (set api_key_env)")]
+    MissingApiKey,
+    #[error("unknown reasoning_effort {0:?}")]
+    UnknownReasoningEffort(String),
+    #[error("could not build the provider client: {0}")]
+    Client(String),
+}
+
 /// How to reach a remote model.
 pub struct RemoteSettings {
     pub kind: ProviderKind,
@@ -62,7 +75,7 @@ impl RemoteProvider {
         http: reqwest::Client,
         settings: RemoteSettings,
         tokens: TokenCounter,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RemoteSetupError> {
         let adapter = adapter_kind(settings.kind)?;
         let base_url = settings.base_url.map(|url| {
             if url.ends_with('/') {
@@ -75,7 +88,7 @@ impl RemoteProvider {
             None => None,
             Some(word) => Some(
                 ReasoningEffort::from_keyword(word)
-                    .ok_or_else(|| format!("unknown reasoning_effort {word:?}"))?,
+                    .ok_or_else(|| RemoteSetupError::UnknownReasoningEffort(word.to_owned()))?,
             ),
         };
         let redactor = Redactor::new(settings.api_key.as_ref());
@@ -98,9 +111,11 @@ impl RemoteProvider {
                 builder = builder.append_provider_config(adapter, Endpoint::from_owned(base));
                 Auth::Anonymous { url }
             }
-            (None, _) => return Err("an API key is required (set api_key_env)".into()),
+            (None, _) => return Err(RemoteSetupError::MissingApiKey),
         };
-        let client = builder.build().map_err(|e| e.to_string())?;
+        let client = builder
+            .build()
+            .map_err(|e| RemoteSetupError::Client(e.to_string()))?;
         Ok(RemoteProvider {
             inner: Arc::new(Inner {
                 client,
@@ -114,12 +129,12 @@ impl RemoteProvider {
     }
 }
 
-fn adapter_kind(kind: ProviderKind) -> Result<AdapterKind, String> {
+fn adapter_kind(kind: ProviderKind) -> Result<AdapterKind, RemoteSetupError> {
     match kind {
         ProviderKind::Openai | ProviderKind::Ollama => Ok(AdapterKind::OpenAI),
         ProviderKind::Gemini => Ok(AdapterKind::Gemini),
         ProviderKind::Anthropic => Ok(AdapterKind::Anthropic),
-        ProviderKind::Demo => Err("the demo model is not a remote provider".into()),
+        ProviderKind::Demo => Err(RemoteSetupError::NotRemote),
     }
 }
 
@@ -127,7 +142,8 @@ impl Provider for RemoteProvider {
     fn stream(&self, request: ChatRequest) -> EventStream {
         let inner = Arc::clone(&self.inner);
         let opening = async move {
-            let adapter = adapter_kind(inner.kind).map_err(ProviderError::Config)?;
+            let adapter =
+                adapter_kind(inner.kind).map_err(|e| ProviderError::Config(e.to_string()))?;
             let model = ModelIden::new(adapter, request.model.as_str());
             // Every wire frame, even one that yields no event (a role-only
             // chunk, a usage chunk), counts as activity for the idle timeout.
