@@ -8,6 +8,7 @@ use chorus_auth::AuthConfig;
 use chorus_chat::ChatConfig;
 use chorus_store::StoreConfig;
 use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
+use chorus_redis::RedisBrokerConfig;
 use chorus_server::{OriginPolicy, ServerConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -86,11 +87,12 @@ pub enum LogFormat {
 pub struct BrokerConfig {
     pub kind: BrokerKind,
     pub memory: MemoryBrokerConfig,
+    pub redis: RedisBrokerConfig,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        Self { kind: BrokerKind::Memory, memory: MemoryBrokerConfig::default() }
+        Self { kind: BrokerKind::Memory, memory: MemoryBrokerConfig::default(), redis: RedisBrokerConfig::default() }
     }
 }
 
@@ -99,6 +101,8 @@ impl Default for BrokerConfig {
 pub enum BrokerKind {
     /// One process: fan-out, history and presence in memory.
     Memory,
+    /// Several nodes sharing one Redis (`[broker.redis]`).
+    Redis,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +163,14 @@ impl Config {
             if !(v.is_finite() && v > 0.0) {
                 return bad(format!("rate_limits.{name} must be a positive number"));
             }
+        }
+        if self.broker.kind == BrokerKind::Redis
+            && let Err(m) = self.broker.redis.validate()
+        {
+            return bad(m);
+        }
+        if self.node_id.as_deref().is_some_and(|n| n.is_empty() || n.contains(['\n', '\t', '{', '}', ' '])) {
+            return bad("node_id must be non-empty, without whitespace or braces".into());
         }
         let t = &self.timing;
         if t.ping_interval.is_zero() || t.pong_timeout.is_zero() || t.stale_after.is_zero() || t.cleanup_interval.is_zero() {

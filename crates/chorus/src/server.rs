@@ -96,6 +96,17 @@ impl Server {
         let node = config.node_id.as_deref().map_or_else(NodeId::random, NodeId::new);
         let backplane = match config.broker.kind {
             BrokerKind::Memory => Backplane::memory(Arc::new(MemoryBroker::new(config.broker.memory.clone()))),
+            BrokerKind::Redis => {
+                let metrics = chorus_redis::RedisMetrics::default();
+                let redis = chorus_redis::RedisBroker::connect(config.broker.redis.clone(), node.clone(), Arc::new(SystemClock), metrics)
+                    .await
+                    .context("configuring the Redis broker")?;
+                redis.register_metrics(&mut registry);
+                if let chorus_redis::Mode::Degraded { reason, .. } = redis.mode() {
+                    tracing::warn!(%reason, "Redis is not reachable yet; starting degraded and retrying");
+                }
+                redis.backplane()
+            }
         };
         tracing::info!(kind = ?config.broker.kind, "broker ready");
 
