@@ -161,9 +161,20 @@ impl Broker for RedisBroker {
     async fn listen(&self, node: &NodeId, channel: &ChannelName) -> Result<(), BrokerError> {
         let i = &self.0;
         i.local.listen(node, channel).await?;
-        i.listened.lock().insert(channel.clone());
-        if i.is_up()
-            && let Err(e) = i.subscriber().subscribe(i.keys.events(channel)).await
+        // The mode is read under the set's lock: either this sees Redis back,
+        // or the recovery's snapshot of the set includes this channel.
+        let up = {
+            let mut listened = i.listened.lock();
+            listened.insert(channel.clone());
+            i.is_up()
+        };
+        // In effect on return: the hub reads history only afterwards.
+        let subscribed = async {
+            i.subscriber().subscribe(i.keys.events(channel)).await?;
+            i.pubsub_barrier().await
+        };
+        if up
+            && let Err(e) = subscribed.await
         {
             // Degraded now; the recovery subscribes every listened channel.
             let _ = i.fail("subscribe", &e);
@@ -175,8 +186,12 @@ impl Broker for RedisBroker {
         let i = &self.0;
         i.listened.lock().remove(channel);
         i.local.unlisten(node, channel).await?;
+        let unsubscribed = async {
+            i.subscriber().unsubscribe(i.keys.events(channel)).await?;
+            i.pubsub_barrier().await
+        };
         if i.is_up()
-            && let Err(e) = i.subscriber().unsubscribe(i.keys.events(channel)).await
+            && let Err(e) = unsubscribed.await
         {
             let _ = i.fail("unsubscribe", &e);
         }

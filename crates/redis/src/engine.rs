@@ -240,10 +240,9 @@ impl Inner {
     }
 
     pub fn mark_up(&self) {
-        *self.pubsub_trouble.lock() = None;
         let mut mode = self.mode.write();
         if *mode != Mode::Up {
-            tracing::info!("Redis reachable again: resynced, normal mode");
+            tracing::info!("Redis reachable: normal mode (resyncing this node)");
             *mode = Mode::Up;
             self.metrics.up.set(1);
         }
@@ -274,6 +273,13 @@ impl Inner {
             self.mark_down(&reason);
         }
         BrokerError::Unavailable(reason)
+    }
+
+    /// Waits until Redis has processed every (un)subscribe sent so far on the
+    /// pub/sub connection: the client library completes those when written,
+    /// and Redis answers a PING on the same connection only after them.
+    pub async fn pubsub_barrier(&self) -> Result<(), Error> {
+        self.subscriber().ping::<Value>(None).await.map(|_| ())
     }
 
     pub async fn load_scripts(&self) -> Result<(), Error> {

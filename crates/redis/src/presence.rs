@@ -26,9 +26,10 @@ impl PresenceStore for RedisBroker {
             if !list.iter().any(|e| e.conn == entry.conn) {
                 list.push(entry.clone());
             }
-            first
+            (first, i.is_up())
         };
-        if !i.is_up() {
+        let (first_here, up) = first_here;
+        if !up {
             return Err(unavailable());
         }
         // Indexed first, so a sweep of this node after a crash finds the entry.

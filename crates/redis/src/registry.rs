@@ -54,9 +54,10 @@ impl ConnectionRegistry for RedisBroker {
             let mut map = i.mirror.registry.lock();
             let list = map.entry(user.clone()).or_default();
             list.push(entry.clone());
-            list.len() == 1
+            (list.len() == 1, i.is_up())
         };
-        if i.is_up() {
+        let (first_here, up) = first_here;
+        if up {
             let result = async {
                 if first_here {
                     i.redis().sadd::<(), _, _>(i.keys.node_users(i.node.as_str()), user.as_str()).await.map_err(|e| i.fail("registry", &e))?;

@@ -134,6 +134,10 @@ impl Inner {
         self.fetch_run_id().await.map_err(|e| r("info", e))?;
         self.load_scripts().await.map_err(|e| r("script load", e))?;
         self.heartbeat().await.map_err(Failure::Commands)?;
+        // Commands work: from here on everything new goes through Redis, and
+        // what was done before is in the snapshots taken below (a listen,
+        // join or register reads the mode under the same locks).
+        self.mark_up();
         if !self.pubsub.is_connected() {
             return Err(Failure::PubSub("pub/sub connection not established".into()));
         }
@@ -146,6 +150,7 @@ impl Inner {
         for batch in names.chunks(SUBSCRIBE_BATCH) {
             self.subscriber().subscribe(batch.to_vec()).await.map_err(|e| Failure::PubSub(format!("subscribe: {e}")))?;
         }
+        self.pubsub_barrier().await.map_err(|e| Failure::PubSub(format!("subscribe: {e}")))?;
         {
             let mut p = self.probes.lock();
             p.heard = p.sent;
@@ -163,7 +168,7 @@ impl Inner {
 
         self.resync_registry().await.map_err(Failure::Commands)?;
         self.resync_presence().await.map_err(Failure::Commands)?;
-        self.mark_up();
+        *self.pubsub_trouble.lock() = None;
         self.check_positions(listened).await;
         Ok(())
     }

@@ -10,6 +10,7 @@ use chorus_core::clock::{ManualClock, SystemClock};
 use chorus_core::config::{Limits, NamespaceConfig, RateLimits, SubscribeRule, Timing};
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
+
 use chorus_protocol::CloseCode;
 use chorus_redis::{RedisBroker, RedisMetrics};
 use serde_json::{Value, json};
@@ -113,6 +114,16 @@ async fn a_recovery_storm_onto_other_nodes_recovers_exactly() {
     }
 }
 
+/// Waits for a presence event about `user` (others, e.g. one's own join, pass by).
+async fn presence_event(c: &mut Client, kind: &str, user: &str) {
+    loop {
+        let f = c.frame().await;
+        if f["type"] == kind && f["data"]["user_id"] == user {
+            return;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_and_the_per_user_limit_span_the_nodes() {
     let redis = RedisServer::start();
@@ -122,8 +133,7 @@ async fn presence_and_the_per_user_limit_span_the_nodes() {
     watcher.request(json!({"type": "subscribe", "channel": "chat:p"})).await;
     let mut first = Client::open(&a.0, &token("alice", &[])).await;
     first.request(json!({"type": "subscribe", "channel": "chat:p"})).await;
-    let joined = watcher.until("presence_joined").await.pop().unwrap();
-    assert_eq!(joined["data"]["user_id"], "alice");
+    presence_event(&mut watcher, "presence_joined", "alice").await;
     let r = watcher.request(json!({"type": "presence", "channel": "chat:p"})).await;
     assert_eq!(r["result"]["users"], json!([{"user_id": "alice", "connections": 1}, {"user_id": "wendy", "connections": 1}]));
 
@@ -138,8 +148,7 @@ async fn presence_and_the_per_user_limit_span_the_nodes() {
         }
     }
     drop(first);
-    let left = watcher.until("presence_left").await.pop().unwrap();
-    assert_eq!(left["data"]["user_id"], "alice");
+    presence_event(&mut watcher, "presence_left", "alice").await;
 }
 
 /// Every client ends with each published event, or with an explicit
@@ -161,7 +170,7 @@ fn check_no_silent_gap(frames: &[Value]) -> Result<(), String> {
                     }
                     epoch = e.clone();
                 }
-                let prev = last.get(&e).copied().unwrap_or(o - 1);
+                let prev = last.get(&e).copied().unwrap_or(o.saturating_sub(1));
                 if o != prev + 1 {
                     return Err(format!("gap in epoch {e}: {prev} then {o}"));
                 }
@@ -171,6 +180,28 @@ fn check_no_silent_gap(frames: &[Value]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Reads frames until `done` says the client holds `target`: the event
+/// itself, or a `recovery_failed` at or past it (then it refetches).
+async fn read_until_covered(c: &mut Client, frames: &mut Vec<Value>, target: &chorus_core::publication::Publication) {
+    loop {
+        let f = c.frame().await;
+        let covered = match f["type"].as_str() {
+            Some("recovery_failed") => f["epoch"] == *target.epoch && f["offset"].as_u64().is_some_and(|o| o >= target.offset),
+            _ => f["epoch"] == *target.epoch && f["offset"] == target.offset,
+        };
+        frames.push(f);
+        if covered {
+            return;
+        }
+    }
+}
+
+async fn publish_one(hub: &Hub, n: u64) -> Arc<chorus_core::publication::Publication> {
+    let ch = chorus_protocol::ChannelName::parse("wide:s").unwrap();
+    let data = chorus_protocol::Payload::from_value(&json!({ "n": n })).unwrap();
+    hub.publish(&ch, chorus_core::publication::Draft::new(chorus_protocol::EventType::Publication, data)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,40 +214,38 @@ async fn redis_killed_mid_stream_local_delivery_goes_on_and_nothing_is_lost_sile
     for c in [&mut on_a, &mut on_b] {
         c.request(json!({"type": "subscribe", "channel": "wide:s"})).await;
     }
+    let (mut frames_a, mut frames_b) = (Vec::new(), Vec::new());
+    let mut last = None;
     for n in 1..=5 {
-        publish(&a.0.hub, "wide:s", n).await;
+        last = Some(publish_one(&a.0.hub, n).await);
     }
-    assert_eq!(read_ns(&mut on_a, 5).await, [1, 2, 3, 4, 5]);
-    assert_eq!(read_ns(&mut on_b, 5).await, [1, 2, 3, 4, 5]);
+    let last = last.unwrap();
+    read_until_covered(&mut on_a, &mut frames_a, &last).await;
+    read_until_covered(&mut on_b, &mut frames_b, &last).await;
 
     redis.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(matches!(a.0.hub.broker_health(), chorus_core::broker::Health::Degraded { .. }));
-    for n in 6..=8 {
-        publish(&a.0.hub, "wide:s", n).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !matches!(a.0.hub.broker_health(), chorus_core::broker::Health::Degraded { .. }) {
+        assert!(tokio::time::Instant::now() < deadline, "not degraded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(read_ns(&mut on_a, 3).await, [6, 7, 8], "local delivery goes on");
+    // Local delivery goes on, on a local epoch: the client is told to
+    // refetch once (the epoch changed), then gets the local events live.
+    let local = publish_one(&a.0.hub, 6).await;
+    assert_ne!(local.epoch, last.epoch);
+    read_until_covered(&mut on_a, &mut frames_a, &local).await;
+    let next = publish_one(&a.0.hub, 7).await;
+    read_until_covered(&mut on_a, &mut frames_a, &next).await;
+    assert_eq!(frames_a.last().and_then(n_of), Some(7), "a live local event: {:?}", frames_a.last());
+
     redis.restart();
     assert!(a.1.until_up(Duration::from_secs(5)).await && b.1.until_up(Duration::from_secs(5)).await);
-    for n in 9..=10 {
-        publish(&a.0.hub, "wide:s", n).await;
-    }
-    for c in [&mut on_a, &mut on_b] {
-        let mut frames = Vec::new();
-        loop {
-            let f = c.frame().await;
-            let done = n_of(&f) == Some(10);
-            frames.push(f);
-            if done {
-                break;
-            }
-        }
-        check_no_silent_gap(&frames).unwrap();
-        // What the client holds afterwards: every event it saw, and for the
-        // rest a `recovery_failed` telling it to refetch.
-        let failed = frames.iter().any(|f| f["type"] == "recovery_failed");
-        let seen: Vec<u64> = frames.iter().filter_map(n_of).collect();
-        assert!(failed || seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
-        assert!(failed, "the epoch changed (Redis restarted empty): the client must be told to refetch");
+    publish_one(&a.0.hub, 8).await;
+    let end = publish_one(&a.0.hub, 9).await;
+    read_until_covered(&mut on_a, &mut frames_a, &end).await;
+    read_until_covered(&mut on_b, &mut frames_b, &end).await;
+    for frames in [&frames_a, &frames_b] {
+        check_no_silent_gap(frames).unwrap_or_else(|e| panic!("{e}: {frames:?}"));
+        assert!(frames.iter().any(|f| f["type"] == "recovery_failed"), "Redis restarted empty: the client must be told to refetch");
     }
 }

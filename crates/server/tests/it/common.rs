@@ -33,6 +33,9 @@ pub struct Options {
     pub server: ServerConfig,
     /// Share one broker between servers (multi-node tests).
     pub broker: Option<Arc<MemoryBroker>>,
+    /// Another engine and the node it serves (multi-node tests over Redis);
+    /// takes the place of `broker`.
+    pub backplane: Option<(NodeId, Backplane)>,
     /// The `[auth]` the verifier and API keys are built from (auth tests).
     /// Default: HS256 with [`SECRET`], [`API_KEY`], no leeway.
     pub auth: Option<AuthConfig>,
@@ -72,6 +75,7 @@ impl Default for Options {
             origins: OriginPolicy::default(),
             server: ServerConfig { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServerConfig::default() },
             broker: None,
+            backplane: None,
             auth: None,
         }
     }
@@ -118,12 +122,13 @@ impl TestServer {
         let (_limits_tx, limits_rx) = watch::channel(opts.limits.clone());
         let (_rates_tx, rates_rx) = watch::channel(opts.rates.clone());
         let (origins_tx, origins_rx) = watch::channel(opts.origins.clone());
+        let (node, backplane) = opts.backplane.clone().unwrap_or_else(|| (NodeId::random(), Backplane::memory(broker.clone())));
         let hub = Hub::start(HubParts {
-            config: HubConfig { node: NodeId::random(), timing: opts.timing.clone() },
+            config: HubConfig { node, timing: opts.timing.clone() },
             access: AccessPolicy::new(opts.namespaces.clone(), None),
             limits: limits_rx,
             rates: rates_rx,
-            backplane: Backplane::memory(broker.clone()),
+            backplane,
             metrics: core_metrics,
             clock: Arc::new(SystemClock),
         })
