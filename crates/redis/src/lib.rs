@@ -58,8 +58,9 @@ impl RedisBroker {
         let wait = inner.cfg.command_timeout * 4;
         // Both start their reconnect loops; a Redis that is down now is
         // retried in the background.
-        let _ = inner.commands.connect();
-        let _ = inner.pubsub.connect();
+        // The handles are the connection tasks; dropping them detaches, not stops.
+        drop(inner.commands.connect());
+        drop(inner.pubsub.connect());
         let _ = tokio::time::timeout(wait, inner.commands.wait_for_connect()).await;
         let _ = tokio::time::timeout(wait, inner.pubsub.wait_for_connect()).await;
         Ok(Self(inner))

@@ -51,11 +51,11 @@ impl Inner {
             if let Some((id, body)) = text.split_once('\n') {
                 self.apply_control(id, body);
             }
-        } else if name == self.keys.probe(&self.node) {
-            if let Some(n) = message.value.as_u64() {
-                let mut p = self.probes.lock();
-                p.heard = p.heard.max(n);
-            }
+        } else if name == self.keys.probe(&self.node)
+            && let Some(n) = message.value.as_u64()
+        {
+            let mut p = self.probes.lock();
+            p.heard = p.heard.max(n);
         }
     }
 
