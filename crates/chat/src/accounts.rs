@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use chorus_auth::{HmacSecret, JwtVerifier, MintRequest, mint_token};
-use chorus_core::limiter::{KeyedLimiter, Rate, Refusal};
+use chorus_core::limiter::{KeyedLimiter, Rate, RateLimited};
 use chorus_core::{Identity, TokenError, TokenVerifier, UserId};
 use chorus_protocol::timestamp::format_ms;
 use chorus_store::{NewApiKey, NewAuthSession, NewUser, Store, StoreError, User, UserRole};
@@ -164,14 +164,6 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A rate refusal as a 429 with a whole-second `Retry-After` rounded up.
-fn refused(what: &str, refusal: Refusal) -> ChatError {
-    let wait = match refusal {
-        Refusal::Rate(d) => Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)).min(Duration::from_secs(3600)),
-        Refusal::Full => Duration::from_secs(60),
-    };
-    ChatError::RateLimited { message: format!("too many {what}; retry in {} s", wait.as_secs().max(1)), retry_after: wait }
-}
 
 fn per_minute(n: u32) -> Rate {
     let n = n.max(1);
@@ -377,7 +369,7 @@ impl Accounts {
         let email = check_account(&account)?;
         if let Some(ip) = client.ip {
             let rate = per_minute(self.inner.deps.config.signups_per_address_per_minute);
-            self.inner.limiters.signup_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| refused("sign-ups from this address", r))?;
+            self.inner.limiters.signup_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| RateLimited::refused("sign-ups from this address", r, rate))?;
         }
         // Saves a hash when the answer is already known; the insert still decides races.
         if self.store().get_user_by_username(&account.username).await?.is_some() {
@@ -394,14 +386,14 @@ impl Accounts {
         let now = Instant::now();
         if let Some(ip) = ip {
             let rate = per_minute(cfg.logins_per_address_per_minute);
-            self.inner.limiters.login_address.check(&ip, rate, LIMITER_CAPACITY, now).map_err(|r| refused("login attempts from this address", r))?;
+            self.inner.limiters.login_address.check(&ip, rate, LIMITER_CAPACITY, now).map_err(|r| RateLimited::refused("login attempts from this address", r, rate))?;
         }
         let rate = per_minute(cfg.logins_per_account_per_minute);
         self.inner
             .limiters
             .login_account
             .check(&username.to_lowercase(), rate, LIMITER_CAPACITY, now)
-            .map_err(|r| refused("login attempts for this account", r))
+            .map_err(|r| RateLimited::refused("login attempts for this account", r, rate).into())
     }
 
     /// Checks a username and password and starts a login session. A wrong
@@ -505,7 +497,7 @@ impl Accounts {
         self.signer()?;
         if let Some(ip) = client.ip {
             let rate = per_minute(self.inner.deps.config.refreshes_per_address_per_minute);
-            self.inner.limiters.refresh_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| refused("token refreshes from this address", r))?;
+            self.inner.limiters.refresh_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| RateLimited::refused("token refreshes from this address", r, rate))?;
         }
         if !refresh_token.starts_with(secrets::REFRESH_PREFIX) || refresh_token.len() > secrets::MAX_SECRET_LEN {
             return Err(invalid_refresh());

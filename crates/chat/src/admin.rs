@@ -5,7 +5,7 @@
 //! end can forget it.
 
 use chorus_core::UserId;
-use chorus_core::hub::MaintenanceMode;
+use chorus_core::maintenance::MaintenanceMode;
 use chorus_protocol::CloseCode;
 use chorus_protocol::timestamp::format_ms;
 use serde::Serialize;

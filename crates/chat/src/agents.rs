@@ -22,7 +22,7 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::limiter::{KeyedLimiter, Rate, Refusal};
+use chorus_core::limiter::{KeyedLimiter, Rate, RateLimited};
 use chorus_protocol::{ChannelName, EventType};
 use chorus_store::{Agent, AgentUpdate, ChannelMember, MemberKind, MemberRef, NewAgent, StoreError};
 use serde::{Deserialize, Serialize};
@@ -251,17 +251,8 @@ impl Agents {
     fn check_rate(&self, user_id: &str) -> Result<(), ChatError> {
         let n = self.deps.config.agent_creates_per_minute.max(1);
         let rate = Rate::per_minute(f64::from(n), n);
-        self.creates.check(&user_id.to_owned(), rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| {
-            let wait = match r {
-                // Whole seconds, rounded up, for `Retry-After`.
-                Refusal::Rate(d) => Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)).min(Duration::from_secs(3600)),
-                Refusal::Full => Duration::from_secs(60),
-            };
-            ChatError::RateLimited {
-                message: format!("at most {n} agent creations per minute; retry in {} s", wait.as_secs().max(1)),
-                retry_after: wait,
-            }
-        })
+        let refused = |r| RateLimited::refused(format!("agent creations (at most {n} per minute)"), r, rate).into();
+        self.creates.check(&user_id.to_owned(), rate, LIMITER_CAPACITY, Instant::now()).map_err(refused)
     }
 
     /// `channel_member_removed` for the agent in one channel, to the room and

@@ -13,10 +13,11 @@ use chorus_protocol::{ChannelName, Command, ErrorCode, ErrorObject, EventType, P
 use crate::access::AccessError;
 use crate::broker::{BrokerError, HistoryQuery};
 use crate::connection::Connection;
-use crate::hub::{FollowUp, Hub, Lease, MaintenanceRefusal, OpenError, PublishError, SubscribeError, TypingError, UserLimiter};
+use crate::hub::{FollowUp, Hub, Lease, OpenError, PublishError, SubscribeError, TypingError, UserLimiter};
 use crate::identity::{Identity, TokenError, TokenVerifier};
 use crate::ids::Transport;
-use crate::limiter::Refusal;
+use crate::limiter::RateLimited;
+use crate::maintenance::MaintenanceRefusal;
 use crate::outbound::Outbound;
 use crate::publication::{Draft, Position};
 
@@ -83,6 +84,12 @@ impl From<SubscribeError> for CommandError {
 impl From<MaintenanceRefusal> for CommandError {
     fn from(e: MaintenanceRefusal) -> Self {
         Self::new(ErrorCode::Maintenance, e.to_string())
+    }
+}
+
+impl From<RateLimited> for CommandError {
+    fn from(e: RateLimited) -> Self {
+        Self::new(ErrorCode::RateLimited, e.to_string())
     }
 }
 
@@ -210,7 +217,7 @@ impl Executor {
             Command::Publish { channel, data } => {
                 hub.access().check_publish(&conn.identity(), &channel).await?;
                 hub.check_maintenance("publishing")?;
-                self.check_messages(conn)?;
+                hub.check_user_rate(UserLimiter::Messages, &conn.user)?;
                 let p = hub.publish(&channel, Draft::new(EventType::Publication, data)).await?;
                 ReplyBody::Published { channel: channel.to_string(), offset: p.offset, epoch: p.epoch.to_string() }
             }
@@ -284,17 +291,6 @@ impl Executor {
             if let Err(AccessError::Denied(_) | AccessError::UnknownNamespace(_)) = self.hub.access().check_subscribe(&identity, &channel).await {
                 self.hub.server_unsubscribe(conn, &channel, "the refreshed token does not allow this channel").await;
             }
-        }
-    }
-
-    fn check_messages(&self, conn: &Connection) -> Result<(), CommandError> {
-        match self.hub.check_user_rate(UserLimiter::Messages, &conn.user) {
-            Ok(()) => Ok(()),
-            Err(Refusal::Rate(wait)) => Err(CommandError::new(
-                ErrorCode::RateLimited,
-                format!("message rate limit reached; retry in {} ms", wait.as_millis()),
-            )),
-            Err(Refusal::Full) => Err(CommandError::new(ErrorCode::RateLimited, "rate limiter is full; retry later")),
         }
     }
 }

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chorus_core::access::AccessError;
 use chorus_core::hub::UserLimiter;
-use chorus_core::limiter::Refusal;
 use chorus_core::outbound::{Batch, Outgoing};
 use chorus_core::publication::Position;
 use chorus_core::supervise::catch_panic;
@@ -24,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
+use crate::admission::admit;
 use crate::credentials::bearer;
 use crate::error::ApiError;
 use crate::rest::openapi::ErrorBody;
@@ -60,7 +60,7 @@ pub async fn stream(
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref().unwrap_or(""))?;
-    crate::ws::admit(&app)?;
+    admit(app.hub())?;
     let token = bearer(&headers)
         .map(str::to_owned)
         .or(params.token)
@@ -370,13 +370,7 @@ pub async fn command(
     let token = bearer(&headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Authorization: Bearer <token> is required"))?;
     let identity = app.executor().authenticate(token).await?;
     let hub = app.hub();
-    match hub.check_user_rate(UserLimiter::Frames, &identity.user_id) {
-        Ok(()) => {}
-        Err(Refusal::Rate(wait)) => {
-            return Err(ApiError::new(ErrorCode::RateLimited, "command rate limit reached").retry_after(wait.as_secs() + 1));
-        }
-        Err(Refusal::Full) => return Err(ApiError::new(ErrorCode::RateLimited, "rate limiter is full; retry later").retry_after(1)),
-    }
+    hub.check_user_rate(UserLimiter::Frames, &identity.user_id)?;
     let conn = ConnId::parse(&id)
         .and_then(|cid| hub.connection(&identity.user_id, cid))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such connection for this user"))?;
