@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod messages;
+pub mod response_policy;
 pub mod views;
 
 use std::sync::Arc;

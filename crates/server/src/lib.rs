@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod firehose;
 pub mod health;
+pub mod health_check;
 pub mod listener;
 pub mod metrics;
 pub mod origin;
