@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod messages;
 pub mod response_policy;
+mod text;
 pub mod views;
 
 use std::sync::Arc;
