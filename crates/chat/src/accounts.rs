@@ -17,6 +17,7 @@ pub mod external;
 pub mod password;
 pub mod secrets;
 pub mod sessions;
+mod tokens;
 pub mod validate;
 
 use std::collections::HashSet;
@@ -25,10 +26,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use chorus_auth::{HmacSecret, JwtVerifier, MintRequest, mint_token};
 use chorus_core::limiter::{KeyedLimiter, Rate, RateLimited};
-use chorus_core::{Identity, TokenError, TokenVerifier, UserId};
+use chorus_core::UserId;
 use chorus_protocol::timestamp::format_ms;
 use chorus_store::{NewApiKey, NewAuthSession, NewUser, Store, StoreError, User, UserRole};
 use serde::Serialize;
@@ -36,9 +36,9 @@ use tokio::time::Instant;
 use utoipa::ToSchema;
 
 use self::cache::BoundedMap;
-use self::external::{Providers, Signer};
+use self::external::Providers;
 use self::password::Passwords;
-use self::sessions::{Activity, Ended, Sessions};
+use self::sessions::{Ended, Sessions};
 use crate::views::{ApiKeyView, SessionView, UserView};
 use crate::{Caller, ChatError, Deps};
 
@@ -568,47 +568,6 @@ impl Accounts {
         Ok(UserView::from(&user))
     }
 
-    // ------------------------------------------------------------ tokens
-
-    /// The verifier for realtime connections: the JWT checks, then the login
-    /// session (for tokens with `sid`), and the mapping of identity-provider
-    /// users to local ids.
-    pub fn token_verifier(&self) -> Arc<dyn TokenVerifier> {
-        Arc::new(AccountTokens(self.clone()))
-    }
-
-    /// Verifies a token and resolves its local user id and session; a
-    /// session check counts as activity.
-    async fn identity(&self, token: &str) -> Result<Identity, Refused> {
-        let mut identity = self.inner.jwt.verify(token).await.map_err(Refused::Token)?;
-        match external::signer(token) {
-            Signer::Local => {
-                if let Some(sid) = &identity.session_id {
-                    let verdict = self.inner.sessions.check(sid, identity.user_id.as_str(), self.now_ms(), Activity::Use).await?;
-                    verdict.map_err(|ended| Refused::Chat(ended.error()))?;
-                }
-            }
-            Signer::Provider(claims) => {
-                let id = self.inner.providers.local_id(&claims, identity.user_id.as_str()).await?;
-                identity.user_id = UserId::new(id);
-                // A provider's session ids mean nothing here.
-                identity.session_id = None;
-            }
-        }
-        Ok(identity)
-    }
-
-    /// Resolves a bearer token to the calling user.
-    pub async fn authenticate(&self, token: &str) -> Result<Caller, ChatError> {
-        let identity = self.identity(token).await.map_err(|r| match r {
-            Refused::Token(TokenError::Unavailable(m)) => ChatError::Unavailable(m),
-            Refused::Token(other) => ChatError::Unauthorized(other.to_string()),
-            Refused::Chat(e) => e,
-        })?;
-        let user = self.store().get_user(identity.user_id.as_str()).await?.ok_or_else(|| ChatError::Unauthorized("unknown user".into()))?;
-        Ok(Caller { user_id: user.id, role: user.role, session_id: identity.session_id })
-    }
-
     // ------------------------------------------------------------ API keys
 
     pub async fn create_api_key(&self, caller: &Caller, name: &str) -> Result<ApiKeyCreated, ChatError> {
@@ -690,33 +649,6 @@ impl Accounts {
         self.inner.api_keys.update(&hash, |k| k.touched = Instant::now());
         if let Err(e) = self.store().touch_api_key(id).await {
             tracing::debug!(error = %e, "recording an API key's use failed");
-        }
-    }
-}
-
-/// Why a token was not accepted: by the JWT checks, or by the accounts.
-enum Refused {
-    Token(TokenError),
-    Chat(ChatError),
-}
-
-impl From<ChatError> for Refused {
-    fn from(e: ChatError) -> Self {
-        Refused::Chat(e)
-    }
-}
-
-/// [`Accounts::token_verifier`].
-struct AccountTokens(Accounts);
-
-#[async_trait]
-impl TokenVerifier for AccountTokens {
-    async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        match self.0.identity(token).await {
-            Ok(identity) => Ok(identity),
-            Err(Refused::Token(e)) => Err(e),
-            Err(Refused::Chat(ChatError::Unavailable(m) | ChatError::Internal(m))) => Err(TokenError::Unavailable(m)),
-            Err(Refused::Chat(other)) => Err(TokenError::Invalid(other.to_string())),
         }
     }
 }
