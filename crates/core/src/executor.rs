@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chorus_protocol::reply::{ConnectedResult, HistoryResult, MessageSentResult, PresenceResult, RawFrames};
-use chorus_protocol::{ChannelName, Command, ErrorCode, ErrorObject, EventType, PROTOCOL_VERSION, Reply, ReplyBody, Request, timestamp};
+use chorus_protocol::push::ConnectedData;
+use chorus_protocol::{ChannelName, Command, ControlPush, ErrorCode, ErrorObject, EventType, PROTOCOL_VERSION, Reply, ReplyBody, Request, timestamp};
 
 use crate::access::AccessError;
 use crate::broker::{BrokerError, HistoryQuery};
@@ -152,6 +153,22 @@ impl Executor {
             expires_at: conn.expires_at_ms().map(timestamp::format_ms),
             ping_interval_ms: u64::try_from(t.ping_interval.as_millis()).unwrap_or(u64::MAX),
             pong_timeout_ms: u64::try_from(t.pong_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The `connected` push for `conn`; `commands_url` is where an SSE
+    /// stream's commands go (none for a WebSocket).
+    pub fn connected_push(&self, conn: &Connection, commands_url: Option<String>) -> ControlPush {
+        ControlPush::Connected {
+            connection_id: conn.id.to_string(),
+            user_id: conn.user.to_string(),
+            timestamp: timestamp::format_ms(self.hub.now_ms()),
+            data: ConnectedData {
+                protocol_version: PROTOCOL_VERSION,
+                node: self.hub.node().to_string(),
+                commands_url,
+                expires_at: conn.expires_at_ms().map(timestamp::format_ms),
+            },
         }
     }
 

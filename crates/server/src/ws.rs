@@ -19,8 +19,7 @@ use axum::response::Response;
 use axum::Extension;
 use chorus_core::outbound::{Batch, Outbound, Outgoing};
 use chorus_core::{Flow, Hub, Identity, Session, Transport};
-use chorus_protocol::push::ConnectedData;
-use chorus_protocol::{CloseCode, ControlPush, ErrorCode, PROTOCOL_VERSION, encode_control, timestamp};
+use chorus_protocol::{CloseCode, ErrorCode, encode_control};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -145,17 +144,7 @@ async fn run(app: AppState, sink: Sink, mut stream: SplitStream<WebSocket>, iden
         match Box::pin(session.open(identity)).await {
             Ok(conn) => {
                 record_connection(conn);
-                let push = ControlPush::Connected {
-                    connection_id: conn.id.to_string(),
-                    user_id: conn.user.to_string(),
-                    timestamp: timestamp::format_ms(hub.now_ms()),
-                    data: ConnectedData {
-                        protocol_version: PROTOCOL_VERSION,
-                        node: hub.node().to_string(),
-                        commands_url: None,
-                        expires_at: conn.expires_at_ms().map(timestamp::format_ms),
-                    },
-                };
+                let push = app.executor().connected_push(conn, None);
                 let _ = outbound.try_push(Outgoing::Control { name: push.name(), frame: encode_control(&push) });
             }
             Err(e) => {

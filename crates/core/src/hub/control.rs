@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use chorus_protocol::push::ReasonData;
-use chorus_protocol::{ChannelName, CloseCode, ControlPush, encode_control, timestamp};
+use chorus_protocol::{ChannelName, CloseCode};
 
 use super::Hub;
 use crate::broker::{BrokerError, Control};
@@ -78,13 +77,8 @@ impl Hub {
     /// Ends a subscription from the server's side and tells the client why.
     pub(crate) async fn server_unsubscribe(&self, conn: &Arc<Connection>, channel: &ChannelName, reason: &str) {
         if self.unsubscribe(conn, channel).await {
-            let push = ControlPush::Unsubscribed {
-                channel: channel.to_string(),
-                timestamp: timestamp::format_ms(self.now_ms()),
-                data: ReasonData { reason: reason.to_owned() },
-            };
             // A full queue here means a slow consumer; it is closing anyway.
-            let _ = conn.outbound.try_push(Outgoing::Unsubscribed { channel: channel.clone(), frame: encode_control(&push) });
+            let _ = conn.outbound.try_push(Outgoing::unsubscribed(channel.clone(), reason.to_owned(), self.now_ms()));
         }
     }
 }
