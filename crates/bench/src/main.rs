@@ -4,6 +4,8 @@
 //! result block with PASS/FAIL against the bar and can append a JSON line to
 //! a results file. See BENCHMARKS.md and `scripts/bench.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // The load generator: a failure should stop the run where it happens.
+
 mod conn;
 mod frame;
 mod hold;

@@ -12,6 +12,8 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod messages;
+pub mod response_policy;
+mod text;
 pub mod views;
 
 use std::sync::Arc;

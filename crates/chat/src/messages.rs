@@ -24,7 +24,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_core::UserId;
 use chorus_core::hub::{PublishError, UserLimiter};
-use chorus_core::limiter::Refusal;
 use chorus_core::publication::{Draft, Publication};
 use chorus_protocol::{ChannelName, EventType, Payload};
 use chorus_store::{
@@ -358,17 +357,7 @@ impl Messages {
     }
 
     fn check_rate(&self, user_id: &str) -> Result<(), ChatError> {
-        match self.deps.hub.check_user_rate(UserLimiter::Messages, &UserId::new(user_id)) {
-            Ok(()) => Ok(()),
-            Err(Refusal::Rate(wait)) => Err(ChatError::RateLimited {
-                message: format!("message rate limit reached; retry in {} ms", wait.as_millis()),
-                retry_after: wait.max(Duration::from_secs(1)),
-            }),
-            Err(Refusal::Full) => Err(ChatError::RateLimited {
-                message: "rate limiter is full; retry later".into(),
-                retry_after: Duration::from_secs(1),
-            }),
-        }
+        Ok(self.deps.hub.check_user_rate(UserLimiter::Messages, &UserId::new(user_id))?)
     }
 
     /// `not_found` unless the user is a member (channels are invisible to others).

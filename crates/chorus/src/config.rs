@@ -14,6 +14,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::logging::LogConfig;
+
 /// Top-level keys, the only ones `CHORUS_*` variables may set.
 const SECTIONS: &[&str] = &[
     "data_dir", "node_id", "log", "server", "cors", "limits", "rate_limits", "timing", "namespaces", "broker", "auth", "store", "chat",
@@ -57,29 +59,6 @@ impl Default for Config {
             chat: ChatConfig::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `target=level` directives: `info`, `debug`, `chorus_core=debug,info`, ...
-    pub level: String,
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Auto }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Pretty on a terminal, JSON otherwise.
-    Auto,
-    Json,
-    Pretty,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,8 @@
 //! an event committed but never fanned out is published after the restart.
 //! On SQLite and on PostgreSQL (`CHORUS_TEST_POSTGRES_URL`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@ pub mod hub;
 pub mod identity;
 pub mod ids;
 pub mod limiter;
+pub mod maintenance;
 pub mod metrics;
 pub mod outbound;
 pub mod publication;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chorus_core::broker::Control;
-use chorus_core::hub::MaintenanceMode;
+use chorus_core::maintenance::MaintenanceMode;
 use chorus_core::publication::{Draft, Position, Publication};
 use chorus_core::{ConnId, NodeId, UserId};
 use chorus_protocol::{ChannelName, CloseCode, EventType, Payload};

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -33,6 +33,7 @@ use crate::error::ApiError;
 use crate::rest::chat;
 use crate::rest::openapi::ErrorBody;
 use crate::state::AppState;
+use crate::ws_close::{linger, send_close};
 
 /// Firehose readers a node serves at once; each costs a socket write per event.
 pub const MAX_READERS: usize = 16;
@@ -40,14 +41,6 @@ pub const MAX_READERS: usize = 16;
 const MAX_CLIENT_FRAME: usize = 4 * 1024;
 /// Longest `channel` prefix: the longest channel name.
 const MAX_PREFIX: usize = MAX_NAMESPACE_LEN + 1 + MAX_ID_LEN;
-/// How long a close frame may take to reach the client.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long, after our close frame, we read what the client still sends, so
-/// the socket closes cleanly instead of being reset (which can destroy the
-/// close frame before the client reads it).
-const LINGER: Duration = Duration::from_secs(2);
-/// Frames discarded while lingering before the socket is dropped anyway.
-const LINGER_FRAMES: usize = 64;
 
 /// Query parameters (documented; parsed by hand so unknown ones are refused).
 #[derive(Debug, Default, utoipa::IntoParams)]
@@ -126,11 +119,10 @@ pub async fn upgrade(
             // Reading starts before the first frame, so nothing after it is missed.
             let firehose = hub.firehose();
             let (mut sink, mut stream) = socket.split();
-            if let Some(code) = pump(&hub, &mut sink, &mut stream, firehose, params.prefix.as_deref()).await {
-                let frame = CloseFrame { code: code.code(), reason: Utf8Bytes::from_static(code.reason()) };
-                if tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await.is_ok_and(|r| r.is_ok()) {
-                    linger(&mut stream).await;
-                }
+            if let Some(code) = pump(&hub, &mut sink, &mut stream, firehose, params.prefix.as_deref()).await
+                && send_close(&mut sink, code).await
+            {
+                linger(&mut stream).await;
             }
             tracing::debug!("firehose closed");
         })
@@ -216,22 +208,6 @@ async fn send<S: Sink<Message> + Unpin>(hub: &Hub, sink: &mut S, msg: Message, s
         () = hub.stopping() => Err(Some(CloseCode::ServiceRestart)),
         () = tokio::time::sleep(stale_after) => Err(Some(CloseCode::Stale)),
     }
-}
-
-/// Reads until the client answers our close frame (bounded in time and frames).
-async fn linger<R, E>(stream: &mut R)
-where
-    R: Stream<Item = Result<Message, E>> + Unpin,
-{
-    let drain = async {
-        for _ in 0..LINGER_FRAMES {
-            match stream.next().await {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 #[cfg(test)]

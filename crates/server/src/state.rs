@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::{OriginPolicy, ServerConfig};
 use crate::credentials::ApiKeyCheck;
-use crate::health::HealthCheck;
+use crate::health_check::HealthCheck;
 
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -61,7 +61,7 @@ pub struct AppParts {
     /// The registry every metric was registered in; rendered at `/metrics`.
     pub registry: Arc<Registry>,
     pub http_metrics: HttpMetrics,
-    /// Extra components for `/health/detailed` (store, agent runtime, ...).
+    /// Extra components for `/health/detailed` (the store, ...).
     pub health: Vec<Arc<dyn HealthCheck>>,
     /// The chat domain; without it the REST API is not mounted.
     pub chat: Option<Chat>,

@@ -2,6 +2,8 @@
 //! name checks, argument validation, result bounds, metrics, cancellation,
 //! panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chorus_core::hub::MaintenanceMode;
+use chorus_core::maintenance::MaintenanceMode;
 use chorus_store::{EventBuilder, InsertOutcome, MemberRef, Message, NewMessage, OutboxEvent};
 use chorus_testkit::WsClient;
 use chorus_testkit::db::TestEngine;

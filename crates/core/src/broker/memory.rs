@@ -1,7 +1,7 @@
 //! In-process broker, presence store and connection registry.
 //!
-//! Several hubs in one process may share one instance; it then behaves like
-//! the cluster engines do across processes, which the hub tests rely on.
+//! Several hubs in one process may share one instance; it then behaves as an
+//! engine shared between processes must, which the hub tests rely on.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};

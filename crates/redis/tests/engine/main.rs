@@ -11,7 +11,7 @@ use std::time::Duration;
 use chorus_core::broker::{
     Broker, BrokerError, ConnectionRegistry, Control, Health, HistoryQuery, PresenceEntry, PresenceStore, RegisteredConnection, Retention,
 };
-use chorus_core::hub::MaintenanceMode;
+use chorus_core::maintenance::MaintenanceMode;
 use chorus_core::publication::{Draft, Position};
 use chorus_core::{ConnId, NodeId, UserId};
 use chorus_protocol::{ChannelName, CloseCode, EventType, Payload};

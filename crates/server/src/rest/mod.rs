@@ -14,7 +14,6 @@ use axum::http::request::Parts;
 use chorus_chat::{Caller, Chat, ChatError};
 use chorus_core::UserId;
 use chorus_core::hub::UserLimiter;
-use chorus_core::limiter::Refusal;
 use chorus_protocol::ErrorCode;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -55,12 +54,8 @@ impl FromRequestParts<AppState> for AuthUser {
         let chat = chat(app)?;
         let token = bearer(&parts.headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Authorization: Bearer <token> is required"))?;
         let caller = chat.accounts.authenticate(token).await?;
-        match app.hub().check_user_rate(UserLimiter::Rest, &UserId::new(&caller.user_id)) {
-            Ok(()) => Ok(AuthUser(caller)),
-            Err(Refusal::Rate(wait)) => Err(ApiError::new(ErrorCode::RateLimited, format!("request rate limit reached; retry in {} ms", wait.as_millis()))
-                .retry_after(wait.as_secs() + 1)),
-            Err(Refusal::Full) => Err(ApiError::new(ErrorCode::RateLimited, "rate limiter is full; retry later").retry_after(1)),
-        }
+        app.hub().check_user_rate(UserLimiter::Rest, &UserId::new(&caller.user_id))?;
+        Ok(AuthUser(caller))
     }
 }
 
