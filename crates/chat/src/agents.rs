@@ -274,7 +274,7 @@ impl Agents {
                 channel_id: channel_id.to_owned(),
                 member: MemberRef::agent(agent_id),
                 role: chorus_store::MemberRole::Member,
-                added_at: self.deps.hub.clock().now_ms(),
+                added_at: self.deps.now_ms(),
             }),
         };
         let users = match self.deps.store.list_members(channel_id).await {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use chorus_clock::Clock;
 use chorus_protocol::push::ReasonData;
 use chorus_protocol::reply::{PresenceUser, SubscribedResult};
 use chorus_protocol::{ChannelName, CloseCode, ControlPush, EventType, Payload, StreamPosition, encode_control, timestamp};
@@ -25,7 +26,6 @@ use tracing::Instrument;
 
 use crate::access::{AccessError, AccessPolicy};
 use crate::broker::{Backplane, BrokerError, Control, Health, HistoryPage, HistoryQuery, NodeSink, PresenceEntry, RegisteredConnection, Retention};
-use crate::clock::Clock;
 use crate::config::{Limits, NamespaceConfig, RateLimits, Timing};
 use crate::connection::{Connection, ConnectionInfo};
 use crate::identity::Identity;

@@ -238,10 +238,10 @@ where
 mod tests {
     use std::sync::Arc;
 
+    use chorus_clock::SystemClock;
     use chorus_core::access::AccessPolicy;
     use chorus_core::broker::Backplane;
     use chorus_core::broker::memory::MemoryBroker;
-    use chorus_core::clock::SystemClock;
     use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
     use chorus_core::metrics::CoreMetrics;
     use chorus_core::publication::Draft;

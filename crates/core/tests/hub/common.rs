@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chorus_clock::ManualClock;
 use chorus_core::access::AccessPolicy;
 use chorus_core::broker::Backplane;
 use chorus_core::broker::memory::MemoryBroker;
-use chorus_core::clock::ManualClock;
 use chorus_core::config::{Limits, MemoryBrokerConfig, NamespaceConfig, Namespaces, RateLimits, SubscribeRule, Timing};
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::outbound::{Batch, Outbound, Outgoing};

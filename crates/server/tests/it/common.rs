@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chorus_auth::{ApiKeys, AuthConfig, JwtVerifier, MintRequest, mint_token};
+use chorus_clock::SystemClock;
 use chorus_core::access::AccessPolicy;
 use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::broker::Backplane;
-use chorus_core::clock::SystemClock;
 use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
@@ -110,7 +110,7 @@ impl TestServer {
             ..AuthConfig::default()
         });
         let dir = std::env::temp_dir();
-        let (verifier, _) = JwtVerifier::from_config(&auth, &dir).expect("verifier");
+        let (verifier, _) = JwtVerifier::from_config(&auth, &dir, Arc::new(SystemClock)).expect("verifier");
         let mut registry = Registry::with_prefix("chorus");
         let core_metrics = CoreMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
@@ -178,6 +178,7 @@ impl TestServer {
                 issuer: None,
                 session_id: None,
             },
+            &SystemClock,
         )
         .expect("mint")
     }
