@@ -8,7 +8,7 @@
 //!   but not change it (403): its persona is its owner's words;
 //! - to anyone else an agent does not exist (`not_found`).
 //!
-//! Rules are in [`validate`] and PRODUCT.md "Defaults". Creating and changing
+//! Rules are in [`validate`] and `docs/decisions.md` ("Content rules"). Creating and changing
 //! write content, so maintenance mode refuses them; deleting stays allowed.
 //!
 //! Events: `agent_spawned`, `agent_updated` and `agent_despawned` go to the
