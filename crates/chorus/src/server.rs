@@ -131,7 +131,7 @@ impl Server {
         tracing::info!("chat domain ready");
 
         // Edge.
-        let executor = Arc::new(Executor::new(hub.clone(), chat.accounts.token_verifier(), Some(Arc::new(chat.messages.clone()))));
+        let executor = Arc::new(Executor::new(hub.clone(), chat.accounts.token_verifier(), Arc::new(chat.messages.clone())));
         let state = AppState::new(AppParts {
             config: config.server.clone(),
             hub: hub.clone(),
@@ -141,9 +141,8 @@ impl Server {
             registry: Arc::new(registry),
             http_metrics,
             health: vec![store_check],
-            chat: Some(chat.clone()),
         });
-        let app = chorus_server::app(state);
+        let app = chorus_server::app(state, chat.clone());
         let listener = listen(config.server.bind).with_context(|| format!("binding {}", config.server.bind))?;
         let addr = listener.local_addr()?;
         let stop_accepting = CancellationToken::new();
