@@ -1,5 +1,5 @@
 //! `chorus-bench`: the load generator for the realtime rows of the bar in
-//! PRODUCT.md. It drives a running Chorus server over loopback only; every
+//! `docs/decisions.md`. It drives a running Chorus server over loopback only; every
 //! scenario is bounded in count and time and stops by itself, prints a
 //! result block with PASS/FAIL against the bar and can append a JSON line to
 //! a results file. See BENCHMARKS.md and `scripts/bench.sh`.

@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chorus_auth::{HmacSecret, JwtVerifier, MintRequest, mint_token};
 use chorus_core::limiter::{KeyedLimiter, Rate, RateLimited};
@@ -226,7 +226,7 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(deps: Deps, secret: Option<HmacSecret>, jwt: JwtVerifier) -> Self {
-        let sessions = Sessions::new(deps.store.clone(), deps.config.session_idle, deps.config.session_touch_interval);
+        let sessions = Sessions::new(deps.store.clone(), deps.clock.clone(), deps.config.session_idle, deps.config.session_touch_interval);
         let providers = Providers::new(deps.store.clone());
         let limiters = Limiters {
             login_account: KeyedLimiter::new(),
@@ -252,7 +252,7 @@ impl Accounts {
     }
 
     fn now_ms(&self) -> i64 {
-        self.inner.deps.hub.now_ms()
+        self.inner.deps.now_ms()
     }
 
     // ------------------------------------------------------------ start
@@ -312,9 +312,13 @@ impl Accounts {
         users.iter().flat_map(|u| hub.user_connections(u)).filter_map(|c| c.session_id()).collect()
     }
 
-    async fn touch_connected(&self) {
+    /// Records the activity of the login sessions behind this node's live
+    /// connections (each at most every `session_touch_interval`), and closes
+    /// the connections whose session ended. The background loop runs it; so
+    /// does [`Accounts::cleanup`].
+    pub async fn touch_connected(&self) {
         for sid in self.connected_sessions() {
-            match self.inner.sessions.touch_if_due(&sid, self.now_ms()).await {
+            match self.inner.sessions.touch_if_due(&sid).await {
                 Ok(true) => {}
                 Ok(false) => self.close_session_connections(&sid).await,
                 Err(e) => tracing::warn!(error = %e, "touching a connected session failed"),
@@ -433,7 +437,7 @@ impl Accounts {
                 ip: client.ip.map(|ip| ip.to_string()),
             })
             .await?;
-        self.inner.sessions.remember(&session, now);
+        self.inner.sessions.remember(&session);
         self.end_surplus_sessions(&user.id).await?;
         tracing::info!(user = %user.id, session = %session.id, "login session started");
         self.grant(&user, &session.id, refresh_token)
@@ -478,8 +482,9 @@ impl Accounts {
             session_id: Some(session_id.to_owned()),
         };
         // `exp` is computed the same way inside `mint_token`: whole seconds from now.
-        let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let access_token = mint_token(self.signer()?, &request).map_err(|e| ChatError::Internal(format!("minting an access token failed: {e}")))?;
+        let clock = self.inner.deps.clock.as_ref();
+        let now_secs = u64::try_from(clock.now_ms() / 1000).unwrap_or(0);
+        let access_token = mint_token(self.signer()?, &request, clock).map_err(|e| ChatError::Internal(format!("minting an access token failed: {e}")))?;
         let expires_ms = i64::try_from((now_secs + ttl.as_secs()) * 1000).unwrap_or(i64::MAX);
         Ok(TokenGrant {
             access_token,
@@ -516,7 +521,7 @@ impl Accounts {
             Err(StoreError::NotFound) => return Err(invalid_refresh()),
             Err(e) => return Err(e.into()),
         };
-        self.inner.sessions.remember(&rotated, now);
+        self.inner.sessions.remember(&rotated);
         self.grant(&user, &rotated.id, new_token)
     }
 

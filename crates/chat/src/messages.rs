@@ -115,7 +115,7 @@ pub struct Messages {
 
 impl Messages {
     pub fn new(deps: Deps) -> Self {
-        let started_ms = deps.hub.now_ms();
+        let started_ms = deps.now_ms();
         Self { deps, started_ms, relaying: Arc::new(AtomicBool::new(false)) }
     }
 
@@ -248,7 +248,7 @@ impl Messages {
         let batch = self.deps.config.relay_batch.max(1);
         let mut published = 0;
         for _ in 0..MAX_BATCHES_PER_PASS {
-            let settled = self.deps.hub.now_ms().saturating_sub(grace);
+            let settled = self.deps.now_ms().saturating_sub(grace);
             let rows = self.deps.store.pending_outbox(batch).await?;
             let full = rows.len() >= batch as usize;
             // Rows come in id order, which is commit order: stop at the first young one.
@@ -309,7 +309,7 @@ impl Messages {
         let batch = self.deps.config.cleanup_batch.max(1);
         let pause = self.deps.config.cleanup_pause;
         let store = &self.deps.store;
-        let cutoff = self.deps.hub.now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS);
+        let cutoff = self.deps.now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS);
         let keys = in_batches(batch, pause, || store.delete_idempotency_keys_before(cutoff, batch)).await?;
         let messages = in_batches(batch, pause, || store.delete_expired_messages(batch)).await?;
         Ok((keys, messages))

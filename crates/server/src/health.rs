@@ -110,7 +110,7 @@ pub async fn detailed(State(app): State<AppState>) -> impl IntoResponse {
     let code = if overall == Status::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = HealthReport {
         status: overall,
-        timestamp: chorus_protocol::timestamp::format_ms(chorus_protocol::timestamp::now_ms()),
+        timestamp: chorus_protocol::timestamp::format_ms(app.hub().now_ms()),
         uptime_seconds: app.uptime().as_secs(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         checks,

@@ -3,7 +3,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use chorus_chat::Chat;
 use chorus_core::{Executor, Hub};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -63,8 +62,6 @@ pub struct AppParts {
     pub http_metrics: HttpMetrics,
     /// Extra components for `/health/detailed` (the store, ...).
     pub health: Vec<Arc<dyn HealthCheck>>,
-    /// The chat domain; without it the REST API is not mounted.
-    pub chat: Option<Chat>,
 }
 
 pub(crate) struct Inner {
@@ -112,10 +109,6 @@ impl AppState {
 
     pub fn health_checks(&self) -> &[Arc<dyn HealthCheck>] {
         &self.0.parts.health
-    }
-
-    pub fn chat(&self) -> Option<&Chat> {
-        self.0.parts.chat.as_ref()
     }
 
     /// The OpenAPI document of this server's routes.

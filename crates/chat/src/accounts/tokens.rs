@@ -27,7 +27,7 @@ impl Accounts {
         match external::signer(token) {
             Signer::Local => {
                 if let Some(sid) = &identity.session_id {
-                    let verdict = self.inner.sessions.check(sid, identity.user_id.as_str(), self.now_ms(), Activity::Use).await?;
+                    let verdict = self.inner.sessions.check(sid, identity.user_id.as_str(), Activity::Use).await?;
                     verdict.map_err(|ended| Refused::Chat(ended.error()))?;
                 }
             }

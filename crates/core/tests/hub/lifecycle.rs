@@ -40,7 +40,7 @@ impl ConnectionRegistry for Stuck {
 
 #[tokio::test(start_paused = true)]
 async fn an_open_dropped_midway_releases_the_connection() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (memory, _) = memory_backplane(&clock);
     let backplane = Backplane { broker: memory.clone(), presence: memory.clone(), registry: Arc::new(Stuck(memory)) };
     let n = node(NodeOptions { backplane: Some(backplane), clock, ..Default::default() }).await;
@@ -76,11 +76,11 @@ async fn ending_a_session_releases_everything_it_held() {
 
 #[tokio::test(start_paused = true)]
 async fn the_oldest_connection_goes_across_hubs_whatever_their_clocks() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (_, backplane) = memory_backplane(&clock);
     let a = node(NodeOptions { backplane: Some(backplane.clone()), clock: clock.clone(), ..Default::default() }).await;
     // Node B's clock runs an hour behind: its connections look older by time.
-    let b = node(NodeOptions { backplane: Some(backplane), clock: chorus_core::clock::ManualClock::starting_at(T0 - 3_600_000), ..Default::default() }).await;
+    let b = node(NodeOptions { backplane: Some(backplane), clock: chorus_clock::ManualClock::starting_at(T0 - 3_600_000), ..Default::default() }).await;
     let first = Client::open(&a, &token("alice", &[])).await;
     let second = Client::open(&a, &token("alice", &[])).await;
     let third = Client::open(&b, &token("alice", &[])).await;
@@ -203,7 +203,7 @@ impl chorus_core::broker::Broker for PanicsOnce {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_background_pass_is_counted_and_restarted() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (memory, _) = memory_backplane(&clock);
     let broker = Arc::new(PanicsOnce { inner: memory.clone(), sweeps: AtomicU32::new(0) });
     let backplane = Backplane { broker: broker.clone(), presence: memory.clone(), registry: memory };
