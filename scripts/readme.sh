@@ -3,7 +3,14 @@
 # the repository's root, against a real server, and fails if any command
 # fails or the answers are not what the README says they are.
 #
-#   bash scripts/readme.sh          (scripts/test.sh runs it after the Rust tests)
+#   bash scripts/readme.sh [path/to/chorus]
+#
+# With a binary (scripts/test.sh passes the debug one it already built), the
+# README's `cargo build --release -p chorus` is skipped and
+# `./target/release/chorus` means that binary: the commands are the README's,
+# only which build runs them differs (a second, release build would double
+# the suite's build time). Blocks fenced ```sh with another word than
+# "server" (```sh cluster: it needs a Redis and a PostgreSQL) are not run.
 #
 # The block marked ```sh server is started in the background (it keeps
 # running, as in the README's first terminal) and the script waits for
@@ -16,6 +23,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+BIN=${1:-}
+if [ -n "$BIN" ]; then
+  BIN=$(realpath "$BIN")
+  [ -x "$BIN" ] || { echo "no chorus binary at $BIN" >&2; exit 1; }
+fi
 
 WORK=$(mktemp -d /tmp/chorus-readme.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
@@ -34,13 +46,18 @@ cleanup() {
 trap cleanup EXIT
 
 # The blocks, in order: "server" or "shell", then the block's text.
-python3 - "$ROOT/README.md" "$WORK" <<'PY'
+python3 - "$ROOT/README.md" "$WORK" "$BIN" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
+binary = sys.argv[3]
 blocks = re.findall(r"^```sh( server)?\n(.*?)^```", text, re.S | re.M)
 for i, (server, body) in enumerate(blocks):
     kind = "server" if server else "shell"
-    open(f"{sys.argv[2]}/{i:02d}.{kind}.sh", "w").write(body.replace("8080", "PORT_PLACEHOLDER"))
+    body = body.replace("8080", "PORT_PLACEHOLDER")
+    if binary:
+        lines = [l for l in body.splitlines(keepends=True) if l.strip() != "cargo build --release -p chorus"]
+        body = "".join(lines).replace("./target/release/chorus", binary)
+    open(f"{sys.argv[2]}/{i:02d}.{kind}.sh", "w").write(body)
 PY
 for f in "$WORK"/*.sh; do sed -i "s/PORT_PLACEHOLDER/$PORT/g" "$f"; done
 [ -n "$(ls "$WORK"/*.server.sh 2>/dev/null)" ] || { echo "README.md has no \`\`\`sh server block" >&2; exit 1; }

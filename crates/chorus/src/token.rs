@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chorus_auth::{HmacSecret, MintRequest, mint_token};
+use chorus_clock::SystemClock;
 
 use crate::config::Config;
 
@@ -44,6 +45,7 @@ pub async fn run(config: &Config, config_file: Option<&Path>, args: TokenArgs) -
             issuer: config.auth.issuer.clone(),
             session_id: None,
         },
+        &SystemClock,
     )?;
     Ok(token)
 }

@@ -34,6 +34,20 @@ impl ApiPrincipal {
 #[async_trait]
 pub trait ApiKeyCheck: Send + Sync + 'static {
     async fn check(&self, key: &str) -> Option<ApiPrincipal>;
+
+    /// Whether a user's key may publish `event` into `channel` (never more
+    /// than its owner may). Without a chat domain no user key exists, so
+    /// the default refuses.
+    async fn authorize_user_key(
+        &self,
+        key: &chorus_chat::accounts::UserKey,
+        channel: &chorus_protocol::ChannelName,
+        event: chorus_protocol::EventType,
+        data: &chorus_protocol::Payload,
+    ) -> Result<(), chorus_chat::ChatError> {
+        let _ = (key, channel, event, data);
+        Err(chorus_chat::ChatError::Unavailable("this server runs without a chat domain".into()))
+    }
 }
 
 /// `Authorization: Bearer <token>`.

@@ -187,8 +187,7 @@ async fn publish_one(app: &AppState, principal: &ApiPrincipal, item: PublishItem
     }
     event.validate(&data).map_err(|e| ApiError::new(ErrorCode::InvalidEvent, e.to_string()))?;
     if let KeyRights::User(key) = &principal.rights {
-        let chat = app.chat().ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "this server runs without a store"))?;
-        chat.accounts.authorize_key_publish(key, &item.channel, event, &data).await?;
+        app.api_keys().authorize_user_key(key, &item.channel, event, &data).await?;
     }
     app.check_publish_rate(principal).map_err(|refusal| match refusal {
         Refusal::Rate(wait) => ApiError::new(ErrorCode::RateLimited, format!("publish rate limit of this API key reached; retry in {} ms", wait.as_millis()))

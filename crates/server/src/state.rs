@@ -3,7 +3,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use chorus_chat::Chat;
 use chorus_core::{Executor, Hub};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::{OriginPolicy, ServerConfig};
 use crate::credentials::ApiKeyCheck;
-use crate::health::HealthCheck;
+use crate::health_check::HealthCheck;
 
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -61,10 +60,8 @@ pub struct AppParts {
     /// The registry every metric was registered in; rendered at `/metrics`.
     pub registry: Arc<Registry>,
     pub http_metrics: HttpMetrics,
-    /// Extra components for `/health/detailed` (store, agent runtime, ...).
+    /// Extra components for `/health/detailed` (the store, ...).
     pub health: Vec<Arc<dyn HealthCheck>>,
-    /// The chat domain; without it the REST API is not mounted.
-    pub chat: Option<Chat>,
 }
 
 pub(crate) struct Inner {
@@ -116,21 +113,15 @@ impl AppState {
         &self.0.parts.health
     }
 
-    pub fn chat(&self) -> Option<&Chat> {
-        self.0.parts.chat.as_ref()
-    }
-
     /// The OpenAPI document of this server's routes.
     pub fn openapi(&self) -> &serde_json::Value {
         static EMPTY: serde_json::Value = serde_json::Value::Null;
         self.0.openapi.get().unwrap_or(&EMPTY)
     }
 
-    pub(crate) fn set_openapi(&self, doc: utoipa::openapi::OpenApi) {
+    pub(crate) fn set_openapi(&self, doc: utoipa::openapi::OpenApi, chat: &chorus_chat::Chat) {
         let mut value = serde_json::to_value(&doc).unwrap_or_default();
-        if let Some(chat) = self.chat() {
-            crate::rest::openapi::refine(&mut value, &chat.deps().config);
-        }
+        crate::rest::openapi::refine(&mut value, &chat.deps().config);
         let _ = self.0.openapi.set(value);
     }
 

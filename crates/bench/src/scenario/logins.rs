@@ -13,7 +13,7 @@ use clap::Args;
 use crate::Ctx;
 use crate::http::HttpConn;
 use crate::report::Report;
-use crate::scenario::messages::rest;
+use crate::scenario::messages::setup::rest;
 use crate::server::Probe;
 
 #[derive(Args, Debug)]

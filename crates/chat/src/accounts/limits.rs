@@ -35,7 +35,7 @@ pub(crate) fn refused(what: &str, refusal: Refusal) -> ChatError {
         Refusal::Rate(d) => Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)).min(Duration::from_secs(3600)),
         Refusal::Full => Duration::from_secs(60),
     };
-    ChatError::RateLimited { message: format!("too many {what}; retry in {} s", wait.as_secs().max(1)), retry_after: wait }
+    ChatError::RateLimited(chorus_core::limiter::RateLimited::new(what.to_owned(), wait))
 }
 
 pub(crate) fn per_minute(n: u32) -> Rate {
@@ -179,7 +179,7 @@ mod tests {
         }
         let refused = l.check_login(&c, "alice", ip(20)).unwrap_err();
         assert!(refused.to_string().contains("addresses it signed in from before are not affected"), "{refused}");
-        assert!(matches!(refused, ChatError::RateLimited { retry_after, .. } if retry_after > Duration::from_secs(60)), "a slow bucket");
+        assert!(matches!(refused, ChatError::RateLimited(r) if r.retry_after > Duration::from_secs(60)), "a slow bucket");
         for _ in 0..3 {
             l.check_login(&c, "alice", ip(1)).unwrap();
         }
