@@ -57,6 +57,8 @@ for i, (server, body) in enumerate(blocks):
     if binary:
         lines = [l for l in body.splitlines(keepends=True) if l.strip() != "cargo build --release -p chorus"]
         body = "".join(lines).replace("./target/release/chorus", binary)
+    # A stream read with --max-time ends by timing out (curl's exit 28): that is its success.
+    body = "".join(l.rstrip("\n") + " || [ $? -eq 28 ]\n" if "curl" in l and "--max-time" in l and not l.rstrip().endswith("\\") else l for l in body.splitlines(keepends=True))
     open(f"{sys.argv[2]}/{i:02d}.{kind}.sh", "w").write(body)
 PY
 for f in "$WORK"/*.sh; do sed -i "s/PORT_PLACEHOLDER/$PORT/g" "$f"; done
@@ -64,18 +66,18 @@ for f in "$WORK"/*.sh; do sed -i "s/PORT_PLACEHOLDER/$PORT/g" "$f"; done
 
 OUT=$WORK/out.log
 : >"$OUT"
-shell_script=$WORK/shell.sh
+shell_script=$WORK/shell.bash
 printf 'set -euo pipefail\n' >"$shell_script"
 for f in "$WORK"/*.sh; do
   case "$f" in
     *.server.sh)
       # Every line but the last (which keeps running) first, then that one in the background.
-      head -n -1 "$f" >"$WORK/server-setup.sh"
-      tail -n 1 "$f" >"$WORK/server-run.sh"
+      head -n -1 "$f" >"$WORK/server-setup.bash"
+      tail -n 1 "$f" >"$WORK/server-run.bash"
       echo "=== README server block: setup" >&2
-      bash -euo pipefail "$WORK/server-setup.sh"
-      echo "=== README server block: $(cat "$WORK/server-run.sh")" >&2
-      bash "$WORK/server-run.sh" >"$WORK/server.log" 2>&1 &
+      bash -euo pipefail "$WORK/server-setup.bash"
+      echo "=== README server block: $(cat "$WORK/server-run.bash")" >&2
+      bash "$WORK/server-run.bash" >"$WORK/server.log" 2>&1 &
       SERVER_PID=$!
       for _ in $(seq 1 300); do
         curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
