@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: starts real PostgreSQL and Redis servers on
 # loopback ports (installing them with apt first if they are missing and we
-# can), runs every Rust test with cargo-nextest, and stops the servers.
+# can), installs the MCP test server from npm into .test-tools/ when it is
+# missing, runs every Rust test with cargo-nextest, and stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if ((${#need[@]})); then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
@@ -17,6 +20,14 @@ if ((${#need[@]})); then
     exit 1
   fi
 fi
+
+# The MCP tests (crates/tools/tests/mcp) run @modelcontextprotocol/server-everything,
+# pinned with its dependencies in .test-tools/package-lock.json.
+everything=.test-tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js
+if [ ! -f "$everything" ]; then
+  (cd .test-tools && npm ci --no-audit --no-fund --loglevel=error)
+fi
+export CHORUS_TEST_MCP_EVERYTHING="$PWD/$everything"
 
 eval "$(scripts/test-services.sh start)"
 trap 'scripts/test-services.sh stop' EXIT
