@@ -105,13 +105,14 @@ pub async fn build(parts: MemoryParts<'_>) -> Result<Prompt, MemoryError> {
     // Newest first, back to the summary's last message (or the history bound).
     let covered = summary.as_ref().map_or(0, |s| s.last_seq);
     let mut newest_first: Vec<(Message, Turn, usize)> = Vec::new();
-    let mut before = None;
+    let mut before = i64::MAX;
     while newest_first.len() < parts.history_max_messages as usize {
-        let page = MessagePage { before, after: Some(covered), limit: PAGE };
+        // Both bounds: the newest page strictly between them.
+        let page = MessagePage { before: Some(before), after: Some(covered), limit: PAGE };
         let rows = store.list_messages(channel_id, page).await?;
         let full = rows.len() == PAGE as usize;
         for m in rows {
-            before = Some(m.seq);
+            before = m.seq;
             if m.deleted_at.is_some() || m.text.trim().is_empty() {
                 continue;
             }

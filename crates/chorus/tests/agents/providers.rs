@@ -168,18 +168,19 @@ async fn runs_stream_reasoning_tools_usage_and_survive_provider_faults(wire: Wir
     assert_eq!((done["text"].as_str(), done["model"].as_str()), (Some("From the backup."), Some("backup")));
     assert!((done["cost_usd"].as_f64().unwrap() - 15.0 / 1e6).abs() < 1e-12, "priced as the backup");
 
-    // A stall after some content: the idle timeout ends the run, the text so far kept.
-    mock.push(Script::text("one two three four five six").stall_after(3));
+    // A stall after some content (Anthropic's first three frames carry none):
+    // the idle timeout ends the run, the text so far kept.
+    mock.push(Script::text("one two three four five six seven eight").stall_after(5));
     let (_, events) = b.ask("@Agent stall please").await;
     let e = &events.last().unwrap()["data"];
     assert_eq!(e["code"], "timeout", "{e}");
     assert!(e["text"].as_str().is_some_and(|t| !t.is_empty()), "{e}");
 
     // A malformed chunk, and a stream that ends early: provider errors, nothing after.
-    mock.push(Script::text("one two three four").malformed_at(2));
+    mock.push(Script::text("one two three four five six seven eight").malformed_at(5));
     let (_, events) = b.ask("@Agent malformed").await;
     assert_eq!(events.last().unwrap()["data"]["code"], "provider_error");
-    mock.push(Script::text("one two three four five").close_after(3));
+    mock.push(Script::text("one two three four five six seven eight").close_after(5));
     let (_, events) = b.ask("@Agent cut").await;
     assert_eq!(events.last().unwrap()["data"]["code"], "provider_error");
     assert_eq!(events.last().unwrap()["data"]["retryable"], true);
