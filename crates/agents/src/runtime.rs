@@ -314,8 +314,12 @@ impl Runtime {
         }
     }
 
-    /// Admits every queued run of the store this node has not taken.
-    async fn rescan(&self) -> Result<(), chorus_store::StoreError> {
+    /// Admits every queued run of the store this node has not taken, as
+    /// `origin`: the first pass after start takes runs an earlier process
+    /// may have published events of (`Resumed`: numbering goes on past its
+    /// reservation); later passes take runs nobody opened yet (`Fresh`: a
+    /// run whose hand-off from chat the pass overtook, another node's runs).
+    async fn rescan(&self, origin: Origin) -> Result<(), chorus_store::StoreError> {
         let mut after = None;
         loop {
             if self.0.closing.load(Ordering::Acquire) {
@@ -326,7 +330,7 @@ impl Runtime {
             after = page.last().map(|r| (r.created_at, r.id.clone()));
             for run in page {
                 if self.0.ledger.get(&run.id).is_none() {
-                    self.admit(run, Origin::Resumed).await;
+                    self.admit(run, origin).await;
                 }
             }
             if !full {
@@ -357,6 +361,7 @@ impl Runtime {
         shared.background.spawn(async move {
             let mut tick = tokio::time::interval(RESCAN_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut origin = Origin::Resumed;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -364,7 +369,10 @@ impl Runtime {
                     _ = rescan_signal.wake.notified() => {}
                 }
                 rescan_signal.rescan.store(false, Ordering::Release);
-                let pass = chorus_core::supervise::catch_panic(&me.0.core_metrics, "agent_rescan", me.rescan()).await;
+                let pass = chorus_core::supervise::catch_panic(&me.0.core_metrics, "agent_rescan", me.rescan(origin)).await;
+                if matches!(pass, Some(Ok(()))) {
+                    origin = Origin::Fresh;
+                }
                 if let Some(Err(e)) = pass {
                     tracing::warn!(error = %e, "rescan for queued runs failed");
                 }

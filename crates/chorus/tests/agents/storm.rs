@@ -54,11 +54,10 @@ impl Fault {
     }
 }
 
-/// One user's channel, followed by one connection that is cut off and
-/// comes back (with recovery) now and then.
-async fn follow(app: Arc<App>, user: TestUser, room: Room, runs: usize, seed: u64, cancels: Arc<Mutex<BTreeSet<String>>>) -> BTreeMap<String, Vec<Value>> {
+/// One user's channel, followed by one connection (subscribed before the
+/// first message) that is cut off and comes back (with recovery) now and then.
+async fn follow(app: Arc<App>, user: TestUser, room: Room, mut watch: Watch, runs: usize, seed: u64, cancels: Arc<Mutex<BTreeSet<String>>>) -> BTreeMap<String, Vec<Value>> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut watch = Watch::new(&app, &user, &room).await;
     let mut seen_offsets = BTreeSet::new();
     while watch.ended() < runs {
         let p = watch.next().await;
@@ -107,7 +106,8 @@ async fn storm(engine: TestEngine) {
         let room = room(&app, &user, &format!("room{u}")).await;
         agent_in(&app, &user, &room, &format!("Agent {u}"), json!({ "response_policy": "always" })).await;
         let cancels = Arc::new(Mutex::new(BTreeSet::new()));
-        followers.push(tokio::spawn(follow(app.clone(), user.clone(), room.clone(), PER_USER, 1000 + u as u64, cancels.clone())));
+        let watch = Watch::new(&app, &user, &room).await;
+        followers.push(tokio::spawn(follow(app.clone(), user.clone(), room.clone(), watch, PER_USER, 1000 + u as u64, cancels.clone())));
         let app = app.clone();
         senders.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(u as u64);
