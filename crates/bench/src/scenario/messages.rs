@@ -450,7 +450,7 @@ fn read_one(sh: &Shared, me: usize, state: &Mutex<ConnState>, r: std::io::Result
 
 /// One REST call with a JSON body; returns the JSON answer or fails with the
 /// status and body.
-async fn rest(conn: &mut HttpConn, method: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn rest(conn: &mut HttpConn, method: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
     let mut head = String::from("Content-Type: application/json\r\n");
     if let Some(t) = token {
         let _ = write!(head, "Authorization: Bearer {t}\r\n");
@@ -463,7 +463,7 @@ async fn rest(conn: &mut HttpConn, method: &str, path: &str, token: Option<&str>
     serde_json::from_slice(&r.body).with_context(|| format!("{method} {path}: body is not JSON"))
 }
 
-fn str_field(v: &serde_json::Value, path: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn str_field(v: &serde_json::Value, path: &[&str]) -> anyhow::Result<String> {
     let mut cur = v;
     for p in path {
         cur = &cur[*p];
@@ -472,7 +472,7 @@ fn str_field(v: &serde_json::Value, path: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Signs up and logs in every user, `concurrency` at a time: (user id, access token).
-async fn create_users(ctx: &Ctx, run: &str, n: usize, concurrency: usize) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) async fn create_users(ctx: &Ctx, run: &str, n: usize, concurrency: usize) -> anyhow::Result<Vec<(String, String)>> {
     let mut tasks = Vec::new();
     let workers = concurrency.clamp(1, n.max(1));
     for w in 0..workers {

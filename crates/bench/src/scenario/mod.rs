@@ -4,6 +4,7 @@ pub mod churn;
 pub mod fanout;
 pub mod idle;
 pub mod messages;
+pub mod runs;
 pub mod soak;
 pub mod streams;
 
