@@ -104,6 +104,9 @@ enum Cmd {
     /// subscribed clients: gateway overhead per streamed chunk (bar p99 ≤ 10 ms),
     /// exactly one terminal event per run, memory per active run (≤ 64 KiB).
     AgentRuns(scenario::runs::RunArgs),
+    /// Password logins over REST; server RSS before and after (bar: 1,000
+    /// logins leave RSS within 64 MB of the start).
+    Logins(scenario::logins::LoginArgs),
     /// Connect/subscribe/disconnect cycles; server counts back to baseline.
     Churn(scenario::churn::ChurnArgs),
     /// Long run with connection replacement and steady events; drift of RSS,
@@ -191,6 +194,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Sse(a) => scenario::streams::sse(&ctx, a).await,
         Cmd::MessageRtt(a) => scenario::messages::run(&ctx, a).await,
         Cmd::AgentRuns(a) => scenario::runs::run(&ctx, a).await,
+        Cmd::Logins(a) => scenario::logins::run(&ctx, a).await,
         Cmd::Churn(a) => scenario::churn::run(&ctx, a).await,
         Cmd::Soak(a) => scenario::soak::run(&ctx, a).await,
         Cmd::WsHold(_) => unreachable!("handled above"),

@@ -38,7 +38,7 @@ use crate::conn::{Ready, open_ws};
 use crate::frame::subscribe_command;
 use crate::http::{HttpConn, get_json};
 use crate::report::Report;
-use crate::scenario::messages::{create_users, rest, str_field};
+use crate::scenario::messages::setup::{create_users, rest, str_field};
 use crate::server::Probe;
 use crate::stats::{Latency, LatencySummary, ms};
 use crate::util::{CpuMeter, FastRng, now_us, parse_duration};
