@@ -54,11 +54,12 @@ row_args() {
     soak)              echo "soak --connections 5000 --rate 10000 --duration ${SOAK_DURATION:-1h} --baseline-after ${SOAK_BASELINE:-5m}" ;;
     message-rtt-sqlite)   echo "message-rtt --users 50 --channels 10 --rate-per-user 4 --duration 10s --p99-ms 5" ;;
     message-rtt-postgres) echo "message-rtt --users 50 --channels 10 --rate-per-user 4 --duration 10s --p99-ms 10" ;;
+    agent-runs)        echo "agent-runs --runs 1000 --clients-per-run 2 --p99-ms 10 --kib-per-run 64" ;;
     *) return 1 ;;
   esac
 }
-ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres)
-ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres soak"
+ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres agent-runs)
+ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres agent-runs soak"
 
 if [ $# -eq 0 ]; then
   sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
@@ -80,10 +81,15 @@ if [ "${BENCH_NO_BUILD:-0}" = "1" ]; then
   echo "using the existing release binaries in $TARGET_DIR (BENCH_NO_BUILD=1)" >&2
 else
   echo "building release binaries (target dir $TARGET_DIR)" >&2
-  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p chorus -p chorus-bench
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p chorus -p chorus-bench -p chorus-llm-mock
 fi
 SERVER_BIN=$TARGET_DIR/release/chorus
 BENCH_BIN=$TARGET_DIR/release/chorus-bench
+MOCK_BIN=$TARGET_DIR/release/chorus-llm-mock
+# The mock provider of the agent-runs row (bench/chorus-bench.toml points the
+# `mock` model at this port); the key is any value, the mock ignores it.
+MOCK_PORT=18190
+export CHORUS_BENCH_MOCK_KEY=bench-mock-key
 mkdir -p "$RESULTS_DIR/logs"
 
 # Busy percentage of all cores over one second, from /proc/stat.
@@ -147,6 +153,26 @@ drop_database() {
   PG_DB=""
 }
 
+MOCK_PID=""
+start_mock() {
+  "$MOCK_BIN" --bind "127.0.0.1:$MOCK_PORT" --chunks 200 --chunks-per-second 20 --stamp >"$1" 2>&1 &
+  MOCK_PID=$!
+  for _ in $(seq 1 100); do
+    grep -q "listening on" "$1" 2>/dev/null && return 0
+    kill -0 "$MOCK_PID" 2>/dev/null || { echo "mock provider exited; see $1" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "mock provider not ready within 10 s" >&2
+  return 1
+}
+stop_mock() {
+  if [ -n "$MOCK_PID" ]; then
+    kill -TERM "$MOCK_PID" 2>/dev/null || true
+    wait "$MOCK_PID" 2>/dev/null || true
+    MOCK_PID=""
+  fi
+}
+
 SERVER_PID=""
 DATA_DIR=""
 stop_server() {
@@ -166,7 +192,7 @@ stop_server() {
   if [ -n "$DATA_DIR" ]; then rm -rf "$DATA_DIR"; DATA_DIR=""; fi
   drop_database
 }
-trap 'stop_server; stop_postgres' EXIT INT TERM
+trap 'stop_server; stop_mock; stop_postgres' EXIT INT TERM
 
 # start_server LOG [STORE_URL]: with a store URL the server uses it instead of
 # the SQLite file in its data directory.
@@ -210,6 +236,9 @@ for row in "${rows[@]}"; do
     case "$row" in
       *-postgres) create_database; store_url=$PG_URL ;;
     esac
+    case "$row" in
+      agent-runs) start_mock "$RESULTS_DIR/logs/$row-$stamp.mock.log" ;;
+    esac
     start_server "$log" "$store_url"
     # shellcheck disable=SC2046 # the row's arguments are split on purpose
     set +e
@@ -220,6 +249,7 @@ for row in "${rows[@]}"; do
     rc=${PIPESTATUS[0]}
     set -e
     stop_server
+    stop_mock
     if [ "$rc" -ne 0 ]; then failed=$((failed + 1)); fi
     # Let TIME_WAIT sockets and the machine calm down between runs.
     sleep 2

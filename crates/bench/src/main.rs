@@ -100,6 +100,10 @@ enum Cmd {
     /// a schedule; ack latency (committed and acknowledged) and delivery to
     /// every member (bar: p99 ≤ 5 ms on SQLite, ≤ 10 ms on PostgreSQL).
     MessageRtt(scenario::messages::MessageArgs),
+    /// Hosted agent runs against `chorus-llm-mock --stamp`, each watched by
+    /// subscribed clients: gateway overhead per streamed chunk (bar p99 ≤ 10 ms),
+    /// exactly one terminal event per run, memory per active run (≤ 64 KiB).
+    AgentRuns(scenario::runs::RunArgs),
     /// Password logins over REST; server RSS before and after (bar: 1,000
     /// logins leave RSS within 64 MB of the start).
     Logins(scenario::logins::LoginArgs),
@@ -189,6 +193,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::RecoveryStorm(a) => scenario::streams::recovery_storm(&ctx, a).await,
         Cmd::Sse(a) => scenario::streams::sse(&ctx, a).await,
         Cmd::MessageRtt(a) => scenario::messages::run(&ctx, a).await,
+        Cmd::AgentRuns(a) => scenario::runs::run(&ctx, a).await,
         Cmd::Logins(a) => scenario::logins::run(&ctx, a).await,
         Cmd::Churn(a) => scenario::churn::run(&ctx, a).await,
         Cmd::Soak(a) => scenario::soak::run(&ctx, a).await,

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use chorus_agents::AgentsConfig;
 use chorus_auth::AuthConfig;
 use chorus_chat::ChatConfig;
 use chorus_store::StoreConfig;
@@ -19,6 +20,7 @@ use crate::logging::LogConfig;
 /// Top-level keys, the only ones `CHORUS_*` variables may set.
 const SECTIONS: &[&str] = &[
     "data_dir", "node_id", "log", "server", "cors", "limits", "rate_limits", "timing", "namespaces", "broker", "auth", "store", "chat",
+    "agents",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +41,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub store: StoreConfig,
     pub chat: ChatConfig,
+    pub agents: AgentsConfig,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -167,6 +171,8 @@ impl Config {
             return bad("server.ws_read_buffer_bytes must be at least 256".into());
         }
         crate::logging::parse_directives(&self.log.level).map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
+        self.agents.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.agents.tools_config().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 
@@ -183,7 +189,7 @@ impl Config {
     /// Top-level sections that changed but only take effect after a restart.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
         let mut changed = Vec::new();
-        let sections: [(&str, serde_json::Value, serde_json::Value); 10] = [
+        let sections: [(&str, serde_json::Value, serde_json::Value); 11] = [
             ("data_dir", to_value(&self.data_dir), to_value(&new.data_dir)),
             ("node_id", to_value(&self.node_id), to_value(&new.node_id)),
             ("server", to_value(&self.server), to_value(&new.server)),
@@ -193,6 +199,7 @@ impl Config {
             ("auth", to_value(&self.auth), to_value(&new.auth)),
             ("store", to_value(&self.store), to_value(&new.store)),
             ("chat", to_value(&self.chat), to_value(&new.chat)),
+            ("agents", to_value(&self.agents), to_value(&new.agents)),
             ("log.format", to_value(&self.log.format), to_value(&new.log.format)),
         ];
         for (name, a, b) in sections {

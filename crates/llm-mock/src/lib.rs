@@ -10,6 +10,6 @@ mod script;
 mod server;
 pub mod wire;
 
-pub use script::{Finish, MockUsage, Part, Reply, Script, Turn};
+pub use script::{Finish, MockUsage, Part, Reply, Script, TIME_STAMP, Turn};
 pub use server::{MockOptions, MockServer, RecordedRequest, Recording};
 pub use wire::Wire;

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chorus_llm_mock::{MockOptions, MockServer, Recording, Script, Turn, Wire};
+use chorus_llm_mock::{MockOptions, MockServer, Recording, Script, TIME_STAMP, Turn, Wire};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -20,12 +20,16 @@ struct Args {
     /// Frames per second per stream (0: as fast as possible).
     #[arg(long, default_value_t = 20.0)]
     chunks_per_second: f64,
+    /// Each text chunk is its send time (Unix µs, 16 digits) instead of a
+    /// word: `chorus-bench agent-runs` measures the gateway's overhead from it.
+    #[arg(long)]
+    stamp: bool,
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let text: String = (1..=args.chunks).map(|i| format!("word{i} ")).collect();
+    let text: String = (1..=args.chunks).map(|i| if args.stamp { format!("{TIME_STAMP} ") } else { format!("word{i} ") }).collect();
     let delay = if args.chunks_per_second > 0.0 {
         Duration::from_secs_f64(1.0 / args.chunks_per_second)
     } else {
@@ -37,6 +41,7 @@ async fn main() -> std::io::Result<()> {
             .usage(40, args.chunks as u64, 0),
     )
     .chunk_delay(delay);
+    let default = if args.stamp { default.stamped() } else { default };
     let server = MockServer::start_with(MockOptions {
         bind: args.bind,
         default,

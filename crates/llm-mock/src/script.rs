@@ -21,7 +21,14 @@ pub struct Script {
     pub malformed_at: Option<usize>,
     /// After this many frames, send the provider's in-stream error event and end.
     pub error_after: Option<usize>,
+    /// Replace every [`TIME_STAMP`] in a frame by the time it is sent.
+    pub stamp_times: bool,
 }
+
+/// A placeholder the server replaces, in frames of a script with
+/// `stamp_times`, by the Unix time in microseconds at which the frame is
+/// written (16 digits, zero-padded): benchmarks measure from it.
+pub const TIME_STAMP: &str = "@@TIME_STAMP@@@@";
 
 /// The body: a streamed answer or an HTTP error.
 #[derive(Debug, Clone)]
@@ -166,7 +173,14 @@ impl Script {
             close_after: None,
             malformed_at: None,
             error_after: None,
+            stamp_times: false,
         }
+    }
+
+    /// Frames carry their send time in place of [`TIME_STAMP`].
+    pub fn stamped(mut self) -> Self {
+        self.stamp_times = true;
+        self
     }
 
     /// A plain text answer.

@@ -347,6 +347,7 @@ async fn handle(
         frames,
         next: 0,
         delay: script.chunk_delay,
+        stamp_times: script.stamp_times,
         next_at: None,
         stall,
         shared,
@@ -418,6 +419,7 @@ struct TrackedBody {
     frames: Arc<[Bytes]>,
     next: usize,
     delay: Duration,
+    stamp_times: bool,
     /// When the next frame is due; one timer reused for the whole stream.
     next_at: Option<Pin<Box<Sleep>>>,
     /// After the last frame, stay open and silent.
@@ -453,6 +455,7 @@ impl Stream for TrackedBody {
                         }
                     }
                 }
+                let frame = if this.stamp_times { stamp(frame) } else { frame };
                 Poll::Ready(Some(Ok(frame)))
             }
             // Silent until the client gives up; hyper drops the body then.
@@ -465,6 +468,25 @@ impl Stream for TrackedBody {
             }
         }
     }
+}
+
+/// `frame` with every [`crate::script::TIME_STAMP`] replaced by the time now.
+fn stamp(frame: Bytes) -> Bytes {
+    let marker = crate::script::TIME_STAMP.as_bytes();
+    if !frame.windows(marker.len()).any(|w| w == marker) {
+        return frame;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let digits = format!("{now:016}");
+    let mut out = Vec::with_capacity(frame.len());
+    let mut rest = &frame[..];
+    while let Some(at) = rest.windows(marker.len()).position(|w| w == marker) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(digits.as_bytes());
+        rest = &rest[at + marker.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
 }
 
 impl Drop for TrackedBody {

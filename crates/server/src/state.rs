@@ -62,6 +62,8 @@ pub struct AppParts {
     pub http_metrics: HttpMetrics,
     /// Extra components for `/health/detailed` (the store, ...).
     pub health: Vec<Arc<dyn HealthCheck>>,
+    /// The agent runtime (runs over REST); `None` answers those routes 503.
+    pub agents: Option<chorus_agents::Runtime>,
 }
 
 pub(crate) struct Inner {
@@ -111,6 +113,10 @@ impl AppState {
 
     pub fn health_checks(&self) -> &[Arc<dyn HealthCheck>] {
         &self.0.parts.health
+    }
+
+    pub fn agents(&self) -> Option<&chorus_agents::Runtime> {
+        self.0.parts.agents.as_ref()
     }
 
     /// The OpenAPI document of this server's routes.

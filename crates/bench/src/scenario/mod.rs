@@ -5,6 +5,7 @@ pub mod fanout;
 pub mod idle;
 pub mod logins;
 pub mod messages;
+pub mod runs;
 pub mod soak;
 pub mod streams;
 

@@ -114,7 +114,7 @@ pub async fn node(opts: NodeOptions) -> Node {
     })
     .await
     .unwrap();
-    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), Arc::new(NoChat)));
+    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), Arc::new(NoChat), None));
     Node { hub, executor, clock: opts.clock, limits }
 }
 

@@ -3,6 +3,8 @@
 //! restarts, lost pub/sub connections, the per-user limit across nodes,
 //! dead nodes, degraded mode, control replay and key hygiene.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 mod support;
 
 use std::sync::Arc;

@@ -41,7 +41,7 @@ async fn hub(name: &str, url: &str) -> (Node, RedisBroker) {
     .await
     .unwrap();
     assert!(engine.until_up(Duration::from_secs(5)).await, "{name} up");
-    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), Arc::new(NoChat)));
+    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), Arc::new(NoChat), None));
     (Node { hub, executor, clock: ManualClock::starting_at(0), limits: limits_tx }, engine)
 }
 

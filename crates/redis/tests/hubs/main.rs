@@ -2,6 +2,8 @@
 //! one, but with real time and a real `redis-server` per test: several
 //! nodes of one deployment in one process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 #[allow(dead_code)]
 #[path = "../../../core/tests/hub/common.rs"]
 mod common;

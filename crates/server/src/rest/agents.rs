@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chorus_chat::Chat;
-use chorus_chat::agents::{AgentPatch, NewAgentInput, ResponsePolicy};
+use chorus_chat::agents::{AgentPatch, NewAgentInput, OnBusy, ResponsePolicy};
 use chorus_chat::views::AgentView;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -46,16 +46,21 @@ pub struct CreateAgentBody {
     #[serde(default)]
     #[schema(max_items = 10)]
     pub quirks: Option<Vec<String>>,
-    /// One of the server's models (`chat.allowed_models`); its first when absent.
+    /// One of the server's models (`[[agents.models]]`, `demo` when none are configured); its first when absent.
     #[serde(default)]
     #[schema(example = "demo")]
     pub model: Option<String>,
-    /// Tools from the server's list (`chat.allowed_tools`), each at most once. None when absent.
+    /// Tools this server has (the built-ins `clock` and `calculator`, and `<server>.<tool>` of its MCP servers), each at most once. None when absent.
     #[serde(default)]
     pub tools: Option<Vec<String>>,
     /// `mention` when absent.
     #[serde(default)]
     pub response_policy: Option<ResponsePolicy>,
+    /// What a new trigger does while the agent is busy in the channel: `enqueue` (wait
+    /// behind the current run), `reject` (end the new run with `busy`) or `interrupt`
+    /// (end the current run with `superseded`). `enqueue` when absent.
+    #[serde(default)]
+    pub on_busy: Option<OnBusy>,
 }
 
 /// A partial update: absent (or null) fields are left as they are; rules as on create.
@@ -79,6 +84,8 @@ pub struct UpdateAgentBody {
     pub tools: Option<Vec<String>>,
     #[serde(default)]
     pub response_policy: Option<ResponsePolicy>,
+    #[serde(default)]
+    pub on_busy: Option<OnBusy>,
 }
 
 // ---------------------------------------------------------------- responses
@@ -115,6 +122,7 @@ pub async fn create_agent(
         model: body.model,
         tools: body.tools.unwrap_or_default(),
         response_policy: body.response_policy.unwrap_or_default(),
+        on_busy: body.on_busy.unwrap_or_default(),
     };
     let view = chat.agents.create(&caller, input).await?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -181,6 +189,7 @@ pub async fn update_agent(
         model: body.model,
         tools: body.tools,
         response_policy: body.response_policy,
+        on_busy: body.on_busy,
     };
     Ok(Json(chat.agents.update(&caller, &id, patch).await?))
 }

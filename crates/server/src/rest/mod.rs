@@ -9,6 +9,7 @@ pub mod admin;
 pub mod agents;
 pub mod channels;
 pub mod openapi;
+pub mod runs;
 
 use std::sync::Arc;
 
@@ -56,7 +57,12 @@ impl FromRef<RestState> for Arc<Chat> {
 
 /// Every REST route of the chat domain.
 pub fn routes() -> OpenApiRouter<RestState> {
-    OpenApiRouter::new().merge(accounts::routes()).merge(channels::routes()).merge(agents::routes()).merge(admin::routes())
+    OpenApiRouter::new()
+        .merge(accounts::routes())
+        .merge(channels::routes())
+        .merge(agents::routes())
+        .merge(runs::routes())
+        .merge(admin::routes())
 }
 
 impl From<ChatError> for ApiError {

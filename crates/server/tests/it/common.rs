@@ -151,8 +151,10 @@ impl TestServer {
             clock,
             secret: auth.hmac_secret.as_deref().map(HmacSecret::new),
             jwt: verifier.clone(),
+            run_guard: chorus_chat::RunGuard::default(),
+            run_intake: None,
         });
-        let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), Arc::new(chat.messages.clone())));
+        let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), Arc::new(chat.messages.clone()), None));
         let state = AppState::new(AppParts {
             config: opts.server.clone(),
             hub: hub.clone(),
@@ -162,6 +164,7 @@ impl TestServer {
             registry,
             http_metrics,
             health: Vec::new(),
+            agents: None,
         });
         let app = chorus_server::app(state, chat);
         let listener = tokio::net::TcpListener::bind(opts.server.bind).await.expect("bind");

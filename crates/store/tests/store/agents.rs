@@ -50,6 +50,7 @@ async fn agent_crud(t: Ctx) {
                 model: Some("gpt".into()),
                 tools: Some(vec!["search".into(), "calc".into()]),
                 response_policy: Some("always".into()),
+                on_busy: Some("interrupt".into()),
             },
         )
         .await

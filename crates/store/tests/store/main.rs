@@ -11,5 +11,6 @@ mod channels;
 mod lifecycle;
 mod maintenance;
 mod messages;
+mod runs;
 mod sessions;
 mod users;

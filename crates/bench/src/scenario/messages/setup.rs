@@ -23,7 +23,7 @@ pub(crate) async fn rest(conn: &mut HttpConn, method: &str, path: &str, token: O
     serde_json::from_slice(&r.body).with_context(|| format!("{method} {path}: body is not JSON"))
 }
 
-pub(super) fn str_field(v: &serde_json::Value, path: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn str_field(v: &serde_json::Value, path: &[&str]) -> anyhow::Result<String> {
     let mut cur = v;
     for p in path {
         cur = &cur[*p];
@@ -32,7 +32,7 @@ pub(super) fn str_field(v: &serde_json::Value, path: &[&str]) -> anyhow::Result<
 }
 
 /// Signs up and logs in every user, `concurrency` at a time: (user id, access token).
-pub(super) async fn create_users(ctx: &Ctx, run: &str, n: usize, concurrency: usize) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) async fn create_users(ctx: &Ctx, run: &str, n: usize, concurrency: usize) -> anyhow::Result<Vec<(String, String)>> {
     let mut tasks = Vec::new();
     let workers = concurrency.clamp(1, n.max(1));
     for w in 0..workers {
