@@ -2,7 +2,9 @@
 # Runs the whole test suite: starts real PostgreSQL and Redis servers on
 # loopback ports (installing them with apt first if they are missing and we
 # can), installs the MCP test server from npm into .test-tools/ when it is
-# missing, runs every Rust test with cargo-nextest, and stops the servers.
+# missing, runs every Rust test with cargo-nextest, stops the servers, then
+# runs the web UI's and JavaScript SDK's tests (scripts/test-web.sh: Node, and
+# the system Chromium, installed with apt when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -x "${CHORUS_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)
 if ((${#need[@]})); then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
@@ -32,8 +35,12 @@ export CHORUS_TEST_MCP_EVERYTHING="$PWD/$everything"
 eval "$(scripts/test-services.sh start)"
 trap 'scripts/test-services.sh stop' EXIT
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+  cargo nextest run --workspace --all-targets --no-fail-fast "$@" || status=$?
 else
-  cargo test --workspace --all-targets --no-fail-fast "$@"
+  cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
 fi
+
+bash scripts/test-web.sh || status=$?
+exit "$status"

@@ -129,6 +129,8 @@ export class Chorus {
     /** @type {ReturnType<typeof setTimeout> | null} */ this.stableTimer = null;
     /** @type {ReturnType<typeof setTimeout> | null} */ this.refreshTimer = null;
     /** @type {ReturnType<typeof setInterval> | null} */ this.heartbeatTimer = null;
+    /** Removes the environment listeners `watchEnvironment` added. @type {() => void} */
+    this.detachEnvironment = () => {};
     this.refreshing = false;
     this.watchEnvironment(options.environment ?? globalThis);
   }
@@ -166,6 +168,13 @@ export class Chorus {
     this.clearTimer('reconnectTimer');
     this.teardown(1000, 'client disconnect');
     this.setState('disconnected', { reason: 'client' });
+  }
+
+  /** Disconnects for good: also stops listening to the browser's online and visibility events. */
+  close() {
+    this.disconnect();
+    this.outbox.close();
+    this.detachEnvironment();
   }
 
   /**
@@ -611,13 +620,17 @@ export class Chorus {
    */
   watchEnvironment(env) {
     if (!env || typeof env.addEventListener !== 'function') return;
-    env.addEventListener('online', () => this.retryNow());
+    const online = () => this.retryNow();
+    env.addEventListener('online', online);
     const doc = env.document;
-    if (doc && typeof doc.addEventListener === 'function') {
-      doc.addEventListener('visibilitychange', () => {
-        if (doc.visibilityState === 'visible') this.retryNow();
-      });
-    }
+    const visible = () => {
+      if (doc.visibilityState === 'visible') this.retryNow();
+    };
+    if (doc && typeof doc.addEventListener === 'function') doc.addEventListener('visibilitychange', visible);
+    this.detachEnvironment = () => {
+      env.removeEventListener('online', online);
+      if (doc && typeof doc.removeEventListener === 'function') doc.removeEventListener('visibilitychange', visible);
+    };
   }
 
   /**

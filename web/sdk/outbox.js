@@ -111,6 +111,12 @@ export class Outbox {
     this.waiters.delete(item.key);
   }
 
+  /** Stops retrying (the client is closed for good). */
+  close() {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
   /** Sends pending items one by one while connected. */
   async flush() {
     if (this.flushing || this.client.state !== 'connected') return;

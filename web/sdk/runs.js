@@ -112,7 +112,7 @@ export function applyRunEvent(run, event) {
   }
   if (isEnded(run)) return false;
   if (typeof d.seq === 'number') run.lastSeq = d.seq;
-  const name = d.agent_name ?? d.agent?.name;
+  const name = d.agent_name ?? (typeof d.agent === 'string' ? d.agent : d.agent?.name);
   if (typeof name === 'string') run.agentName = name;
   if (typeof d.model === 'string') run.model = d.model;
   if (typeof d.message_id === 'string') run.messageId = d.message_id;
@@ -303,7 +303,7 @@ export class RunTracker {
       const run = known && !isEnded(known) ? known : newRun(view);
       run.status = view.status === 'queued' ? 'queued' : 'running';
       if (typeof view.model === 'string') run.model = view.model;
-      const name = view.agent_name ?? view.agent?.name;
+      const name = view.agent_name ?? (typeof view.agent === 'string' ? view.agent : view.agent?.name);
       if (typeof name === 'string') run.agentName = name;
       if (!known && typeof view.text === 'string') {
         run.text = view.text;

@@ -27,7 +27,7 @@ import { RUN_EVENTS, RunTracker } from './runs.js';
  * @property {(context: LoadContext) => Promise<void> | void} [loadState] refetch the channel's state over REST; live events wait for it
  * @property {Position} [since] start after this position instead of now
  * @property {boolean} [presence] keep a presence snapshot (`room:` channels)
- * @property {boolean} [runs] keep run view models, rebuilt from REST after `recovery_failed` (`room:` channels)
+ * @property {boolean} [runs] keep run view models, loaded from REST with the state (at the start and after `recovery_failed`; `room:` channels)
  */
 
 /**
@@ -265,7 +265,8 @@ export class Subscription {
         this.reloadAgain = false;
         const tasks = [];
         if (this.options.loadState) tasks.push(Promise.resolve().then(() => this.options.loadState?.({ reason, subscription: this })));
-        if (this.runs && reason === 'recovery_failed') tasks.push(this.rebuildRuns());
+        // Runs under way when the page loaded, or whose events were lost.
+        if (this.runs) tasks.push(this.rebuildRuns());
         const results = await Promise.allSettled(tasks);
         for (const r of results) if (r.status === 'rejected') this.events.emit('error', r.reason);
       } while (this.reloadAgain);

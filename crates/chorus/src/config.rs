@@ -8,14 +8,14 @@ use chorus_auth::AuthConfig;
 use chorus_chat::ChatConfig;
 use chorus_store::StoreConfig;
 use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
-use chorus_server::{OriginPolicy, ServerConfig};
+use chorus_server::{OriginPolicy, ServerConfig, WebConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys, the only ones `CHORUS_*` variables may set.
 const SECTIONS: &[&str] = &[
-    "data_dir", "node_id", "log", "server", "cors", "limits", "rate_limits", "timing", "namespaces", "broker", "auth", "store", "chat",
+    "data_dir", "node_id", "log", "server", "cors", "limits", "rate_limits", "timing", "namespaces", "broker", "auth", "store", "chat", "web",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +36,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub store: StoreConfig,
     pub chat: ChatConfig,
+    pub web: WebConfig,
 }
 
 impl Default for Config {
@@ -54,6 +55,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -175,6 +177,7 @@ impl Config {
         if self.server.ws_read_buffer_bytes < 256 {
             return bad("server.ws_read_buffer_bytes must be at least 256".into());
         }
+        self.web.validate().map_err(ConfigError::Invalid)?;
         crate::logging::parse_directives(&self.log.level).map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
         Ok(())
     }
@@ -192,7 +195,7 @@ impl Config {
     /// Top-level sections that changed but only take effect after a restart.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
         let mut changed = Vec::new();
-        let sections: [(&str, serde_json::Value, serde_json::Value); 10] = [
+        let sections: [(&str, serde_json::Value, serde_json::Value); 11] = [
             ("data_dir", to_value(&self.data_dir), to_value(&new.data_dir)),
             ("node_id", to_value(&self.node_id), to_value(&new.node_id)),
             ("server", to_value(&self.server), to_value(&new.server)),
@@ -202,6 +205,7 @@ impl Config {
             ("auth", to_value(&self.auth), to_value(&new.auth)),
             ("store", to_value(&self.store), to_value(&new.store)),
             ("chat", to_value(&self.chat), to_value(&new.chat)),
+            ("web", to_value(&self.web), to_value(&new.web)),
             ("log.format", to_value(&self.log.format), to_value(&new.log.format)),
         ];
         for (name, a, b) in sections {

@@ -140,6 +140,7 @@ impl Server {
             http_metrics,
             health: vec![store_check],
             chat: Some(chat.clone()),
+            web: config.web.clone(),
         });
         let app = chorus_server::app(state);
         let listener = listen(config.server.bind).with_context(|| format!("binding {}", config.server.bind))?;

@@ -9,10 +9,11 @@ use utoipa_axum::routes;
 
 use crate::rest::openapi::{self, ApiDoc};
 use crate::state::AppState;
-use crate::{error, health, metrics, origin, publish, request_id, rest, sse, ws};
+use crate::{error, health, metrics, origin, publish, request_id, rest, sse, web, ws};
 
 /// Builds the whole HTTP application; also fills in the state's OpenAPI
-/// document, which is generated from the routes themselves.
+/// document, which is generated from the routes themselves. With a
+/// `web.path_prefix`, every route also answers under that prefix.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config().body_limit_bytes;
     let cors = origin::cors(state.0.parts.origins.clone());
@@ -29,14 +30,19 @@ pub fn app(state: AppState) -> Router {
     if state.chat().is_some() {
         api = api.merge(rest::routes());
     }
-    let (router, doc) = api.split_for_parts();
+    let (mut router, doc) = api.split_for_parts();
     state.set_openapi(doc);
-    router
+    let web = state.web().clone();
+    if web.enabled {
+        router = router.merge(web::routes(&web));
+    }
+    let router = router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(from_fn(request_id::stash_route))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors)
         .layer(from_fn_with_state(state.clone(), request_id::outermost))
-        .with_state(state)
+        .with_state(state);
+    web::with_prefix(router, &web.path_prefix)
 }

@@ -19,6 +19,7 @@ pub mod request_id;
 pub mod rest;
 pub mod sse;
 pub mod state;
+pub mod web;
 pub mod ws;
 
 pub use app::app;
@@ -27,3 +28,4 @@ pub use credentials::{ApiKeyCheck, ApiPrincipal};
 pub use error::ApiError;
 pub use health::{ComponentReport, HealthCheck, Status};
 pub use state::{AppParts, AppState, HttpMetrics};
+pub use web::WebConfig;

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::config::{OriginPolicy, ServerConfig};
 use crate::credentials::ApiKeyCheck;
 use crate::health::HealthCheck;
+use crate::web::WebConfig;
 
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -65,6 +66,8 @@ pub struct AppParts {
     pub health: Vec<Arc<dyn HealthCheck>>,
     /// The chat domain; without it the REST API is not mounted.
     pub chat: Option<Chat>,
+    /// The browser UI (`[web]`).
+    pub web: WebConfig,
 }
 
 pub(crate) struct Inner {
@@ -112,6 +115,10 @@ impl AppState {
 
     pub fn health_checks(&self) -> &[Arc<dyn HealthCheck>] {
         &self.0.parts.health
+    }
+
+    pub fn web(&self) -> &WebConfig {
+        &self.0.parts.web
     }
 
     pub fn chat(&self) -> Option<&Chat> {
