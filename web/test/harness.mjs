@@ -76,6 +76,13 @@ export class TestServer {
     writeFileSync(configPath, configText(path.join(this.dir, 'data'), this.port, extra, this.options.auth));
     const child = spawn(chorusBinary(), ['serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
+    // A test process that ends without disposing (a crash, a forced exit) takes its server along.
+    const reap = () => {
+      child.kill('SIGKILL');
+      rmSync(this.dir, { recursive: true, force: true });
+    };
+    process.once('exit', reap);
+    child.once('exit', () => process.off('exit', reap));
     const exited = new Promise((resolve) => child.once('exit', resolve));
     this.exited = exited;
     child.stderr.on('data', (d) => this.remember(String(d)));
