@@ -252,6 +252,28 @@ export class Chorus {
     }
   }
 
+  /**
+   * Cancels an agent run: the `cancel_run` command on the live connection,
+   * `POST /api/v1/runs/{id}/cancel` while it is down. Idempotent: resolves
+   * with the run's status after the request (`cancelled`, or the ending it
+   * already had); its `agent_error` (code `cancelled`) follows on the
+   * channel. Rejects with `invalid_field`, `not_found`, `forbidden` or
+   * `unavailable` (no agent runtime).
+   * @param {string} runId
+   * @returns {Promise<{run_id: string, status: string}>}
+   */
+  async cancelRun(runId) {
+    if (this.state === 'connected') {
+      try {
+        return await this.request('cancel_run', { run_id: runId });
+      } catch (error) {
+        if (!(error instanceof ChorusError && error.code === 'disconnected')) throw error;
+      }
+    }
+    const run = await this.rest.post(`runs/${encodeURIComponent(runId)}/cancel`);
+    return { run_id: String(run?.id ?? runId), status: String(run?.status ?? '') };
+  }
+
   // ------------------------------------------------------------ connection
 
   async open() {

@@ -1,9 +1,12 @@
 // Agent runs as view models, built from the run events of a channel
 // (`agent_queued`, `agent_started`, `agent_thinking`, `agent_text_delta`,
 // `tool_executing`, `tool_completed`, then exactly one of `agent_completed`
-// or `agent_error`). Each event carries `run_id`, `thread_id`, `agent_id` and
-// a per-run `seq`; an event whose `seq` was already applied is skipped, and
-// nothing after the terminal event changes the run.
+// or `agent_error`), as PROTOCOL.md "Agent runs" specifies them. Each event
+// carries the run header `run_id`, `thread_id`, `agent_id` and a per-run
+// `seq` (1, 2, 3, … with no gap); an event whose `seq` was already applied is
+// skipped (a terminal event may arrive twice after a crash), and nothing
+// after the terminal event changes the run. Agent names are not in the
+// events: the app looks them up by `agentId`.
 
 import { Emitter } from './emitter.js';
 
@@ -29,22 +32,35 @@ import { Emitter } from './emitter.js';
  */
 
 /**
+ * An `agent_error` code (PROTOCOL.md "agent_error codes"); `cancelled` and
+ * `superseded` end a run as `cancelled`, every other code as `failed`.
+ * @typedef {'cancelled' | 'superseded' | 'busy' | 'queue_full' | 'timeout' | 'shutdown' | 'interrupted' | 'internal' | 'tool_loop' | 'tool_rounds' | 'budget_exceeded' | 'maintenance' | 'rate_limited' | 'context_length' | 'auth' | 'provider_error' | 'agent_unavailable' | 'model_unavailable' | string} RunErrorCode
+ */
+
+/** Codes whose run ends `cancelled` rather than `failed`. */
+export const CANCELLED_CODES = new Set(['cancelled', 'superseded']);
+
+/**
  * @typedef {object} Run
  * @property {string} id
  * @property {string} agentId
  * @property {string} threadId
  * @property {RunStatus} status
- * @property {string | null} agentName
- * @property {string | null} model
+ * @property {string | null} model the configured model; at the end, the one that answered
+ * @property {string | null} provider `openai`, `gemini`, `anthropic`, `ollama`, `demo`
+ * @property {string | null} triggerMessageId
+ * @property {string | null} triggeredBy the accountable person
+ * @property {string | null} parentRunId
+ * @property {number} hop
  * @property {number | null} position place in the queue while `queued`
  * @property {string} thinking all reasoning text so far
  * @property {string} text the answer so far
  * @property {RunItem[]} items
  * @property {Map<string, ToolCall>} tools
- * @property {Record<string, any> | null} usage
- * @property {number | null} cost
+ * @property {{input_tokens: number, output_tokens: number, estimated: boolean} | null} usage
+ * @property {number | null} costUsd US dollars
  * @property {string | null} finishReason
- * @property {{code: string, message: string, retryable: boolean} | null} error
+ * @property {{code: RunErrorCode, message: string, retryable: boolean} | null} error
  * @property {string | null} messageId the stored answer's id, once known
  * @property {boolean} stored whether the stored answer (`message_created`) arrived
  * @property {number} lastSeq
@@ -79,15 +95,19 @@ export function newRun(data) {
     agentId: String(data.agent_id ?? ''),
     threadId: String(data.thread_id ?? data.channel ?? ''),
     status: 'queued',
-    agentName: null,
     model: null,
+    provider: null,
+    triggerMessageId: null,
+    triggeredBy: null,
+    parentRunId: null,
+    hop: 0,
     position: null,
     thinking: '',
     text: '',
     items: [],
     tools: new Map(),
     usage: null,
-    cost: null,
+    costUsd: null,
     finishReason: null,
     error: null,
     messageId: null,
@@ -112,10 +132,9 @@ export function applyRunEvent(run, event) {
   }
   if (isEnded(run)) return false;
   if (typeof d.seq === 'number') run.lastSeq = d.seq;
-  const name = d.agent_name ?? (typeof d.agent === 'string' ? d.agent : d.agent?.name);
-  if (typeof name === 'string') run.agentName = name;
   if (typeof d.model === 'string') run.model = d.model;
   if (typeof d.message_id === 'string') run.messageId = d.message_id;
+  if (typeof d.trigger_message_id === 'string') run.triggerMessageId = d.trigger_message_id;
   switch (event.type) {
     case 'agent_queued':
       if (typeof d.position === 'number') run.position = d.position;
@@ -124,16 +143,18 @@ export function applyRunEvent(run, event) {
       run.status = 'running';
       run.position = null;
       run.startedAt = event.timestamp ?? null;
+      if (typeof d.provider === 'string') run.provider = d.provider;
+      if (typeof d.triggered_by === 'string') run.triggeredBy = d.triggered_by;
+      if (typeof d.parent_run_id === 'string') run.parentRunId = d.parent_run_id;
+      if (typeof d.hop === 'number') run.hop = d.hop;
       break;
-    case 'agent_thinking': {
+    case 'agent_thinking':
       run.status = 'running';
-      const text = typeof d.delta === 'string' ? d.delta : typeof d.thought === 'string' ? d.thought : '';
-      if (text) {
-        run.thinking += text;
-        appendText(run, 'thinking', text);
+      if (typeof d.thought === 'string' && d.thought) {
+        run.thinking += d.thought;
+        appendText(run, 'thinking', d.thought);
       }
       break;
-    }
     case 'agent_text_delta':
       run.status = 'running';
       if (typeof d.delta === 'string' && d.delta) {
@@ -162,26 +183,19 @@ export function applyRunEvent(run, event) {
       }
       call.status = d.is_error === true ? 'failed' : 'done';
       call.result = d.result;
-      const ms = d.duration_ms ?? d.duration;
-      call.durationMs = typeof ms === 'number' ? ms : null;
+      call.durationMs = typeof d.duration_ms === 'number' ? d.duration_ms : null;
       break;
     }
     case 'agent_completed':
       run.status = 'completed';
-      if (typeof d.text === 'string') run.text = d.text;
-      run.usage = d.usage ?? null;
-      run.cost = typeof d.cost === 'number' ? d.cost : typeof d.cost?.total === 'number' ? d.cost.total : null;
-      run.finishReason = d.finish_reason ?? null;
-      run.endedAt = event.timestamp ?? null;
-      endTools(run);
+      endWith(run, d, event);
+      run.finishReason = typeof d.finish_reason === 'string' ? d.finish_reason : null;
       break;
     case 'agent_error': {
-      const code = String(d.code ?? d.error ?? 'error');
-      run.status = code === 'cancelled' ? 'cancelled' : 'failed';
+      const code = String(d.code ?? 'internal');
+      run.status = CANCELLED_CODES.has(code) ? 'cancelled' : 'failed';
       run.error = { code, message: String(d.message ?? code), retryable: d.retryable === true };
-      run.usage = d.usage ?? run.usage;
-      run.endedAt = event.timestamp ?? null;
-      endTools(run);
+      endWith(run, d, event);
       break;
     }
     default:
@@ -199,6 +213,35 @@ function appendText(run, kind, text) {
   const last = run.items[run.items.length - 1];
   if (last && last.kind === kind) last.text += text;
   else run.items.push({ kind, text });
+}
+
+/**
+ * What both terminal events carry: the whole answer (kept even when a run
+ * fails or is cancelled mid-stream), usage and cost.
+ * @param {Run} run
+ * @param {Record<string, any>} d
+ * @param {ChannelEvent} event
+ */
+function endWith(run, d, event) {
+  if (typeof d.text === 'string') setText(run, d.text);
+  if (d.usage && typeof d.usage === 'object') run.usage = d.usage;
+  if (typeof d.cost_usd === 'number') run.costUsd = d.cost_usd;
+  run.endedAt = event.timestamp ?? null;
+  endTools(run);
+}
+
+/**
+ * Replaces the answer with the authoritative whole (the terminal event's
+ * `text`, or a REST view's): the text items become one, after the thinking
+ * and tool calls, unless the pieces already add up to it.
+ * @param {Run} run
+ * @param {string} text
+ */
+function setText(run, text) {
+  if (run.text === text) return;
+  run.text = text;
+  run.items = run.items.filter((i) => i.kind !== 'text');
+  if (text) run.items.push({ kind: 'text', text });
 }
 
 /** Tool calls still running when a run ends did not finish. @param {Run} run */
@@ -294,23 +337,26 @@ export class RunTracker {
    * are no longer active ended meanwhile: their answers are in the
    * refetched messages, so they are dropped.
    * @param {Record<string, any>[]} views runs as `GET /api/v1/channels/{id}/runs?status=active` lists them
+   *   (`id`, `agent_id`, `thread_id`, `status`, `model`, `provider`, `message_id`, `text`, …; no `seq`)
    */
   rebuild(views) {
     /** @type {Map<string, Run>} */
     const runs = new Map();
     for (const view of views.slice(0, MAX_RUNS)) {
-      const known = this.runs.get(String(view.id ?? view.run_id));
-      const run = known && !isEnded(known) ? known : newRun(view);
+      if (typeof view?.id !== 'string') continue;
+      const known = this.runs.get(view.id);
+      const run = known && !isEnded(known) ? known : newRun({ ...view, run_id: view.id });
       run.status = view.status === 'queued' ? 'queued' : 'running';
       if (typeof view.model === 'string') run.model = view.model;
-      const name = view.agent_name ?? (typeof view.agent === 'string' ? view.agent : view.agent?.name);
-      if (typeof name === 'string') run.agentName = name;
-      if (!known && typeof view.text === 'string') {
-        run.text = view.text;
-        if (view.text) run.items.push({ kind: 'text', text: view.text });
-      }
-      if (typeof view.last_seq === 'number' && view.last_seq > run.lastSeq) run.lastSeq = view.last_seq;
-      if (typeof view.seq === 'number' && view.seq > run.lastSeq) run.lastSeq = view.seq;
+      if (typeof view.provider === 'string') run.provider = view.provider;
+      if (typeof view.trigger_message_id === 'string') run.triggerMessageId = view.trigger_message_id;
+      if (typeof view.triggered_by === 'string') run.triggeredBy = view.triggered_by;
+      if (typeof view.parent_run_id === 'string') run.parentRunId = view.parent_run_id;
+      if (typeof view.hop === 'number') run.hop = view.hop;
+      if (typeof view.message_id === 'string') run.messageId = view.message_id;
+      // The server's text is the answer streamed so far: more than ours
+      // when deltas were lost. Deltas after it follow as events.
+      if (typeof view.text === 'string' && view.text.length >= run.text.length) setText(run, view.text);
       run.startedAt = view.started_at ?? run.startedAt;
       runs.set(run.id, run);
     }

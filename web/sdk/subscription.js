@@ -286,8 +286,8 @@ export class Subscription {
     try {
       body = await this.client.rest.get(`channels/${encodeURIComponent(this.id)}/runs?status=active`);
     } catch (error) {
-      // No such channel (or no runs there to list): nothing is active.
-      if (!(error instanceof ChorusError && error.code === 'not_found')) throw error;
+      // No such channel, or a server without an agent runtime: nothing is active.
+      if (!(error instanceof ChorusError && (error.code === 'not_found' || error.code === 'unavailable'))) throw error;
       body = { runs: [] };
     }
     this.runs.rebuild(Array.isArray(body?.runs) ? body.runs : []);

@@ -202,16 +202,17 @@ export function runEvents(channel, { runId, agentId, model = 'demo', thought = '
   const base = { run_id: runId, thread_id: channel, agent_id: agentId };
   let seq = 0;
   const ev = (type, data) => [channel, type, { ...base, seq: ++seq, ...data }];
-  const events = [ev('agent_started', { model, agent_name: 'Helper' }), ev('agent_thinking', { thought })];
+  const events = [ev('agent_started', { model, provider: 'demo', trigger_message_id: 'trigger', triggered_by: 'someone', hop: 0 }), ev('agent_thinking', { thought })];
   if (tool) {
     events.push(ev('tool_executing', { call_id: 'c1', tool: 'clock', arguments: { zone: 'UTC' } }));
     events.push(ev('tool_completed', { call_id: 'c1', tool: 'clock', result: { now: '2026-12-05T10:00:00Z' }, is_error: false, duration_ms: 12 }));
   }
   for (const delta of text) events.push(ev('agent_text_delta', { delta, message_id: messageId }));
   if (end === 'completed') {
-    events.push(ev('agent_completed', { text: text.join(''), message_id: messageId, finish_reason: 'stop', usage: { input_tokens: 12, output_tokens: 7 }, cost: 0 }));
+    events.push(ev('agent_completed', { text: text.join(''), message_id: messageId, finish_reason: 'stop', usage: { input_tokens: 12, output_tokens: 7, estimated: false }, cost_usd: 0.0021, model }));
   } else if (end) {
-    events.push(ev('agent_error', { error: end, code: end, message: `run ended: ${end}` }));
+    // `error` too: the publish schema before the agent runtime requires it; the runtime's ignores it.
+    events.push(ev('agent_error', { code: end, error: end, message: `run ended: ${end}`, retryable: false, message_id: messageId, text: text.join('') }));
   }
   return events;
 }

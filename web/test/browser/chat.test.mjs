@@ -146,7 +146,7 @@ describe('agent runs', () => {
     const base = { run_id: 'run-ui', thread_id: channel.stream, agent_id: 'agent-ui' };
     let seq = 0;
     const ev = (type, data) => server.publish([[channel.stream, type, { ...base, seq: ++seq, ...data }]]);
-    await ev('agent_started', { model: 'demo', agent_name: 'Helper' });
+    await ev('agent_started', { model: 'demo', provider: 'demo', hop: 0 });
     const card = pa.locator('[role="log"] [data-run-id="run-ui"]');
     await card.waitFor();
     assert.equal(await card.getAttribute('aria-busy'), 'true');
@@ -155,7 +155,7 @@ describe('agent runs', () => {
     await card.locator('[data-tool-status="running"]').waitFor();
     await ev('tool_completed', { call_id: 'c1', tool: 'clock', result: { now: '10:00' }, duration_ms: 5 });
     await card.locator('[data-tool-status="done"]').waitFor();
-    await ev('agent_text_delta', { delta: 'It is **10:00**.\n\n```js\nconst t = "10' });
+    await ev('agent_text_delta', { message_id: 'msg-ui', delta: 'It is **10:00**.\n\n```js\nconst t = "10' });
     // The unfinished fence is closed while streaming: already a code block.
     await card.locator('pre code', { hasText: 'const t' }).waitFor();
     const order = await card.evaluate((el) =>
@@ -164,8 +164,8 @@ describe('agent runs', () => {
     assert.deepEqual(order, ['thinking', 'tool', 'text']);
     assert.equal(await card.locator('.thought').textContent(), 'The user wants the time.');
     assert.equal(await card.getByRole('button', { name: 'Stop' }).count(), 1);
-    await ev('agent_text_delta', { delta: ':00";\n```' });
-    await ev('agent_completed', { text: 'It is **10:00**.\n\n```js\nconst t = "10:00";\n```', usage: { input_tokens: 20, output_tokens: 9 }, cost: 0.0004 });
+    await ev('agent_text_delta', { message_id: 'msg-ui', delta: ':00";\n```' });
+    await ev('agent_completed', { text: 'It is **10:00**.\n\n```js\nconst t = "10:00";\n```', message_id: 'msg-ui', finish_reason: 'stop', usage: { input_tokens: 20, output_tokens: 9, estimated: false }, cost_usd: 0.0004, model: 'demo' });
     await pa.locator('[data-run-id="run-ui"][data-run-status="completed"]').waitFor();
     assert.equal(await card.getAttribute('aria-busy'), 'false');
     assert.match(await card.locator('.usage').textContent(), /20 tokens in · 9 out · \$0\.00040/);

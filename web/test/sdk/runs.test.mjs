@@ -29,8 +29,11 @@ describe('runs', () => {
     await until(() => ends.length === 1);
     const run = sub.runs.get('run-1');
     assert.equal(run.status, 'completed');
-    assert.equal(run.agentName, 'Helper');
     assert.equal(run.model, 'demo');
+    assert.equal(run.provider, 'demo');
+    assert.equal(run.triggeredBy, 'someone');
+    assert.equal(run.triggerMessageId, 'trigger');
+    assert.equal(run.hop, 0);
     assert.deepEqual(run.items.map((i) => i.kind), ['thinking', 'tool', 'text']);
     assert.equal(run.thinking, 'Let me think.');
     const call = run.tools.get('c1');
@@ -39,7 +42,9 @@ describe('runs', () => {
     assert.deepEqual(call.result, { now: '2026-12-05T10:00:00Z' });
     assert.equal(call.durationMs, 12);
     assert.equal(run.text, 'Hello **world**\n\n```js\nconst x = 1;\n```');
-    assert.deepEqual(run.usage, { input_tokens: 12, output_tokens: 7 });
+    assert.deepEqual(run.usage, { input_tokens: 12, output_tokens: 7, estimated: false });
+    assert.equal(run.costUsd, 0.0021);
+    assert.equal(run.finishReason, 'stop');
     assert.equal(run.messageId, 'm-1');
 
     // Nothing after the ending changes it, and a repeated seq is skipped.
@@ -51,6 +56,14 @@ describe('runs', () => {
     assert.equal(cancelled.status, 'cancelled');
     assert.equal(cancelled.error.code, 'cancelled');
     assert.equal(cancelled.text, 'partial');
+    // Interrupted by a newer message: cancelled too, with the answer so far kept.
+    await server.publish(runEvents(channel.stream, { runId: 'run-3', agentId: 'agent-1', end: 'superseded', text: ['half'], messageId: 'm-3' }));
+    await until(() => ends.length === 3);
+    const superseded = sub.runs.get('run-3');
+    assert.equal(superseded.status, 'cancelled');
+    assert.equal(superseded.error.code, 'superseded');
+    assert.equal(superseded.messageId, 'm-3');
+    assert.equal(superseded.text, 'half');
     assert.deepEqual(sub.runs.active(), []);
     chorus.disconnect();
   });
@@ -84,15 +97,29 @@ describe('runs', () => {
 
   it('rebuilds from the active runs a server lists, dropping runs that ended meanwhile', () => {
     const tracker = new RunTracker();
-    tracker.onEvent({ type: 'agent_started', channel: 'room:c', offset: 1, epoch: 'e', timestamp: '', data: { run_id: 'gone', thread_id: 'room:c', agent_id: 'a', seq: 1 } });
-    tracker.onEvent({ type: 'agent_started', channel: 'room:c', offset: 2, epoch: 'e', timestamp: '', data: { run_id: 'kept', thread_id: 'room:c', agent_id: 'a', seq: 1 } });
+    const started = (id) => ({ type: 'agent_started', channel: 'room:c', offset: 1, epoch: 'e', timestamp: '', data: { run_id: id, thread_id: 'room:c', agent_id: 'a', seq: 1 } });
+    tracker.onEvent(started('gone'));
+    tracker.onEvent(started('kept'));
+    tracker.onEvent({ type: 'agent_text_delta', channel: 'room:c', offset: 3, epoch: 'e', timestamp: '', data: { run_id: 'kept', thread_id: 'room:c', agent_id: 'a', seq: 2, message_id: 'mk', delta: 'He' } });
+    // RunView as GET /api/v1/channels/{id}/runs?status=active lists them.
+    const view = (id, fields) => ({ id, agent_id: 'a', channel_id: 'c', thread_id: 'room:c', hop: 0, usage: { input_tokens: 0, output_tokens: 0, estimated: false }, cost_usd: 0, created_at: '2026-12-05T10:00:00.000Z', ...fields });
     tracker.rebuild([
-      { id: 'kept', agent_id: 'a', channel_id: 'c', status: 'running', last_seq: 4 },
-      { id: 'new', agent_id: 'b', channel_id: 'c', status: 'queued', model: 'demo', text: 'so far' },
+      view('kept', { status: 'running', model: 'demo', provider: 'demo', message_id: 'mk', text: 'Hello', started_at: '2026-12-05T10:00:01.000Z' }),
+      view('new', { agent_id: 'b', status: 'queued', model: 'demo', triggered_by: 'u1', trigger_message_id: 'm0' }),
     ]);
     assert.deepEqual([...tracker.runs.keys()], ['kept', 'new']);
-    assert.equal(tracker.get('kept').lastSeq, 4);
-    assert.equal(tracker.get('new').status, 'queued');
-    assert.equal(tracker.get('new').text, 'so far');
+    const kept = tracker.get('kept');
+    assert.equal(kept.status, 'running');
+    // The server's text covers deltas this client lost; later ones append.
+    assert.equal(kept.text, 'Hello');
+    assert.equal(kept.lastSeq, 2);
+    tracker.onEvent({ type: 'agent_text_delta', channel: 'room:c', offset: 9, epoch: 'f', timestamp: '', data: { run_id: 'kept', thread_id: 'room:c', agent_id: 'a', seq: 5, message_id: 'mk', delta: ' there' } });
+    assert.equal(kept.text, 'Hello there');
+    assert.deepEqual(kept.items, [{ kind: 'text', text: 'Hello there' }]);
+    const fresh = tracker.get('new');
+    assert.equal(fresh.status, 'queued');
+    assert.equal(fresh.agentId, 'b');
+    assert.equal(fresh.triggeredBy, 'u1');
+    assert.equal(fresh.text, '');
   });
 });

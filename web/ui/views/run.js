@@ -3,7 +3,6 @@
 // Stop button, usage and cost at the end. While it streams the card is
 // `aria-busy`, so screen readers announce the answer once, when it ends.
 
-import { ChorusError } from '../../sdk/index.js';
 import { html, pretty, useState } from '../lib.js';
 import { renderMarkdown } from '../markdown.js';
 
@@ -52,13 +51,37 @@ export function RunTimeline({ run, streaming, showText = true }) {
 function usageText(run) {
   const u = run.usage;
   if (!u) return null;
-  const input = u.input_tokens ?? u.prompt_tokens;
-  const output = u.output_tokens ?? u.completion_tokens;
   const parts = [];
-  if (input !== undefined) parts.push(`${input} tokens in`);
-  if (output !== undefined) parts.push(`${output} out`);
-  if (typeof run.cost === 'number') parts.push(`$${run.cost.toFixed(run.cost > 0 && run.cost < 0.01 ? 5 : 2)}`);
+  if (typeof u.input_tokens === 'number') parts.push(`${u.input_tokens} tokens in`);
+  if (typeof u.output_tokens === 'number') parts.push(`${u.output_tokens} out${u.estimated ? ' (estimated)' : ''}`);
+  if (typeof run.costUsd === 'number') parts.push(`$${run.costUsd.toFixed(run.costUsd > 0 && run.costUsd < 0.01 ? 5 : 2)}`);
   return parts.join(' · ');
+}
+
+/** What an `agent_error` code means to a reader (PROTOCOL.md "agent_error codes"). */
+const ERROR_TEXT = {
+  superseded: 'Interrupted by a newer message.',
+  busy: 'The agent was busy here and took no new work.',
+  queue_full: 'Too many runs waiting; try again shortly.',
+  timeout: 'The model stopped answering.',
+  shutdown: 'The server shut down before the run finished.',
+  interrupted: 'The server stopped while the run was going.',
+  tool_loop: 'Stopped: the model repeated the same tool call.',
+  tool_rounds: 'Stopped: too many rounds of tool calls.',
+  budget_exceeded: 'The daily budget for agent runs is spent.',
+  maintenance: 'The server is in maintenance mode.',
+  rate_limited: 'The model provider is rate-limiting; try again shortly.',
+  context_length: 'The conversation no longer fits the model.',
+  auth: 'The model provider refused the server’s credentials.',
+  provider_error: 'The model provider failed.',
+  agent_unavailable: 'The agent was deleted.',
+  model_unavailable: 'The agent’s model is not configured on this server.',
+};
+
+function errorText(error) {
+  const known = ERROR_TEXT[error.code];
+  if (known && error.message && error.message !== error.code) return `${known} (${error.message})`;
+  return known ?? error.message;
 }
 
 /**
@@ -69,13 +92,13 @@ export function RunCard({ app, run, message = null }) {
   const [stopping, setStopping] = useState(false);
   const [stopError, setStopError] = useState(/** @type {string | null} */ (null));
   const ended = run.status === 'completed' || run.status === 'failed' || run.status === 'cancelled';
-  const name = run.agentName ?? app.nameOf({ kind: 'agent', id: run.agentId });
+  const name = app.nameOf({ kind: 'agent', id: run.agentId });
 
   async function stop() {
     setStopping(true);
     setStopError(null);
     try {
-      await cancelRun(app, run.id);
+      await app.chorus.cancelRun(run.id);
     } catch (err) {
       setStopError(err?.message ?? String(err));
       setStopping(false);
@@ -96,27 +119,8 @@ export function RunCard({ app, run, message = null }) {
       : message && message.text !== run.text
         ? html`<${RunTimeline} run=${run} streaming=${false} showText=${false} /><div class="md" dangerouslySetInnerHTML=${{ __html: renderMarkdown(message.text) }} />`
         : html`<${RunTimeline} run=${run} streaming=${!ended} />`}
-    ${run.error && run.status !== 'cancelled' ? html`<p class="error">${run.error.message}</p>` : null}
+    ${run.error && run.error.code !== 'cancelled' ? html`<p class="error" data-error-code=${run.error.code}>${errorText(run.error)}</p>` : null}
     ${stopError ? html`<p class="error" role="alert">Could not stop: ${stopError}</p>` : null}
     ${ended && usageText(run) ? html`<p class="usage muted">${usageText(run)}</p>` : null}
   </article>`;
-}
-
-/**
- * Cancels a run: the `cancel_run` command on the live connection, or
- * `POST /api/v1/runs/{id}/cancel` when the connection is down.
- * @param {any} app
- * @param {string} runId
- */
-async function cancelRun(app, runId) {
-  const chorus = app.chorus;
-  if (chorus?.state === 'connected') {
-    try {
-      await chorus.request('cancel_run', { run_id: runId });
-      return;
-    } catch (err) {
-      if (!(err instanceof ChorusError) || err.code !== 'disconnected') throw err;
-    }
-  }
-  await app.rest.post(`runs/${encodeURIComponent(runId)}/cancel`);
 }
