@@ -266,8 +266,11 @@ export async function tcpProxy(targetPort) {
   };
 }
 
-/** Waits until `check()` is truthy (polling every 20 ms), or fails after `ms`. */
-export async function until(check, ms = 5000, what = 'condition') {
+/**
+ * Waits until `check()` is truthy (polling every 20 ms), or fails after `ms`:
+ * a bound on a hang, not a speed target (generous for a loaded machine).
+ */
+export async function until(check, ms = 20000, what = 'condition') {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await check();
@@ -278,7 +281,7 @@ export async function until(check, ms = 5000, what = 'condition') {
 }
 
 /** Resolves with the next `event` of `emitter` (an SDK object with `on`). */
-export function next(emitter, event, predicate = () => true, ms = 5000) {
+export function next(emitter, event, predicate = () => true, ms = 20000) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       off();

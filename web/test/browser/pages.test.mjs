@@ -43,7 +43,7 @@ describe('accounts', () => {
     await page.getByRole('button', { name: '+ New channel' }).focus();
     await page.keyboard.press('Enter');
     // The form's field takes the focus.
-    await until(() => page.evaluate(() => document.activeElement?.id === 'new-channel-name'), 3000, 'focus in the new form');
+    await until(() => page.evaluate(() => document.activeElement?.id === 'new-channel-name'), undefined, 'focus in the new form');
     await page.keyboard.type('keyboard');
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: '# keyboard' }).waitFor();
@@ -73,11 +73,11 @@ describe('accounts', () => {
     const ctx = await signedInContext(chrome.browser, server, user);
     const page = await openUi(ctx, server, '#/sessions');
     const rows = page.locator('[data-session]');
-    await until(async () => (await rows.count()) === 2, 5000, 'two sessions');
+    await until(async () => (await rows.count()) === 2, undefined, 'two sessions');
     assert.equal(await page.locator(`[data-session="${user.session_id}"]`, { hasText: 'this one' }).count(), 1);
     assert.deepEqual(await axe(page), []);
     await page.locator(`[data-session="${other.session_id}"]`).getByRole('button', { name: /^Revoke/ }).click();
-    await until(async () => (await rows.count()) === 1, 5000, 'one session left');
+    await until(async () => (await rows.count()) === 1, undefined, 'one session left');
     await assert.rejects(server.http('GET', 'me', { token: other.access_token }), (e) => e.status === 401);
     await ctx.close();
   });
@@ -94,13 +94,13 @@ describe('channel', () => {
     for (let i = 1; i <= 70; i++) await post(bob, channel.id, `h${i}`);
     const ctx = await signedInContext(chrome.browser, server, alice);
     const page = await openUi(ctx, server, `#/c/${channel.id}`);
-    await until(async () => (await shownTexts(page)).length === 50, 5000, 'the newest page');
+    await until(async () => (await shownTexts(page)).length === 50, undefined, 'the newest page');
     assert.equal((await shownTexts(page))[0], 'h21');
     // Scrolling to the top fetches the older page.
     await page.locator('.scroller').evaluate((el) => {
       el.scrollTop = 0;
     });
-    await until(async () => (await shownTexts(page)).length === 70, 5000, 'the older page');
+    await until(async () => (await shownTexts(page)).length === 70, undefined, 'the older page');
     assert.equal((await shownTexts(page))[0], 'h1');
     await page.getByText('This is the beginning of #history.').waitFor();
 
@@ -112,7 +112,7 @@ describe('channel', () => {
     const jump = page.getByRole('button', { name: /Jump to latest \(1 new\)/ });
     await jump.waitFor();
     await jump.click();
-    await until(() => page.locator('.scroller').evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 48), 3000, 'at the bottom');
+    await until(() => page.locator('.scroller').evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 48), undefined, 'at the bottom');
 
     // Messages in another channel count as unread there.
     await post(bob, other.id, 'o1');
@@ -143,7 +143,7 @@ describe('channel', () => {
     const b = await signedInContext(chrome.browser, server, bob);
     const pa = await openUi(a, server, `#/c/${channel.id}`);
     const pb = await openUi(b, server, `#/c/${channel.id}`);
-    await until(async () => (await shownTexts(pa)).length === 3, 5000, 'history');
+    await until(async () => (await shownTexts(pa)).length === 3, undefined, 'history');
     // Only one's own messages can be edited.
     assert.equal(await pa.getByRole('button', { name: /^Edit message/ }).count(), 2);
     await pa.getByRole('button', { name: /^Edit message/ }).first().click();
@@ -161,7 +161,7 @@ describe('channel', () => {
     await pa.locator('[data-typing]', { hasText: 'is typing…' }).waitFor();
     await pb.getByRole('textbox', { name: 'Message #edits' }).fill('');
     await pb.getByRole('textbox', { name: 'Message #edits' }).press('Backspace');
-    await pa.locator('[data-typing]:empty').waitFor({ timeout: 7000, state: 'attached' });
+    await pa.locator('[data-typing]:empty').waitFor({ state: 'attached' });
 
     // Members: both online; bob leaves and shows offline.
     await pa.getByRole('button', { name: /^Members/ }).click();
@@ -187,7 +187,7 @@ describe('agents', () => {
     await form.getByLabel('Persona').fill('A patient helper who answers briefly.');
     await form.getByRole('button', { name: 'Create agent' }).click();
     const name = form.getByLabel('Name');
-    await until(async () => (await name.getAttribute('aria-invalid')) === 'true', 3000, 'the name marked invalid');
+    await until(async () => (await name.getAttribute('aria-invalid')) === 'true', undefined, 'the name marked invalid');
     const described = await name.getAttribute('aria-describedby');
     const errorId = described.split(' ').find((id) => id.endsWith('-error'));
     assert.match(await page.locator(`#${errorId}`).textContent(), /letters, digits/);
@@ -195,7 +195,7 @@ describe('agents', () => {
     await name.fill('Helper');
     await form.getByLabel('Persona').fill('short');
     await form.getByRole('button', { name: 'Create agent' }).click();
-    await until(async () => (await form.getByLabel('Persona').getAttribute('aria-invalid')) === 'true', 3000, 'the persona marked invalid');
+    await until(async () => (await form.getByLabel('Persona').getAttribute('aria-invalid')) === 'true', undefined, 'the persona marked invalid');
     await form.getByLabel('Persona').fill('A patient helper who answers briefly.');
     await form.getByLabel('Tools').fill('clock');
     await form.getByRole('button', { name: 'Create agent' }).click();

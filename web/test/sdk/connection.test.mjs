@@ -62,22 +62,21 @@ describe('connection', () => {
     const alice = await server.user('alice');
     const proxy = await tcpProxy(server.port);
     const env = new EventTarget();
-    const chorus = clientOf(alice, { url: proxy.url, environment: env, minReconnectMs: 2000, maxReconnectMs: 20000 });
+    // A backoff of ten minutes: reconnecting before the test's timeout proves the `online` event did it.
+    const chorus = clientOf(alice, { url: proxy.url, environment: env, minReconnectMs: 600000, maxReconnectMs: 600000 });
     chorus.connect();
     await next(chorus, 'connected');
     const reconnecting = next(chorus, 'state', (s) => s.state === 'reconnecting');
     proxy.cut();
     const s = await reconnecting;
     assert.equal(s.reason, 'connection_lost');
-    assert.ok(s.delayMs >= 2000 && s.delayMs <= 20000, `delay ${s.delayMs}`);
+    assert.ok(s.delayMs >= 600000, `delay ${s.delayMs}`);
     proxy.restore();
     // Without waiting out the delay: the `online` event retries now.
-    const started = Date.now();
-    const again = next(chorus, 'connected', () => true, 1500);
+    const again = next(chorus, 'connected');
     env.dispatchEvent(new Event('online'));
     const info = await again;
     assert.equal(info.reconnected, true);
-    assert.ok(Date.now() - started < 1500);
     chorus.disconnect();
     await proxy.close();
   });
@@ -104,7 +103,7 @@ describe('connection', () => {
       await next(c, 'connected');
       clients.push(c);
     }
-    await until(() => clients[0].state === 'stopped', 3000, 'eviction');
+    await until(() => clients[0].state === 'stopped', undefined, 'eviction');
     assert.deepEqual(clients[0].stopped, { reason: 'replaced', code: 4004 });
     const reconnects = [];
     clients[0].on('state', (s) => reconnects.push(s));
@@ -174,7 +173,7 @@ describe('tokens', () => {
     await next(chorus, 'connected');
     let refreshed = 0;
     chorus.on('token_refreshed', () => refreshed++);
-    await until(() => refreshed >= 3, 15000, 'three refreshes');
+    await until(() => refreshed >= 3, 30000, 'three refreshes');
     assert.deepEqual(closes, []);
     assert.equal(chorus.state, 'connected');
     assert.deepEqual(await chorus.request('ping'), { pong: true });

@@ -73,7 +73,7 @@ describe('subscriptions', () => {
     await until(() => chorus.state === 'reconnecting');
     await server.publish([2, 3, 4, 5, 6].map((n) => [channel.stream, 'publication', { n }]));
     proxy.restore();
-    await until(() => texts(events).length === 6, 5000, 'the missed events');
+    await until(() => texts(events).length === 6, undefined, 'the missed events');
     await server.publish([[channel.stream, 'publication', { n: 7 }]]);
     await until(() => texts(events).length === 7);
     assert.deepEqual(texts(events), [1, 2, 3, 4, 5, 6, 7]);
@@ -98,7 +98,7 @@ describe('subscriptions', () => {
     };
     const { channel, chorus, events } = await setup({ client: { WebSocket: tapped(tap) } });
     await server.publish([1, 2, 3].map((n) => [channel.stream, 'publication', { n }]));
-    await until(() => texts(events).length === 3, 5000, 'the replayed event');
+    await until(() => texts(events).length === 3, undefined, 'the replayed event');
     await server.publish([[channel.stream, 'publication', { n: 4 }]]);
     await until(() => texts(events).length === 4);
     assert.equal(dropped, 1);
@@ -176,7 +176,7 @@ describe('outbox', () => {
     chorus.connect();
     await next(chorus, 'connected');
     const item = chorus.sendMessage(channel.stream, 'once only');
-    await until(async () => (await server.messages(user, channel.id)).length === 1, 5000, 'the first store');
+    await until(async () => (await server.messages(user, channel.id)).length === 1, undefined, 'the first store');
     assert.equal(item.status, 'pending');
     dropReplies = false;
     proxy.cut();
@@ -208,22 +208,22 @@ describe('outbox', () => {
 describe('presence and typing', () => {
   it('a snapshot kept by join/leave, taken again after a reconnect', async () => {
     const { user, channel, chorus, sub } = await setup({ presence: true, client: {} });
-    await until(() => sub.presence.has(user.user.id), 3000, 'own presence');
+    await until(() => sub.presence.has(user.user.id), undefined, 'own presence');
     const bob = await server.user('bob');
     await server.addMember(user, channel.id, bob);
     const bobClient = clientOf(bob);
     bobClient.subscribe(channel.stream);
     bobClient.connect();
-    await until(() => sub.presence.has(bob.user.id), 3000, 'bob joined');
+    await until(() => sub.presence.has(bob.user.id), undefined, 'bob joined');
     bobClient.disconnect();
-    await until(() => !sub.presence.has(bob.user.id), 3000, 'bob left');
+    await until(() => !sub.presence.has(bob.user.id), undefined, 'bob left');
     // Bob comes back while we are away: the snapshot after our reconnect has him.
     const proxyless = chorus;
     proxyless.disconnect();
     bobClient.connect();
     await next(bobClient, 'connected');
     proxyless.connect();
-    await until(() => sub.presence.has(bob.user.id) && sub.presence.has(user.user.id), 3000, 'snapshot after reconnect');
+    await until(() => sub.presence.has(bob.user.id) && sub.presence.has(user.user.id), undefined, 'snapshot after reconnect');
     bobClient.disconnect();
     chorus.disconnect();
   });
@@ -239,9 +239,9 @@ describe('presence and typing', () => {
     await next(bobClient, 'connected');
     await until(() => bobClient.subscriptions.get(channel.stream).state === 'live');
     assert.equal(await bobClient.typing(channel.stream, true), true);
-    await until(() => sub.typing.users.includes(bob.user.id), 3000, 'typing shown');
+    await until(() => sub.typing.users.includes(bob.user.id), undefined, 'typing shown');
     assert.equal(await bobClient.typing(channel.stream, false), true);
-    await until(() => sub.typing.users.length === 0, 3000, 'typing gone');
+    await until(() => sub.typing.users.length === 0, undefined, 'typing gone');
     bobClient.disconnect();
     assert.equal(await bobClient.typing(channel.stream, true), false);
     bobClient.connect();
