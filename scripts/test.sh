@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: starts real PostgreSQL and Redis servers on
+# Runs the whole test suite: clippy over every target with the workspace's
+# lints (any warning fails), then starts real PostgreSQL and Redis servers on
 # loopback ports (installing them with apt first if they are missing and we
 # can), installs the MCP test server from npm into .test-tools/ when it is
 # missing, runs every Rust test with cargo-nextest, stops the servers, then
@@ -23,6 +24,9 @@ if ((${#need[@]})); then
     exit 1
   fi
 fi
+
+# Before any server starts: a lint failure needs none of them.
+cargo clippy --workspace --all-targets -- -D warnings
 
 # The MCP tests (crates/tools/tests/mcp) run @modelcontextprotocol/server-everything,
 # pinned with its dependencies in .test-tools/package-lock.json.

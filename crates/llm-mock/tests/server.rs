@@ -1,6 +1,8 @@
 //! The benchmark binary: prints its address, streams the configured answer
 //! on every provider API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

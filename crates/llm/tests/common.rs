@@ -1,5 +1,6 @@
 //! Shared fixtures: models pointed at a mock provider, and stream collection.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers: a failure should stop the test where it happens.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

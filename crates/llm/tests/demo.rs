@@ -2,6 +2,8 @@
 //! and arithmetic, answers from tool results, summaries, pacing, usage, and
 //! fault directives only when allowed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 mod common;
 
 use std::time::Duration;

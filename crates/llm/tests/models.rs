@@ -1,5 +1,7 @@
 //! Model configuration: parsing, validation, the demo default, keys, cost.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 mod common;
 
 use chorus_llm::{

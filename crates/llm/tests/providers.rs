@@ -3,6 +3,8 @@
 //! back, retries, fallback, stalls, malformed chunks, early close, hang-up.
 //! Time is paused: timeouts and `Retry-After` waits pass without sleeping.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 mod common;
 
 use std::time::Duration;

@@ -3,7 +3,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use chorus_chat::Chat;
 use chorus_core::{Executor, Hub};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::{OriginPolicy, ServerConfig};
 use crate::credentials::ApiKeyCheck;
-use crate::health::HealthCheck;
+use crate::health_check::HealthCheck;
 use crate::web::WebConfig;
 
 type Labels = Vec<(&'static str, String)>;
@@ -62,10 +61,8 @@ pub struct AppParts {
     /// The registry every metric was registered in; rendered at `/metrics`.
     pub registry: Arc<Registry>,
     pub http_metrics: HttpMetrics,
-    /// Extra components for `/health/detailed` (store, agent runtime, ...).
+    /// Extra components for `/health/detailed` (the store, ...).
     pub health: Vec<Arc<dyn HealthCheck>>,
-    /// The chat domain; without it the REST API is not mounted.
-    pub chat: Option<Chat>,
     /// The browser UI (`[web]`).
     pub web: WebConfig,
 }
@@ -119,10 +116,6 @@ impl AppState {
 
     pub fn web(&self) -> &WebConfig {
         &self.0.parts.web
-    }
-
-    pub fn chat(&self) -> Option<&Chat> {
-        self.0.parts.chat.as_ref()
     }
 
     /// The OpenAPI document of this server's routes.

@@ -2,6 +2,8 @@
 //! WebSocket client, an SSE client, a WebSocket client that never answers
 //! pings, Prometheus text lookup, and throwaway databases.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers: a failure should stop the test where it happens.
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
