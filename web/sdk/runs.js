@@ -205,13 +205,25 @@ export function applyRunEvent(run, event) {
 }
 
 /**
+ * Adds a piece of thinking or text to the current step (everything since
+ * the last tool call): one thinking and one text item per step, thinking
+ * first. The runtime coalesces the two streams separately, so their pieces
+ * interleave; kept apart they would split the answer into fragments.
  * @param {Run} run
  * @param {'thinking' | 'text'} kind
  * @param {string} text
  */
 function appendText(run, kind, text) {
-  const last = run.items[run.items.length - 1];
-  if (last && last.kind === kind) last.text += text;
+  const lastTool = run.items.map((i) => i.kind).lastIndexOf('tool');
+  for (let i = run.items.length - 1; i > lastTool; i--) {
+    const item = run.items[i];
+    if (item.kind === kind) {
+      item.text += text;
+      return;
+    }
+  }
+  const answer = run.items.findIndex((item, i) => i > lastTool && item.kind === 'text');
+  if (kind === 'thinking' && answer !== -1) run.items.splice(answer, 0, { kind, text });
   else run.items.push({ kind, text });
 }
 

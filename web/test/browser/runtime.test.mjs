@@ -26,7 +26,7 @@ let fast;
 let slow;
 let chrome;
 before(async () => {
-  [fast, slow] = await Promise.all([new TestServer({ extra: agentsSection(40) }).start(), new TestServer({ extra: agentsSection(2) }).start()]);
+  [fast, slow] = await Promise.all([new TestServer({ extra: agentsSection(40) }).start(), new TestServer({ extra: agentsSection(4) }).start()]);
   chrome = await launch();
 });
 after(async () => {
@@ -73,7 +73,8 @@ describe('agent runs with the runtime', () => {
     // The stored answer replaced the live card in place: one element, with the message's id.
     await page.locator(`[data-run-id="${runId}"][data-message-id]`).waitFor();
     assert.equal(await page.locator(`[data-run-id="${runId}"]`).count(), 1);
-    assert.deepEqual(await timeline(done), ['thinking', 'tool', 'text']);
+    // Two model turns: reasoning and the calculator call, then reasoning over its result and the answer.
+    assert.deepEqual(await timeline(done), ['thinking', 'tool', 'thinking', 'text']);
     assert.match(await done.locator('.author').textContent(), /Helper/);
     assert.equal(await done.locator('.model').textContent(), 'demo');
     const tool = done.locator('.tool');

@@ -95,6 +95,25 @@ describe('runs', () => {
     assert.equal(tracker.get('early').stored, true);
   });
 
+  it('keeps one thinking and one text item per step however their pieces interleave', () => {
+    const tracker = new RunTracker();
+    let seq = 0;
+    const ev = (type, data) => tracker.onEvent({ type, channel: 'room:c', offset: 0, epoch: 'e', timestamp: '', data: { run_id: 'r', thread_id: 'room:c', agent_id: 'a', seq: ++seq, ...data } });
+    ev('agent_started', {});
+    ev('agent_thinking', { thought: 'Arithmetic. ' });
+    ev('tool_executing', { call_id: 'x', tool: 'calculator', arguments: { expression: '1+1' } });
+    ev('tool_completed', { call_id: 'x', tool: 'calculator', result: '2', is_error: false, duration_ms: 1 });
+    ev('agent_text_delta', { message_id: 'm', delta: 'It is ' });
+    ev('agent_thinking', { thought: 'The tool said 2.' });
+    ev('agent_text_delta', { message_id: 'm', delta: '2.' });
+    ev('agent_thinking', { thought: ' Done.' });
+    const run = tracker.get('r');
+    assert.deepEqual(
+      run.items.map((i) => (i.kind === 'tool' ? `tool:${i.call.tool}` : `${i.kind}:${i.text}`)),
+      ['thinking:Arithmetic. ', 'tool:calculator', 'thinking:The tool said 2. Done.', 'text:It is 2.'],
+    );
+  });
+
   it('rebuilds from the active runs a server lists, dropping runs that ended meanwhile', () => {
     const tracker = new RunTracker();
     const started = (id) => ({ type: 'agent_started', channel: 'room:c', offset: 1, epoch: 'e', timestamp: '', data: { run_id: id, thread_id: 'room:c', agent_id: 'a', seq: 1 } });
