@@ -198,7 +198,7 @@ export class TestServer {
 }
 
 /** The events of one agent run, as the runtime will publish them (PROTOCOL.md run events). */
-export function runEvents(channel, { runId, agentId, model = 'demo', thought = 'Let me think.', text = ['Hello', ' **world**', '\n\n```js\nconst x = 1;\n```'], tool = true, end = 'completed', messageId } = {}) {
+export function runEvents(channel, { runId, agentId, model = 'demo', thought = 'Let me think.', text = ['Hello', ' **world**', '\n\n```js\nconst x = 1;\n```'], tool = true, end = 'completed', messageId = `${runId}-answer` } = {}) {
   const base = { run_id: runId, thread_id: channel, agent_id: agentId };
   let seq = 0;
   const ev = (type, data) => [channel, type, { ...base, seq: ++seq, ...data }];

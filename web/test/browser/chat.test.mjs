@@ -224,7 +224,7 @@ describe('agent runs', () => {
     await until(() => frames.some((f) => f.includes('"cancel_run"')), undefined, 'cancel_run');
     const command = JSON.parse(frames.find((f) => f.includes('"cancel_run"')));
     assert.equal(command.run_id, 'run-stop');
-    // Without the agent runtime the server does not know the command; the card says so.
+    // No such run (published by hand), or no agent runtime to ask: the server refuses and the card says so.
     await card.getByRole('alert').waitFor();
     await a.close();
   });

@@ -48,7 +48,7 @@ describe('runs', () => {
     assert.equal(run.messageId, 'm-1');
 
     // Nothing after the ending changes it, and a repeated seq is skipped.
-    await server.publish([[channel.stream, 'agent_text_delta', { run_id: 'run-1', thread_id: channel.stream, agent_id: 'agent-1', seq: 99, delta: 'late' }]]);
+    await server.publish([[channel.stream, 'agent_text_delta', { run_id: 'run-1', thread_id: channel.stream, agent_id: 'agent-1', seq: 99, message_id: 'm-1', delta: 'late' }]]);
     await server.publish(runEvents(channel.stream, { runId: 'run-2', agentId: 'agent-1', end: 'cancelled', text: ['partial'] }));
     await until(() => ends.length === 2);
     assert.equal(sub.runs.get('run-1').text.endsWith('late'), false);
