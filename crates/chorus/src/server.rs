@@ -19,7 +19,7 @@ use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
 use chorus_server::health::StoreCheck;
 use chorus_server::listener::{Listener, Peer};
-use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics};
+use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics, KeyRights};
 use chorus_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -38,9 +38,19 @@ struct ServerKeys {
 impl ApiKeyCheck for ServerKeys {
     async fn check(&self, key: &str) -> Option<ApiPrincipal> {
         if let Some(key_id) = self.configured.check(key) {
-            return Some(ApiPrincipal { key_id });
+            return Some(ApiPrincipal::server(key_id));
         }
-        self.chat.accounts.check_api_key(key).await.map(|key_id| ApiPrincipal { key_id })
+        self.chat.accounts.check_api_key(key).await.map(|k| ApiPrincipal { key_id: k.key_id.clone(), rights: KeyRights::User(k) })
+    }
+
+    async fn authorize_user_key(
+        &self,
+        key: &chorus_chat::accounts::UserKey,
+        channel: &chorus_protocol::ChannelName,
+        event: chorus_protocol::EventType,
+        data: &chorus_protocol::Payload,
+    ) -> Result<(), chorus_chat::ChatError> {
+        self.chat.accounts.authorize_key_publish(key, channel, event, data).await
     }
 }
 
@@ -71,7 +81,7 @@ impl Server {
     /// component reads the time of day from (`chorus serve`: the system
     /// clock; tests move theirs by hand).
     pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        crate::cli::prepare_data_dir(&config.data_dir)?;
 
         // Auth.
         let (jwt, secret_origin) = JwtVerifier::from_config(&config.auth, &config.data_dir, clock.clone()).context("auth")?;
@@ -134,6 +144,7 @@ impl Server {
 
         // Chat domain.
         let chat = Chat::new(ChatParts { store: store.clone(), hub: hub.clone(), config: config.chat.clone(), clock, secret, jwt });
+        chat.accounts.password_checks().register(&mut registry);
         chat.accounts.bootstrap().await.context("bootstrapping accounts")?;
         let background = CancellationToken::new();
         let background_tasks = tokio_util::task::TaskTracker::new();

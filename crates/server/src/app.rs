@@ -20,7 +20,7 @@ use crate::{error, firehose, health, metrics, origin, publish, request_id, rest,
 pub fn app(state: AppState, chat: Chat) -> Router {
     let body_limit = state.config().body_limit_bytes;
     let cors = origin::cors(state.0.parts.origins.clone());
-    let rest = rest::routes().routes(routes!(firehose::upgrade)).with_state(RestState::new(chat, state.clone()));
+    let rest = rest::routes().routes(routes!(firehose::upgrade)).with_state(RestState::new(chat.clone(), state.clone()));
     let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::detailed))
@@ -33,7 +33,7 @@ pub fn app(state: AppState, chat: Chat) -> Router {
         .routes(routes!(openapi::document))
         .merge(rest);
     let (mut router, doc) = api.split_for_parts();
-    state.set_openapi(doc);
+    state.set_openapi(doc, &chat);
     let web = state.web().clone();
     if web.enabled {
         router = router.merge(web::routes(&web));

@@ -49,7 +49,7 @@ use crate::util::{CpuMeter, FastRng, now_us, parse_duration, ticks_per_second, t
 use crate::ws::Msg;
 
 mod frames;
-mod setup;
+pub(crate) mod setup;
 use frames::{In, parse_text, send_command};
 use setup::{create_users, plan, rest, str_field};
 

@@ -10,7 +10,7 @@ use crate::http::HttpConn;
 
 /// One REST call with a JSON body; returns the JSON answer or fails with the
 /// status and body.
-pub(super) async fn rest(conn: &mut HttpConn, method: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn rest(conn: &mut HttpConn, method: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
     let mut head = String::from("Content-Type: application/json\r\n");
     if let Some(t) = token {
         let _ = write!(head, "Authorization: Bearer {t}\r\n");
