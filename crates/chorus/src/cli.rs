@@ -138,7 +138,7 @@ pub fn main() -> ExitCode {
         }
         Command::Tail { channels, users, admin, url, json, count, config } => {
             let output = if json { crate::tail::TailOutput::Json } else { crate::tail::TailOutput::Text };
-            let args = crate::tail::TailArgs { channels, users, admin, url, output, count };
+            let args = crate::tail::TailArgs { channels, users, admin, url, output, count, config_file: config.clone() };
             let result = Config::load(config.as_deref()).map_err(anyhow::Error::from).and_then(|c| run_blocking(crate::tail::run(&c, args)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,

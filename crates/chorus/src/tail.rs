@@ -39,6 +39,8 @@ pub struct TailArgs {
     pub output: TailOutput,
     /// Stop after this many events.
     pub count: Option<u64>,
+    /// The configuration file the server's secret is found through (for error messages).
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// How events are printed.
@@ -197,7 +199,8 @@ enum Ending {
 }
 
 async fn follow(config: &Config, plan: &Plan, args: &TailArgs, printed: &mut u64) -> anyhow::Result<Ending> {
-    let token = crate::token::run(config, crate::token::TokenArgs { user: plan.admin.id.clone(), ttl: TOKEN_TTL, channels: Vec::new() })?;
+    let who = crate::token::Who::Id(plan.admin.id.clone());
+    let token = crate::token::run(config, args.config_file.as_deref(), crate::token::TokenArgs { who, ttl: TOKEN_TTL, channels: Vec::new() }).await?;
     let mut request = plan.ws_url.as_str().into_client_request().context("the firehose URL")?;
     request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).context("the token")?);
     let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
