@@ -47,7 +47,7 @@ ${extra}
 
 /** Appends `[chat]` keys to the harness's own (sign-ups and logins from one address). */
 function chatSection(chat) {
-  const keys = { signups_per_address_per_minute: 100000, logins_per_address_per_minute: 100000, logins_per_account_per_minute: 100000, refreshes_per_address_per_minute: 100000, channels_per_user: 1000, ...chat };
+  const keys = { signups_per_address_per_minute: 100000, logins_per_address_per_minute: 100000, logins_per_account_address_per_minute: 100000, logins_per_account_per_hour: 100000, refreshes_per_address_per_minute: 100000, channels_per_user: 1000, ...chat };
   return `[chat]\n${Object.entries(keys)
     .map(([k, v]) => `${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`)
     .join('\n')}\n`;
