@@ -3,7 +3,9 @@
 # lints (any warning fails), then starts real PostgreSQL and Redis servers on
 # loopback ports (installing them with apt first if they are missing and we
 # can), installs the MCP test server from npm into .test-tools/ when it is
-# missing, runs every Rust test with cargo-nextest, and stops the servers.
+# missing, runs every Rust test with cargo-nextest, stops the servers, then
+# runs the web UI's and JavaScript SDK's tests (scripts/test-web.sh: Node, and
+# the system Chromium, installed with apt when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -x "${CHORUS_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)
 if ((${#need[@]})); then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
@@ -42,11 +45,13 @@ trap 'scripts/test-services.sh stop' EXIT
 # the schema-driven fuzzer against the served OpenAPI document
 # (scripts/fuzz-api.sh, at most 120 s). Both run before the Rust tests so that
 # the test runner's summary is the last thing printed; a failure of either
-# fails the run after the Rust tests.
+# fails the run after the Rust tests. The web UI's and SDK's tests
+# (scripts/test-web.sh: Node and the system Chromium) run there too.
 failed=()
 cargo build -q -p chorus --bin chorus
 bash scripts/readme.sh target/debug/chorus || failed+=(readme.sh)
 bash scripts/fuzz-api.sh target/debug/chorus || failed+=(fuzz-api.sh)
+CHORUS_BIN="$PWD/target/debug/chorus" bash scripts/test-web.sh || failed+=(test-web.sh)
 
 rc=0
 if cargo nextest --version >/dev/null 2>&1; then

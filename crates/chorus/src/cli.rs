@@ -1,5 +1,5 @@
 //! Command line: `chorus serve`, `chorus token`, `chorus migrate`,
-//! `chorus admin create-user`.
+//! `chorus admin create-user`, `chorus tail`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +50,30 @@ enum Command {
     },
     /// Apply pending store migrations and exit (the server also applies them at start).
     Migrate {
+        #[arg(long, env = "CHORUS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the live events of channels as they pass through the running
+    /// server (read from its admin firehose as an administrator).
+    Tail {
+        /// A channel to follow, e.g. `room:<id>`; repeatable.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+        /// A user (id or username) whose personal `user:<id>` channel to follow; repeatable.
+        #[arg(long = "user")]
+        users: Vec<String>,
+        /// The administrator to read as (username or id); default: the first one in the store.
+        #[arg(long = "as")]
+        admin: Option<String>,
+        /// The server's base URL, e.g. `http://127.0.0.1:8080`; default: from `server.bind`.
+        #[arg(long)]
+        url: Option<String>,
+        /// Print each event as the JSON object subscribers get.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
         #[arg(long, env = "CHORUS_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -111,6 +135,18 @@ pub fn main() -> ExitCode {
             };
             let account = NewAccount { username, password, email };
             report("chorus admin create-user", run_blocking(create_user(config, account, role.into())))
+        }
+        Command::Tail { channels, users, admin, url, json, count, config } => {
+            let output = if json { crate::tail::TailOutput::Json } else { crate::tail::TailOutput::Text };
+            let args = crate::tail::TailArgs { channels, users, admin, url, output, count, config_file: config.clone() };
+            let result = Config::load(config.as_deref()).map_err(anyhow::Error::from).and_then(|c| run_blocking(crate::tail::run(&c, args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("chorus tail: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Token { user, username, ttl, channels, config } => {
             let who = match (user, username) {

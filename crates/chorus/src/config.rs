@@ -10,7 +10,7 @@ use chorus_chat::ChatConfig;
 use chorus_store::StoreConfig;
 use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
 use chorus_redis::RedisBrokerConfig;
-use chorus_server::{OriginPolicy, ServerConfig};
+use chorus_server::{OriginPolicy, ServerConfig, WebConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use crate::logging::LogConfig;
 
 /// Top-level keys, the only ones `CHORUS_*` variables may set.
 const SECTIONS: &[&str] = &[
-    "data_dir", "node_id", "log", "server", "cors", "limits", "rate_limits", "timing", "namespaces", "broker", "auth", "store", "chat",
+    "data_dir", "node_id", "log", "server", "cors", "limits", "rate_limits", "timing", "namespaces", "broker", "auth", "store", "chat", "web",
     "agents",
 ];
 
@@ -42,6 +42,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub chat: ChatConfig,
     pub agents: AgentsConfig,
+    pub web: WebConfig,
 }
 
 impl Default for Config {
@@ -61,6 +62,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
             agents: AgentsConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -170,6 +172,7 @@ impl Config {
         if self.server.ws_read_buffer_bytes < 256 {
             return bad("server.ws_read_buffer_bytes must be at least 256".into());
         }
+        self.web.validate().map_err(ConfigError::Invalid)?;
         crate::logging::parse_directives(&self.log.level).map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
         self.agents.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.agents.tools_config().map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -189,7 +192,7 @@ impl Config {
     /// Top-level sections that changed but only take effect after a restart.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
         let mut changed = Vec::new();
-        let sections: [(&str, serde_json::Value, serde_json::Value); 11] = [
+        let sections: [(&str, serde_json::Value, serde_json::Value); 12] = [
             ("data_dir", to_value(&self.data_dir), to_value(&new.data_dir)),
             ("node_id", to_value(&self.node_id), to_value(&new.node_id)),
             ("server", to_value(&self.server), to_value(&new.server)),
@@ -200,6 +203,7 @@ impl Config {
             ("store", to_value(&self.store), to_value(&new.store)),
             ("chat", to_value(&self.chat), to_value(&new.chat)),
             ("agents", to_value(&self.agents), to_value(&new.agents)),
+            ("web", to_value(&self.web), to_value(&new.web)),
             ("log.format", to_value(&self.log.format), to_value(&new.log.format)),
         ];
         for (name, a, b) in sections {

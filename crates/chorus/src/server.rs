@@ -223,6 +223,7 @@ impl Server {
             http_metrics,
             health: vec![store_check, Arc::new(AgentsCheck(agents.clone()))],
             agents: Some(agents.clone()),
+            web: config.web.clone(),
         });
         let app = chorus_server::app(state, chat.clone());
         let listener = listen(config.server.bind).with_context(|| format!("binding {}", config.server.bind))?;

@@ -11,11 +11,12 @@ use utoipa_axum::routes;
 use crate::rest::RestState;
 use crate::rest::openapi::{self, ApiDoc};
 use crate::state::AppState;
-use crate::{error, firehose, health, metrics, origin, publish, request_id, rest, sse, ws};
+use crate::{error, firehose, health, metrics, origin, publish, request_id, rest, sse, web, ws};
 
 /// Builds the whole HTTP application: the realtime edge on `state`, the
 /// REST API (and the admin firehose) on `chat` beside it. Also fills in the
 /// state's OpenAPI document, which is generated from the routes themselves.
+/// With a `web.path_prefix`, every route also answers under that prefix.
 pub fn app(state: AppState, chat: Chat) -> Router {
     let body_limit = state.config().body_limit_bytes;
     let cors = origin::cors(state.0.parts.origins.clone());
@@ -31,14 +32,19 @@ pub fn app(state: AppState, chat: Chat) -> Router {
         .routes(routes!(publish::publish_batch))
         .routes(routes!(openapi::document))
         .merge(rest);
-    let (router, doc) = api.split_for_parts();
+    let (mut router, doc) = api.split_for_parts();
     state.set_openapi(doc, &chat);
-    router
+    let web = state.web().clone();
+    if web.enabled {
+        router = router.merge(web::routes(&web));
+    }
+    let router = router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .route_layer(from_fn(request_id::stash_route))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors)
         .layer(from_fn_with_state(state.clone(), request_id::outermost))
-        .with_state(state)
+        .with_state(state);
+    web::with_prefix(router, &web.path_prefix)
 }

@@ -21,6 +21,7 @@ pub mod request_id;
 pub mod rest;
 pub mod sse;
 pub mod state;
+pub mod web;
 pub mod ws;
 pub mod ws_close;
 
@@ -30,3 +31,4 @@ pub use credentials::{ApiKeyCheck, ApiPrincipal, KeyRights};
 pub use error::ApiError;
 pub use health::{ComponentReport, HealthCheck, Status};
 pub use state::{AppParts, AppState, HttpMetrics};
+pub use web::WebConfig;

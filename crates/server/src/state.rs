@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::config::{OriginPolicy, ServerConfig};
 use crate::credentials::ApiKeyCheck;
 use crate::health_check::HealthCheck;
+use crate::web::WebConfig;
 
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -64,6 +65,8 @@ pub struct AppParts {
     pub health: Vec<Arc<dyn HealthCheck>>,
     /// The agent runtime (runs over REST); `None` answers those routes 503.
     pub agents: Option<chorus_agents::Runtime>,
+    /// The browser UI (`[web]`).
+    pub web: WebConfig,
 }
 
 pub(crate) struct Inner {
@@ -117,6 +120,10 @@ impl AppState {
 
     pub fn agents(&self) -> Option<&chorus_agents::Runtime> {
         self.0.parts.agents.as_ref()
+    }
+
+    pub fn web(&self) -> &WebConfig {
+        &self.0.parts.web
     }
 
     /// The OpenAPI document of this server's routes.

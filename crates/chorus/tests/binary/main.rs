@@ -10,3 +10,5 @@ mod logs;
 mod reload;
 mod secret;
 mod signals;
+mod tail;
+mod web;

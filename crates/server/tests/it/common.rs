@@ -165,6 +165,7 @@ impl TestServer {
             http_metrics,
             health: Vec::new(),
             agents: None,
+            web: Default::default(),
         });
         let app = chorus_server::app(state, chat);
         let listener = tokio::net::TcpListener::bind(opts.server.bind).await.expect("bind");
