@@ -1,6 +1,7 @@
 //! Test clients and fixtures shared by Chorus's integration tests: a
 //! WebSocket client, an SSE client, a WebSocket client that never answers
-//! pings, Prometheus text lookup, and throwaway databases.
+//! pings, Prometheus text lookup, throwaway databases and the official
+//! AG-UI client (through Node).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod agui;
 pub mod db;
 
 /// How long any single wait in a test may take before the test fails.
