@@ -1,7 +1,7 @@
 //! Test clients and fixtures shared by Chorus's integration tests: a
 //! WebSocket client, an SSE client, a WebSocket client that never answers
-//! pings, Prometheus text lookup, throwaway databases and the official
-//! AG-UI client (through Node).
+//! pings, Prometheus text lookup, throwaway databases, the official AG-UI
+//! client (through Node) and a mock webhook service for external agents.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod agui;
 pub mod db;
+pub mod webhook;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
