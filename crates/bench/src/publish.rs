@@ -311,12 +311,14 @@ pub fn write_event(out: &mut Vec<u8>, feed: &Feed, seq: u64, t: u64, kind: Event
                 46 => ("tool_executing", r#","call_id":"c1","tool":"search","arguments":{"q":"chorus"}"#),
                 47 => ("tool_completed", r#","call_id":"c1","tool":"search","result":"3 hits","is_error":false"#),
                 49 => ("agent_completed", r#","text":"done""#),
-                _ => ("agent_text_delta", r#","delta":"lorem ipsum ""#),
+                _ => ("agent_text_delta", r#","message_id":"m1","delta":"lorem ipsum ""#),
             };
             let u = &feed.user;
+            // `seq`: the event's place in its run, from 1.
+            let run_seq = k + 1;
             write!(
                 out,
-                r#"{{"channel":"{ch}","event":"{event}","data":{{"run_id":"r{run}-{u}","thread_id":"{ch}","agent_id":"bench-agent"{extra},"s":{seq},"t":{t},"u":"{u}"}}}}"#
+                r#"{{"channel":"{ch}","event":"{event}","data":{{"run_id":"r{run}-{u}","thread_id":"{ch}","agent_id":"bench-agent","seq":{run_seq}{extra},"s":{seq},"t":{t},"u":"{u}"}}}}"#
             )
         }
     };
@@ -338,6 +340,7 @@ mod tests {
             for k in ["run_id", "thread_id", "agent_id"] {
                 assert!(d[k].is_string(), "{k} in {v}");
             }
+            assert_eq!(d["seq"].as_u64(), Some(seq % 50 + 1));
             assert_eq!((d["s"].as_u64(), d["t"].as_u64(), d["u"].as_str()), (Some(seq), Some(123), Some("u1")));
             match v["event"].as_str().unwrap() {
                 "tool_executing" | "tool_completed" => assert!(d["call_id"].is_string() && d["tool"].is_string()),

@@ -84,6 +84,53 @@ impl TryFrom<String> for ResponsePolicy {
     }
 }
 
+/// What a new trigger does while the agent already has a run going (or
+/// waiting) in the same channel ("double-texting").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum OnBusy {
+    /// The new run waits behind the current one.
+    #[default]
+    Enqueue,
+    /// The new run ends at once with `agent_error` code `busy`.
+    Reject,
+    /// The current run (and any waiting ones) end with code `superseded`; the new one runs.
+    Interrupt,
+}
+
+impl OnBusy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnBusy::Enqueue => "enqueue",
+            OnBusy::Reject => "reject",
+            OnBusy::Interrupt => "interrupt",
+        }
+    }
+
+    /// The stored form; a value this version does not know reads as `enqueue`
+    /// (nothing is lost or interrupted).
+    pub fn from_stored(s: &str) -> Self {
+        match s {
+            "reject" => OnBusy::Reject,
+            "interrupt" => OnBusy::Interrupt,
+            _ => OnBusy::Enqueue,
+        }
+    }
+}
+
+impl TryFrom<String> for OnBusy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match s.as_str() {
+            "enqueue" => Ok(OnBusy::Enqueue),
+            "reject" => Ok(OnBusy::Reject),
+            "interrupt" => Ok(OnBusy::Interrupt),
+            _ => Err(format!("must be `enqueue`, `reject` or `interrupt` (got {s:?})")),
+        }
+    }
+}
+
 /// A new agent, as asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAgentInput {
@@ -94,6 +141,7 @@ pub struct NewAgentInput {
     pub model: Option<String>,
     pub tools: Vec<String>,
     pub response_policy: ResponsePolicy,
+    pub on_busy: OnBusy,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -105,6 +153,7 @@ pub struct AgentPatch {
     pub model: Option<String>,
     pub tools: Option<Vec<String>>,
     pub response_policy: Option<ResponsePolicy>,
+    pub on_busy: Option<OnBusy>,
 }
 
 impl AgentPatch {
@@ -154,6 +203,7 @@ impl Agents {
             model: validate::model(cfg, input.model.as_deref())?,
             tools: validate::tools(cfg, &input.tools)?,
             response_policy: input.response_policy.as_str().to_owned(),
+            on_busy: input.on_busy.as_str().to_owned(),
         };
         // After validation, so a typo costs no creation.
         self.check_rate(&caller.user_id)?;
@@ -199,6 +249,7 @@ impl Agents {
             model: patch.model.as_deref().map(|m| validate::model(cfg, Some(m))).transpose()?,
             tools: patch.tools.as_deref().map(|t| validate::tools(cfg, t)).transpose()?,
             response_policy: patch.response_policy.map(|p| p.as_str().to_owned()),
+            on_busy: patch.on_busy.map(|b| b.as_str().to_owned()),
         };
         if patch.is_empty() {
             return Ok(AgentView::from(&agent));
@@ -318,6 +369,12 @@ mod tests {
         assert_eq!(ResponsePolicy::default(), ResponsePolicy::Mention);
         assert_eq!(ResponsePolicy::try_from("always".to_owned()), Ok(ResponsePolicy::Always));
         assert!(ResponsePolicy::try_from("Always".to_owned()).is_err());
+        for b in [OnBusy::Enqueue, OnBusy::Reject, OnBusy::Interrupt] {
+            assert_eq!(OnBusy::from_stored(b.as_str()), b);
+            assert_eq!(OnBusy::try_from(b.as_str().to_owned()), Ok(b));
+        }
+        assert_eq!(OnBusy::from_stored("later"), OnBusy::Enqueue);
+        assert!(OnBusy::try_from("queue".to_owned()).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod messages;
+pub mod triggers;
 pub mod views;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use channels::Channels;
 pub use config::ChatConfig;
 pub use error::ChatError;
 pub use messages::Messages;
+pub use triggers::{RunGuard, RunIntake, Triggers};
 
 /// How often the outbox relay looks for events left undelivered.
 const RELAY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -79,6 +81,11 @@ pub struct ChatParts {
     pub secret: Option<HmacSecret>,
     /// Verifies bearer tokens (own and external identity providers).
     pub jwt: JwtVerifier,
+    /// The agents' loop guard.
+    pub run_guard: RunGuard,
+    /// Where committed runs go; `None` on a server without an agent runtime
+    /// (runs then wait in the store).
+    pub run_intake: Option<Arc<dyn RunIntake>>,
 }
 
 /// The chat domain's services. Cheap to clone.
@@ -89,6 +96,7 @@ pub struct Chat {
     pub messages: Messages,
     pub agents: Agents,
     pub admin: Admin,
+    pub triggers: Triggers,
     deps: Deps,
 }
 
@@ -97,10 +105,11 @@ impl Chat {
         let deps = Deps { store: parts.store, hub: parts.hub, config: Arc::new(parts.config) };
         let accounts = Accounts::new(deps.clone(), parts.secret, parts.jwt);
         let channels = Channels::new(deps.clone());
-        let messages = Messages::new(deps.clone());
+        let triggers = Triggers::new(deps.clone(), parts.run_guard, parts.run_intake);
+        let messages = Messages::new(deps.clone(), triggers.clone());
         let agents = Agents::new(deps.clone());
         let admin = Admin::new(deps.clone(), accounts.clone(), messages.clone(), agents.clone());
-        Self { accounts, channels, messages, agents, admin, deps }
+        Self { accounts, channels, messages, agents, admin, triggers, deps }
     }
 
     pub fn deps(&self) -> &Deps {

@@ -36,6 +36,7 @@ use utoipa::ToSchema;
 
 use crate::channels::channel_not_found;
 use crate::events::room_channel;
+use crate::triggers::{Speaker, Triggers};
 use crate::views::MessageView;
 use crate::{ChatError, Deps};
 
@@ -108,6 +109,7 @@ enum RelayFailure {
 #[derive(Clone)]
 pub struct Messages {
     deps: Deps,
+    triggers: Triggers,
     /// Rows written before this instant come from an earlier run (Unix ms).
     started_ms: i64,
     /// One relay pass at a time.
@@ -115,9 +117,9 @@ pub struct Messages {
 }
 
 impl Messages {
-    pub fn new(deps: Deps) -> Self {
+    pub fn new(deps: Deps, triggers: Triggers) -> Self {
         let started_ms = deps.hub.now_ms();
-        Self { deps, started_ms, relaying: Arc::new(AtomicBool::new(false)) }
+        Self { deps, triggers, started_ms, relaying: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Sends a message as a user: checks, commits it with its event, publishes
@@ -137,11 +139,18 @@ impl Messages {
         }
         self.require_member(user_id, channel_id).await?;
         self.check_rate(user_id)?;
+        // Decided before the transaction, committed in it: the runs exist if the message does.
+        let decision = self.triggers.decide(channel_id, Speaker::Person { user_id }, &text).await?;
         let new = NewMessage { channel_id: channel_id.to_owned(), author: MemberRef::user(user_id), text };
         let outcome = self
             .deps
             .store
-            .insert_message(new, idempotency_key, &|m| outbox_event(m, EventType::MessageCreated))
+            .insert_message_with_runs(
+                new,
+                idempotency_key,
+                &|m| outbox_event(m, EventType::MessageCreated),
+                &decision.triggers,
+            )
             .await
             .map_err(message_store_error)?;
         match outcome {
@@ -159,6 +168,8 @@ impl Messages {
                 if let Some(room) = room_channel(channel_id) {
                     self.deps.hub.stop_typing(&room, &UserId::new(user_id)).await;
                 }
+                // After `message_created`, so a run's events follow the message that started it.
+                self.triggers.committed(channel_id, &write.message.id, &decision, &write.runs, &write.limited).await;
                 Ok(SentMessage {
                     message: view,
                     offset: published.as_ref().map(|p| p.offset),
@@ -409,7 +420,7 @@ where
 
 /// The outbox row committed with a message write: the event exactly as the
 /// request path publishes it.
-fn outbox_event(m: &Message, event: EventType) -> OutboxEvent {
+pub fn outbox_event(m: &Message, event: EventType) -> OutboxEvent {
     let view = MessageView::from(m);
     let payload = match event {
         EventType::MessageDeleted => {

@@ -6,7 +6,7 @@ use chorus_store::{Agent, ApiKey, AuthSession, Channel, ChannelMember, Message, 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::agents::ResponsePolicy;
+use crate::agents::{OnBusy, ResponsePolicy};
 
 fn time(ms: i64) -> String {
     format_ms(ms)
@@ -153,6 +153,9 @@ pub struct MessageView {
     pub edited_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
+    /// The agent run this message answers (agents' messages only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl From<&Message> for MessageView {
@@ -166,6 +169,7 @@ impl From<&Message> for MessageView {
             created_at: time(m.created_at),
             edited_at: m.edited_at.map(time),
             deleted_at: m.deleted_at.map(time),
+            run_id: m.run_id.clone(),
         }
     }
 }
@@ -182,6 +186,8 @@ pub struct AgentView {
     pub model: String,
     pub tools: Vec<String>,
     pub response_policy: ResponsePolicy,
+    /// What a new trigger does while the agent is busy in the channel.
+    pub on_busy: OnBusy,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -197,6 +203,7 @@ impl From<&Agent> for AgentView {
             model: a.model.clone(),
             tools: a.tools.clone(),
             response_policy: ResponsePolicy::from_stored(&a.response_policy),
+            on_busy: OnBusy::from_stored(&a.on_busy),
             created_at: time(a.created_at),
             updated_at: time(a.updated_at),
         }

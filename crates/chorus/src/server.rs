@@ -120,7 +120,7 @@ impl Server {
         tracing::info!(node = %node, "hub ready");
 
         // Chat domain.
-        let chat = Chat::new(ChatParts { store: store.clone(), hub: hub.clone(), config: config.chat.clone(), secret, jwt });
+        let chat = Chat::new(ChatParts { store: store.clone(), hub: hub.clone(), config: config.chat.clone(), secret, jwt, run_guard: chorus_chat::RunGuard::default(), run_intake: None });
         chat.accounts.bootstrap().await.context("bootstrapping accounts")?;
         let background = CancellationToken::new();
         let background_tasks = tokio_util::task::TaskTracker::new();
@@ -129,7 +129,7 @@ impl Server {
         tracing::info!("chat domain ready");
 
         // Edge.
-        let executor = Arc::new(Executor::new(hub.clone(), chat.accounts.token_verifier(), Some(Arc::new(chat.messages.clone()))));
+        let executor = Arc::new(Executor::new(hub.clone(), chat.accounts.token_verifier(), Some(Arc::new(chat.messages.clone())), None));
         let state = AppState::new(AppParts {
             config: config.server.clone(),
             hub: hub.clone(),

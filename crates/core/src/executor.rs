@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chorus_protocol::reply::{ConnectedResult, HistoryResult, MessageSentResult, PresenceResult, RawFrames};
+use chorus_protocol::reply::{ConnectedResult, HistoryResult, MessageSentResult, PresenceResult, RawFrames, RunCancelResult};
 use chorus_protocol::{ChannelName, Command, ErrorCode, ErrorObject, EventType, PROTOCOL_VERSION, Reply, ReplyBody, Request, timestamp};
 
 use crate::access::AccessError;
@@ -105,6 +105,14 @@ pub trait ChatCommands: Send + Sync + 'static {
     ) -> Result<MessageSentResult, CommandError>;
 }
 
+/// Commands on agent runs, whose meaning lives in the agent runtime.
+#[async_trait]
+pub trait RunCommands: Send + Sync + 'static {
+    /// Cancels a run the caller may cancel; idempotent (an ended run answers
+    /// with the status it ended with).
+    async fn cancel_run(&self, who: &Identity, run_id: &str) -> Result<RunCancelResult, CommandError>;
+}
+
 /// A reply and, for `subscribe`, the replay to run after it is sent.
 pub struct Executed {
     pub reply: Reply,
@@ -115,11 +123,17 @@ pub struct Executor {
     hub: Hub,
     verifier: Arc<dyn TokenVerifier>,
     chat: Option<Arc<dyn ChatCommands>>,
+    runs: Option<Arc<dyn RunCommands>>,
 }
 
 impl Executor {
-    pub fn new(hub: Hub, verifier: Arc<dyn TokenVerifier>, chat: Option<Arc<dyn ChatCommands>>) -> Self {
-        Self { hub, verifier, chat }
+    pub fn new(
+        hub: Hub,
+        verifier: Arc<dyn TokenVerifier>,
+        chat: Option<Arc<dyn ChatCommands>>,
+        runs: Option<Arc<dyn RunCommands>>,
+    ) -> Self {
+        Self { hub, verifier, chat, runs }
     }
 
     pub fn hub(&self) -> &Hub {
@@ -269,6 +283,13 @@ impl Executor {
                 let result = chat.send_message(&conn.identity(), &channel, text, idempotency_key).await?;
                 hub.stop_typing(&channel, &conn.user).await;
                 ReplyBody::MessageSent(result)
+            }
+            Command::CancelRun { run_id } => {
+                let runs = self
+                    .runs
+                    .as_ref()
+                    .ok_or_else(|| CommandError::new(ErrorCode::Unavailable, "this server runs no agent runtime"))?;
+                ReplyBody::RunCancelled(runs.cancel_run(&conn.identity(), &run_id).await?)
             }
             Command::Ping => ReplyBody::Pong { pong: true },
         };

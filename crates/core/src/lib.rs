@@ -26,7 +26,7 @@ pub mod supervise;
 pub mod typing;
 
 pub use connection::Connection;
-pub use executor::{ChatCommands, CommandError, Executed, Executor};
+pub use executor::{ChatCommands, CommandError, Executed, Executor, RunCommands};
 pub use hub::{Hub, HubConfig, HubParts, Lease};
 pub use identity::{Identity, TokenError, TokenVerifier};
 pub use ids::{ConnId, NodeId, Transport, UserId};

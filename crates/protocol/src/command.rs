@@ -46,6 +46,8 @@ pub enum Command {
     Typing { channel: ChannelName, active: bool },
     /// Send a chat message to a `room:` channel; stored, then pushed as `message_created`.
     SendMessage { channel: ChannelName, text: String, idempotency_key: Option<String> },
+    /// Cancel an agent run (idempotent); its terminal `agent_error` with code `cancelled` follows on its channel.
+    CancelRun { run_id: String },
     Ping,
 }
 
@@ -62,6 +64,7 @@ impl Command {
             Command::Presence { .. } => "presence",
             Command::Typing { .. } => "typing",
             Command::SendMessage { .. } => "send_message",
+            Command::CancelRun { .. } => "cancel_run",
             Command::Ping => "ping",
         }
     }
@@ -78,6 +81,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "presence",
     "typing",
     "send_message",
+    "cancel_run",
     "ping",
 ];
 
@@ -150,6 +154,14 @@ struct SendMessageParams {
     #[serde(default)]
     idempotency_key: Option<String>,
 }
+
+#[derive(Deserialize)]
+struct CancelRunParams {
+    run_id: String,
+}
+
+/// Longest run id a client may name (ids are UUIDs; this bounds what is echoed back).
+const RUN_ID_MAX: usize = 64;
 
 fn default_true() -> bool {
     true
@@ -233,6 +245,13 @@ fn decode_command(kind: &str, frame: &[u8]) -> Result<Command, (ErrorCode, Strin
             let p: SendMessageParams = params(frame)?;
             Command::SendMessage { channel: p.channel, text: p.text, idempotency_key: p.idempotency_key }
         }
+        "cancel_run" => {
+            let p: CancelRunParams = params(frame)?;
+            if p.run_id.is_empty() || p.run_id.len() > RUN_ID_MAX || !p.run_id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err((ErrorCode::InvalidField, format!("run_id: must be 1 to {RUN_ID_MAX} visible ASCII characters")));
+            }
+            Command::CancelRun { run_id: p.run_id }
+        }
         "ping" => Command::Ping,
         other => {
             let shown: String = other.chars().take(64).collect();
@@ -286,6 +305,13 @@ mod tests {
             decode(r#"{"id":5,"type":"send_message","channel":"room:a","text":"hi"}"#).unwrap().command,
             Command::SendMessage { idempotency_key: None, .. }
         ));
+        assert_eq!(
+            decode(r#"{"id":6,"type":"cancel_run","run_id":"0193-ab"}"#).unwrap().command,
+            Command::CancelRun { run_id: "0193-ab".into() }
+        );
+        let e = decode(r#"{"id":7,"type":"cancel_run","run_id":""}"#).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(7), ErrorCode::InvalidField));
+        assert!(e.message.starts_with("run_id:"), "{}", e.message);
     }
 
     #[test]

@@ -71,15 +71,45 @@ const fn opt(name: &'static str, kind: FieldKind) -> FieldSpec {
     FieldSpec { name, kind, required: false }
 }
 
-use FieldKind::{Any, Bool, Object, String as Str};
+use FieldKind::{Any, Bool, Integer, Number, Object, String as Str};
 
-const RUN_STARTED: &[FieldSpec] = &[req("run_id", Str), req("thread_id", Str), req("agent_id", Str), opt("model", Str)];
-const RUN_THINKING: &[FieldSpec] = &[req("run_id", Str), req("thread_id", Str), req("agent_id", Str), opt("thought", Str)];
-const RUN_TEXT: &[FieldSpec] = &[req("run_id", Str), req("thread_id", Str), req("agent_id", Str), req("delta", Str)];
+// Every run event carries the run, its thread (the channel's stream name),
+// the agent, and `seq`: the event's place in the run, from 1, increasing.
+const AGENT_QUEUED: &[FieldSpec] = &[
+    req("run_id", Str),
+    req("thread_id", Str),
+    req("agent_id", Str),
+    req("seq", Integer),
+    req("position", Integer),
+    opt("trigger_message_id", Str),
+];
+const RUN_STARTED: &[FieldSpec] = &[
+    req("run_id", Str),
+    req("thread_id", Str),
+    req("agent_id", Str),
+    req("seq", Integer),
+    opt("model", Str),
+    opt("provider", Str),
+    opt("trigger_message_id", Str),
+    opt("triggered_by", Str),
+    opt("parent_run_id", Str),
+    opt("hop", Integer),
+];
+const RUN_THINKING: &[FieldSpec] =
+    &[req("run_id", Str), req("thread_id", Str), req("agent_id", Str), req("seq", Integer), opt("thought", Str)];
+const RUN_TEXT: &[FieldSpec] = &[
+    req("run_id", Str),
+    req("thread_id", Str),
+    req("agent_id", Str),
+    req("seq", Integer),
+    req("message_id", Str),
+    req("delta", Str),
+];
 const TOOL_EXECUTING: &[FieldSpec] = &[
     req("run_id", Str),
     req("thread_id", Str),
     req("agent_id", Str),
+    req("seq", Integer),
     req("call_id", Str),
     req("tool", Str),
     opt("arguments", Any),
@@ -88,15 +118,46 @@ const TOOL_COMPLETED: &[FieldSpec] = &[
     req("run_id", Str),
     req("thread_id", Str),
     req("agent_id", Str),
+    req("seq", Integer),
     req("call_id", Str),
     req("tool", Str),
     opt("result", Any),
     opt("is_error", Bool),
+    opt("duration_ms", Integer),
 ];
-const RUN_COMPLETED: &[FieldSpec] =
-    &[req("run_id", Str), req("thread_id", Str), req("agent_id", Str), opt("text", Str), opt("usage", Object)];
-const RUN_ERROR: &[FieldSpec] =
-    &[req("run_id", Str), req("thread_id", Str), req("agent_id", Str), req("error", Str), req("message", Str)];
+const RUN_COMPLETED: &[FieldSpec] = &[
+    req("run_id", Str),
+    req("thread_id", Str),
+    req("agent_id", Str),
+    req("seq", Integer),
+    opt("message_id", Str),
+    opt("text", Str),
+    opt("finish_reason", Str),
+    opt("usage", Object),
+    opt("cost_usd", Number),
+    opt("model", Str),
+];
+const RUN_ERROR: &[FieldSpec] = &[
+    req("run_id", Str),
+    req("thread_id", Str),
+    req("agent_id", Str),
+    req("seq", Integer),
+    req("code", Str),
+    req("message", Str),
+    opt("retryable", Bool),
+    opt("message_id", Str),
+    opt("text", Str),
+    opt("usage", Object),
+    opt("cost_usd", Number),
+];
+const CHAIN_LIMITED: &[FieldSpec] = &[
+    req("thread_id", Str),
+    req("agent_id", Str),
+    req("message_id", Str),
+    req("reason", Str),
+    opt("parent_run_id", Str),
+    opt("hop", Integer),
+];
 const USER_ONLY: &[FieldSpec] = &[req("user_id", Str)];
 const TYPING_STARTED: &[FieldSpec] = &[req("user_id", Str), req("expires_at", Str)];
 const MESSAGE: &[FieldSpec] = &[req("message", Object)];
@@ -158,11 +219,13 @@ event_types! {
     AgentSpawned = "agent_spawned", Internal, AGENT;
     AgentUpdated = "agent_updated", Internal, AGENT;
     AgentDespawned = "agent_despawned", Internal, AGENT_DESPAWNED;
+    /// A run was accepted and waits for its turn (`position` among its person's waiting runs).
+    AgentQueued = "agent_queued", ServerApi, AGENT_QUEUED;
     /// An agent run began.
     AgentStarted = "agent_started", ServerApi, RUN_STARTED;
-    /// The agent is reasoning; `thought` may carry visible reasoning.
+    /// The agent is reasoning; `thought` carries the next piece of visible reasoning.
     AgentThinking = "agent_thinking", ServerApi, RUN_THINKING;
-    /// A piece of the agent's streamed answer.
+    /// The next piece of the agent's streamed answer (coalesced: at most one per run per 100 ms).
     AgentTextDelta = "agent_text_delta", ServerApi, RUN_TEXT;
     ToolExecuting = "tool_executing", ServerApi, TOOL_EXECUTING;
     ToolCompleted = "tool_completed", ServerApi, TOOL_COMPLETED;
@@ -170,6 +233,8 @@ event_types! {
     AgentCompleted = "agent_completed", ServerApi, RUN_COMPLETED;
     /// The run ended with an error (terminal).
     AgentError = "agent_error", ServerApi, RUN_ERROR;
+    /// The loop guard stopped an agent chain (too many hops, or too many runs in the channel this minute).
+    AgentChainLimited = "agent_chain_limited", Internal, CHAIN_LIMITED;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,16 +312,16 @@ mod tests {
 
     #[test]
     fn validates_required_fields_and_types() {
-        let ok = payload(serde_json::json!({"run_id":"r","thread_id":"room:a","agent_id":"g","thought":"hm","extra":1}));
+        let ok = payload(serde_json::json!({"run_id":"r","thread_id":"room:a","agent_id":"g","seq":2,"thought":"hm","extra":1}));
         assert_eq!(EventType::AgentThinking.validate(&ok), Ok(()));
         let missing = payload(serde_json::json!({"run_id":"r","thread_id":"room:a"}));
         assert_eq!(
             EventType::AgentThinking.validate(&missing),
             Err(SchemaError::Missing { event: "agent_thinking", field: "agent_id" })
         );
-        let wrong = payload(serde_json::json!({"run_id":1,"thread_id":"t","agent_id":"g"}));
+        let wrong = payload(serde_json::json!({"run_id":1,"thread_id":"t","agent_id":"g","seq":1}));
         assert!(matches!(EventType::AgentStarted.validate(&wrong), Err(SchemaError::WrongType { field: "run_id", .. })));
-        let null_req = payload(serde_json::json!({"run_id":null,"thread_id":"t","agent_id":"g"}));
+        let null_req = payload(serde_json::json!({"run_id":null,"thread_id":"t","agent_id":"g","seq":1}));
         assert!(matches!(EventType::AgentStarted.validate(&null_req), Err(SchemaError::Missing { .. })));
     }
 

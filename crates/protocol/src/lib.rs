@@ -16,6 +16,7 @@ pub mod event;
 pub mod payload;
 pub mod push;
 pub mod reply;
+pub mod run;
 pub mod sse;
 pub mod timestamp;
 
@@ -27,6 +28,7 @@ pub use event::{EventType, SchemaError};
 pub use payload::{Payload, PayloadError};
 pub use push::{ControlPush, PushHeader, encode_control, encode_push};
 pub use reply::{Reply, ReplyBody};
+pub use run::{RunErrorCode, RunOutcome};
 
 /// Version of the protocol spoken on `/ws` and `/sse`.
 pub const PROTOCOL_VERSION: u32 = 1;

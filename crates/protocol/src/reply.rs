@@ -26,6 +26,7 @@ pub enum ReplyBody {
     Presence(PresenceResult),
     Typing { channel: String, active: bool },
     MessageSent(MessageSentResult),
+    RunCancelled(RunCancelResult),
     Pong { pong: bool },
 }
 
@@ -92,6 +93,14 @@ pub struct MessageSentResult {
     pub created_at: String,
     /// True when an idempotency key matched an earlier send; the original is returned.
     pub duplicate: bool,
+}
+
+/// The reply to `cancel_run`: the run's status after the request (`cancelled`,
+/// or the ending it already had: cancelling is idempotent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunCancelResult {
+    pub run_id: String,
+    pub status: String,
 }
 
 /// Already-encoded push frames embedded as JSON values.

@@ -47,6 +47,9 @@ macro_rules! string_enum {
     };
 }
 
+mod runs;
+pub use runs::*;
+
 string_enum!(
     /// A user's global role.
     UserRole { User = "user", Admin = "admin" }
@@ -254,6 +257,8 @@ pub struct Message {
     pub created_at: i64,
     pub edited_at: Option<i64>,
     pub deleted_at: Option<i64>,
+    /// The run an agent's message answers; `None` for people's messages.
+    pub run_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,14 +295,18 @@ pub struct OutboxRecord {
 }
 
 /// A message write and the outbox row committed with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MessageWrite {
     pub message: Message,
     pub outbox_id: i64,
+    /// Runs the message triggered, committed `queued` with it.
+    pub runs: Vec<Run>,
+    /// Agents whose trigger the channel's run rate stopped (no run was created).
+    pub limited: Vec<String>,
 }
 
 /// What [`Store::insert_message`](crate::Store::insert_message) did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum InsertOutcome {
     /// A new message and its outbox row were committed.
     Inserted(MessageWrite),
@@ -344,6 +353,9 @@ pub struct Agent {
     pub model: String,
     pub tools: Vec<String>,
     pub response_policy: String,
+    /// What a new trigger does while the agent is busy in the channel:
+    /// `enqueue`, `reject` or `interrupt`.
+    pub on_busy: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -358,6 +370,7 @@ pub struct NewAgent {
     pub model: String,
     pub tools: Vec<String>,
     pub response_policy: String,
+    pub on_busy: String,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -369,6 +382,7 @@ pub struct AgentUpdate {
     pub model: Option<String>,
     pub tools: Option<Vec<String>>,
     pub response_policy: Option<String>,
+    pub on_busy: Option<String>,
 }
 
 // ---------------------------------------------------------------- operations

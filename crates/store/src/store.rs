@@ -129,15 +129,26 @@ pub trait Store: Send + Sync + 'static {
     /// In one transaction: if this author used `idempotency_key` less than
     /// [`IDEMPOTENCY_WINDOW_MS`] ago, returns [`InsertOutcome::Duplicate`]
     /// with the original message and writes nothing; otherwise allocates the
-    /// next `seq`, inserts the message, claims the key and inserts the outbox
-    /// row built by `event` from the stored message.
-    /// NotFound if the channel does not exist; Conflict if it is archived.
+    /// next `seq`, inserts the message, claims the key, inserts the runs the
+    /// message triggers (`queued`, within the channel's run rate: see
+    /// [`RunTriggers`]) and the outbox row built by `event` from the stored
+    /// message. NotFound if the channel does not exist; Conflict if it is archived.
+    async fn insert_message_with_runs(
+        &self,
+        new: NewMessage,
+        idempotency_key: Option<&str>,
+        event: &EventBuilder,
+        triggers: &RunTriggers,
+    ) -> StoreResult<InsertOutcome>;
+    /// [`Store::insert_message_with_runs`] for a message that triggers no run.
     async fn insert_message(
         &self,
         new: NewMessage,
         idempotency_key: Option<&str>,
         event: &EventBuilder,
-    ) -> StoreResult<InsertOutcome>;
+    ) -> StoreResult<InsertOutcome> {
+        self.insert_message_with_runs(new, idempotency_key, event, &RunTriggers::none()).await
+    }
     /// Replaces the text and sets `edited_at`, with the outbox row, in one
     /// transaction. Only the author may edit: Forbidden otherwise. NotFound if
     /// the message does not exist or is deleted; Conflict if the channel is archived.
@@ -181,6 +192,49 @@ pub trait Store: Send + Sync + 'static {
     /// The agent's channel memberships, ordered by channel id (empty for an
     /// unknown agent): where changes to the agent are announced.
     async fn list_agent_memberships(&self, agent_id: &str) -> StoreResult<Vec<ChannelMember>>;
+
+    /// The agents that are members of a channel, oldest first: who may answer there.
+    async fn list_channel_agents(&self, channel_id: &str) -> StoreResult<Vec<Agent>>;
+
+    // ------------------------------------------------------------ runs
+
+    /// A `queued` run without a triggering message's transaction (started
+    /// explicitly). NotFound if the channel does not exist.
+    async fn create_run(&self, new: NewRun) -> StoreResult<Run>;
+    async fn get_run(&self, id: &str) -> StoreResult<Option<Run>>;
+    /// A channel's runs (at most `limit`).
+    async fn list_channel_runs(&self, channel_id: &str, filter: RunFilter, limit: u32) -> StoreResult<Vec<Run>>;
+    /// Runs in `status`, oldest first, after the (created_at, id) key `after`
+    /// (keyset pagination): what the runtime resumes or sweeps at start.
+    async fn list_runs_with_status(
+        &self,
+        status: RunStatus,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> StoreResult<Vec<Run>>;
+    /// Compare-and-set `queued` → `running`, recording the provider and
+    /// model and reserving `reserve` more event sequence numbers. `None` if
+    /// the run is not queued (ended, or started elsewhere).
+    async fn start_run(&self, id: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>>;
+    /// Reserves `block` more event sequence numbers for an active run and
+    /// returns the new high-water mark; `None` once the run has ended.
+    async fn reserve_run_seq(&self, id: &str, block: i64) -> StoreResult<Option<i64>>;
+    /// Records the usage and cost of an active run so far (budgets read it);
+    /// returns whether the run was still active.
+    async fn record_run_usage(&self, id: &str, usage: RunUsage, cost_usd: f64) -> StoreResult<bool>;
+    /// Ends an active run, once: in one transaction, checks the run is still
+    /// `queued` or `running`, stores the answer (when given and the channel
+    /// is not archived) with the runs it triggers, sets the terminal status,
+    /// and inserts the outbox rows `events` builds. The first caller wins;
+    /// any later one gets [`RunEndOutcome::AlreadyEnded`] and writes nothing.
+    async fn end_run(&self, end: RunEnd, events: &RunEventBuilder) -> StoreResult<RunEndOutcome>;
+    /// What the runs a person is accountable for, created at or after
+    /// `since_ms`, have cost (US dollars).
+    async fn user_run_cost_since(&self, user_id: &str, since_ms: i64) -> StoreResult<f64>;
+    async fn get_agent_summary(&self, agent_id: &str, channel_id: &str) -> StoreResult<Option<AgentSummary>>;
+    /// Stores an agent's summary of a channel, unless a stored one already
+    /// covers more (`last_seq`). NotFound if the agent or channel is gone.
+    async fn put_agent_summary(&self, summary: &AgentSummary) -> StoreResult<()>;
 
     // ------------------------------------------------------------ cleanup
 

@@ -102,7 +102,7 @@ pub async fn node(opts: NodeOptions) -> Node {
     })
     .await
     .unwrap();
-    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), None));
+    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), None, None));
     Node { hub, executor, clock: opts.clock, limits }
 }
 

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chorus_chat::agents::{AgentPatch, NewAgentInput, ResponsePolicy};
+use chorus_chat::agents::{AgentPatch, NewAgentInput, OnBusy, ResponsePolicy};
 use chorus_chat::views::AgentView;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -54,6 +54,11 @@ pub struct CreateAgentBody {
     /// `mention` when absent.
     #[serde(default)]
     pub response_policy: Option<ResponsePolicy>,
+    /// What a new trigger does while the agent is busy in the channel: `enqueue` (wait
+    /// behind the current run), `reject` (end the new run with `busy`) or `interrupt`
+    /// (end the current run with `superseded`). `enqueue` when absent.
+    #[serde(default)]
+    pub on_busy: Option<OnBusy>,
 }
 
 /// A partial update: absent (or null) fields are left as they are; rules as on create.
@@ -77,6 +82,8 @@ pub struct UpdateAgentBody {
     pub tools: Option<Vec<String>>,
     #[serde(default)]
     pub response_policy: Option<ResponsePolicy>,
+    #[serde(default)]
+    pub on_busy: Option<OnBusy>,
 }
 
 // ---------------------------------------------------------------- responses
@@ -113,6 +120,7 @@ pub async fn create_agent(
         model: body.model,
         tools: body.tools.unwrap_or_default(),
         response_policy: body.response_policy.unwrap_or_default(),
+        on_busy: body.on_busy.unwrap_or_default(),
     };
     let view = chat(&app)?.agents.create(&caller, input).await?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -179,6 +187,7 @@ pub async fn update_agent(
         model: body.model,
         tools: body.tools,
         response_policy: body.response_policy,
+        on_busy: body.on_busy,
     };
     Ok(Json(chat(&app)?.agents.update(&caller, &id, patch).await?))
 }

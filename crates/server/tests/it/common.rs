@@ -131,7 +131,7 @@ impl TestServer {
         .expect("hub");
         hub.register_gauges(&mut registry);
         let registry = Arc::new(registry);
-        let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), None));
+        let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), None, None));
         let state = AppState::new(AppParts {
             config: opts.server.clone(),
             hub: hub.clone(),

@@ -33,7 +33,7 @@ async fn events_are_validated_against_their_schema() {
     let mut c = s.client("alice", &[]).await;
     c.request(json!({"type": "subscribe", "channel": "user:alice"})).await;
 
-    let run = json!({"run_id": "r1", "thread_id": "room:a", "agent_id": "g1"});
+    let run = json!({"run_id": "r1", "thread_id": "room:a", "agent_id": "g1", "seq": 1});
     let mut thinking = run.clone();
     thinking["thought"] = json!("checking the weather");
     let (status, body, _) = post(&s, "/api/v1/publish", Some(API_KEY), json!({"channel": "user:alice", "event": "agent_thinking", "data": thinking})).await;

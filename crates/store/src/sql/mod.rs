@@ -37,12 +37,19 @@ macro_rules! member_cols {
 }
 macro_rules! message_cols {
     () => {
-        "id, channel_id, seq, author_kind, author_id, text, created_at, edited_at, deleted_at"
+        "id, channel_id, seq, author_kind, author_id, text, created_at, edited_at, deleted_at, run_id"
     };
 }
 macro_rules! agent_cols {
     () => {
-        "id, owner_id, name, persona, quirks, model, tools, response_policy, created_at, updated_at"
+        "id, owner_id, name, persona, quirks, model, tools, response_policy, on_busy, created_at, updated_at"
+    };
+}
+macro_rules! run_cols {
+    () => {
+        "id, agent_id, channel_id, trigger_message_id, triggered_by, parent_run_id, hop, status, provider, model, \
+         input_tokens, output_tokens, usage_estimated, cost_usd, error_code, error_message, answer_message_id, \
+         seq_reserved, created_at, started_at, ended_at"
     };
 }
 

@@ -72,6 +72,7 @@ pub(crate) struct MessageRow {
     created_at: i64,
     edited_at: Option<i64>,
     deleted_at: Option<i64>,
+    run_id: Option<String>,
 }
 
 impl From<MessageRow> for Message {
@@ -85,6 +86,7 @@ impl From<MessageRow> for Message {
             created_at: r.created_at,
             edited_at: r.edited_at,
             deleted_at: r.deleted_at,
+            run_id: r.run_id,
         }
     }
 }
@@ -100,6 +102,7 @@ pub(crate) struct AgentRow {
     model: String,
     tools: String,
     response_policy: String,
+    on_busy: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -117,8 +120,61 @@ impl TryFrom<AgentRow> for Agent {
             model: r.model,
             tools: from_json(&r.tools)?,
             response_policy: r.response_policy,
+            on_busy: r.on_busy,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RunRow {
+    id: String,
+    agent_id: String,
+    channel_id: String,
+    trigger_message_id: Option<String>,
+    triggered_by: Option<String>,
+    parent_run_id: Option<String>,
+    hop: i64,
+    #[sqlx(try_from = "String")]
+    status: RunStatus,
+    provider: Option<String>,
+    model: Option<String>,
+    input_tokens: i64,
+    output_tokens: i64,
+    usage_estimated: bool,
+    cost_usd: f64,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    answer_message_id: Option<String>,
+    seq_reserved: i64,
+    created_at: i64,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+}
+
+impl From<RunRow> for Run {
+    fn from(r: RunRow) -> Self {
+        Run {
+            id: r.id,
+            agent_id: r.agent_id,
+            channel_id: r.channel_id,
+            trigger_message_id: r.trigger_message_id,
+            triggered_by: r.triggered_by,
+            parent_run_id: r.parent_run_id,
+            hop: r.hop,
+            status: r.status,
+            provider: r.provider,
+            model: r.model,
+            usage: RunUsage { input_tokens: r.input_tokens, output_tokens: r.output_tokens, estimated: r.usage_estimated },
+            cost_usd: r.cost_usd,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            answer_message_id: r.answer_message_id,
+            seq_reserved: r.seq_reserved,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        }
     }
 }

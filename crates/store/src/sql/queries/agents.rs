@@ -18,6 +18,7 @@ pub(super) async fn create_agent(store: &This, new: NewAgent, max_per_owner: u32
         model: new.model,
         tools: new.tools,
         response_policy: new.response_policy,
+        on_busy: new.on_busy,
         created_at: now,
         updated_at: now,
     };
@@ -31,8 +32,8 @@ pub(super) async fn create_agent(store: &This, new: NewAgent, max_per_owner: u32
         return Err(StoreError::LimitExceeded(format!("a user may own at most {max_per_owner} agents")));
     }
     sqlx::query(
-        "INSERT INTO agents (id, owner_id, name, name_key, persona, quirks, model, tools, response_policy, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        "INSERT INTO agents (id, owner_id, name, name_key, persona, quirks, model, tools, response_policy, on_busy, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
     )
     .bind(&agent.id)
     .bind(&agent.owner_id)
@@ -43,6 +44,7 @@ pub(super) async fn create_agent(store: &This, new: NewAgent, max_per_owner: u32
     .bind(&agent.model)
     .bind(to_json(&agent.tools)?)
     .bind(&agent.response_policy)
+    .bind(&agent.on_busy)
     .bind(now)
     .execute(&mut *tx)
     .await?;
@@ -75,7 +77,7 @@ pub(super) async fn update_agent(store: &This, id: &str, update: AgentUpdate) ->
             .fetch_optional(&mut *tx)
             .await?;
     let mut agent = Agent::try_from(found.ok_or(StoreError::NotFound)?)?;
-    let AgentUpdate { name, persona, quirks, model, tools, response_policy } = update;
+    let AgentUpdate { name, persona, quirks, model, tools, response_policy, on_busy } = update;
     if let Some(v) = name {
         agent.name = v;
     }
@@ -94,10 +96,13 @@ pub(super) async fn update_agent(store: &This, id: &str, update: AgentUpdate) ->
     if let Some(v) = response_policy {
         agent.response_policy = v;
     }
+    if let Some(v) = on_busy {
+        agent.on_busy = v;
+    }
     agent.updated_at = store.clock.now_ms();
     sqlx::query(
         "UPDATE agents SET name = $2, name_key = $3, persona = $4, quirks = $5, model = $6, tools = $7, \
-         response_policy = $8, updated_at = $9 WHERE id = $1",
+         response_policy = $8, on_busy = $9, updated_at = $10 WHERE id = $1",
     )
     .bind(id)
     .bind(&agent.name)
@@ -107,6 +112,7 @@ pub(super) async fn update_agent(store: &This, id: &str, update: AgentUpdate) ->
     .bind(&agent.model)
     .bind(to_json(&agent.tools)?)
     .bind(&agent.response_policy)
+    .bind(&agent.on_busy)
     .bind(agent.updated_at)
     .execute(&mut *tx)
     .await?;
@@ -144,4 +150,17 @@ pub(super) async fn list_agent_memberships(store: &This, agent_id: &str) -> Stor
     .fetch_all(&store.reader)
     .await?;
     Ok(rows.into_iter().map(ChannelMember::from).collect())
+}
+
+pub(super) async fn list_channel_agents(store: &This, channel_id: &str) -> StoreResult<Vec<Agent>> {
+    let rows: Vec<AgentRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        agent_cols!(),
+        " FROM agents WHERE id IN (SELECT agent_id FROM channel_members WHERE channel_id = $1 AND agent_id IS NOT NULL) \
+         ORDER BY created_at, id"
+    ))
+    .bind(channel_id)
+    .fetch_all(&store.reader)
+    .await?;
+    rows.into_iter().map(Agent::try_from).collect()
 }

@@ -1,6 +1,7 @@
 //! Messages with the outbox rows committed beside them, and the cleanup of
 //! old idempotency keys and of messages past their channel's retention.
 
+use super::runs::insert_triggered_runs;
 use super::{Db, DbConn, This};
 use crate::StoreError;
 use crate::model::*;
@@ -16,7 +17,7 @@ async fn message_in(conn: &mut DbConn, id: &str) -> StoreResult<Option<Message>>
     Ok(row.map(Message::from))
 }
 
-async fn insert_outbox(conn: &mut DbConn, event: OutboxEvent, now: i64) -> StoreResult<i64> {
+pub(super) async fn insert_outbox(conn: &mut DbConn, event: OutboxEvent, now: i64) -> StoreResult<i64> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO outbox (channel, event_type, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
     )
@@ -53,6 +54,7 @@ pub(super) async fn insert_message(
     new: NewMessage,
     idempotency_key: Option<&str>,
     event: &EventBuilder,
+    triggers: &RunTriggers,
 ) -> StoreResult<InsertOutcome> {
     let now = store.clock.now_ms();
     let id = new_id();
@@ -95,17 +97,33 @@ pub(super) async fn insert_message(
         }
     }
 
+    let message = append_message(&mut tx, id, new, None, now).await?;
+    let (runs, limited) = insert_triggered_runs(&mut tx, &message, triggers, now).await?;
+    let outbox_id = insert_outbox(&mut tx, event(&message), now).await?;
+    tx.commit().await?;
+    Ok(InsertOutcome::Inserted(MessageWrite { message, outbox_id, runs, limited }))
+}
+
+/// Allocates the channel's next `seq` and inserts the message. NotFound if
+/// the channel does not exist; Conflict if it is archived.
+pub(super) async fn append_message(
+    conn: &mut DbConn,
+    id: String,
+    new: NewMessage,
+    run_id: Option<String>,
+    now: i64,
+) -> StoreResult<Message> {
     // The channel row lock taken here orders concurrent inserts: seq
     // follows commit order.
     let seq: Option<i64> = sqlx::query_scalar(
         "UPDATE channels SET last_seq = last_seq + 1 WHERE id = $1 AND archived_at IS NULL RETURNING last_seq",
     )
     .bind(&new.channel_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(seq) = seq else {
         let exists =
-            sqlx::query("SELECT id FROM channels WHERE id = $1").bind(&new.channel_id).fetch_optional(&mut *tx).await?;
+            sqlx::query("SELECT id FROM channels WHERE id = $1").bind(&new.channel_id).fetch_optional(&mut *conn).await?;
         return Err(match exists {
             Some(_) => StoreError::Conflict("channel is archived".into()),
             None => StoreError::NotFound,
@@ -121,11 +139,12 @@ pub(super) async fn insert_message(
         created_at: now,
         edited_at: None,
         deleted_at: None,
+        run_id,
     };
     sqlx::query(concat!(
         "INSERT INTO messages (",
         message_cols!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8)"
     ))
     .bind(&message.id)
     .bind(&message.channel_id)
@@ -134,11 +153,10 @@ pub(super) async fn insert_message(
     .bind(&message.author.id)
     .bind(&message.text)
     .bind(message.created_at)
-    .execute(&mut *tx)
+    .bind(&message.run_id)
+    .execute(&mut *conn)
     .await?;
-    let outbox_id = insert_outbox(&mut tx, event(&message), now).await?;
-    tx.commit().await?;
-    Ok(InsertOutcome::Inserted(MessageWrite { message, outbox_id }))
+    Ok(message)
 }
 
 pub(super) async fn edit_message(
@@ -170,7 +188,7 @@ pub(super) async fn edit_message(
     let message = Message::from(row);
     let outbox_id = insert_outbox(&mut tx, event(&message), now).await?;
     tx.commit().await?;
-    Ok(MessageWrite { message, outbox_id })
+    Ok(MessageWrite { message, outbox_id, runs: Vec::new(), limited: Vec::new() })
 }
 
 pub(super) async fn delete_message(
@@ -203,7 +221,7 @@ pub(super) async fn delete_message(
     let message = Message::from(row);
     let outbox_id = insert_outbox(&mut tx, event(&message), now).await?;
     tx.commit().await?;
-    Ok(MessageWrite { message, outbox_id })
+    Ok(MessageWrite { message, outbox_id, runs: Vec::new(), limited: Vec::new() })
 }
 
 pub(super) async fn get_message(store: &This, id: &str) -> StoreResult<Option<Message>> {

@@ -13,6 +13,7 @@
 mod agents;
 mod channels;
 mod messages;
+mod runs;
 mod users;
 
 use std::time::Instant;
@@ -174,13 +175,14 @@ impl Store for This {
     }
 
     // ------------------------------------------------------------ messages
-    async fn insert_message(
+    async fn insert_message_with_runs(
         &self,
         new: NewMessage,
         idempotency_key: Option<&str>,
         event: &EventBuilder,
+        triggers: &RunTriggers,
     ) -> StoreResult<InsertOutcome> {
-        messages::insert_message(self, new, idempotency_key, event).await
+        messages::insert_message(self, new, idempotency_key, event, triggers).await
     }
     async fn edit_message(
         &self,
@@ -227,6 +229,50 @@ impl Store for This {
     }
     async fn list_agent_memberships(&self, agent_id: &str) -> StoreResult<Vec<ChannelMember>> {
         agents::list_agent_memberships(self, agent_id).await
+    }
+
+    async fn list_channel_agents(&self, channel_id: &str) -> StoreResult<Vec<Agent>> {
+        agents::list_channel_agents(self, channel_id).await
+    }
+
+    // ------------------------------------------------------------ runs
+    async fn create_run(&self, new: NewRun) -> StoreResult<Run> {
+        runs::create_run(self, new).await
+    }
+    async fn get_run(&self, id: &str) -> StoreResult<Option<Run>> {
+        runs::get_run(self, id).await
+    }
+    async fn list_channel_runs(&self, channel_id: &str, filter: RunFilter, limit: u32) -> StoreResult<Vec<Run>> {
+        runs::list_channel_runs(self, channel_id, filter, limit).await
+    }
+    async fn list_runs_with_status(
+        &self,
+        status: RunStatus,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> StoreResult<Vec<Run>> {
+        runs::list_runs_with_status(self, status, after, limit).await
+    }
+    async fn start_run(&self, id: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>> {
+        runs::start_run(self, id, provider, model, reserve).await
+    }
+    async fn reserve_run_seq(&self, id: &str, block: i64) -> StoreResult<Option<i64>> {
+        runs::reserve_run_seq(self, id, block).await
+    }
+    async fn record_run_usage(&self, id: &str, usage: RunUsage, cost_usd: f64) -> StoreResult<bool> {
+        runs::record_run_usage(self, id, usage, cost_usd).await
+    }
+    async fn end_run(&self, end: RunEnd, events: &RunEventBuilder) -> StoreResult<RunEndOutcome> {
+        runs::end_run(self, end, events).await
+    }
+    async fn user_run_cost_since(&self, user_id: &str, since_ms: i64) -> StoreResult<f64> {
+        runs::user_run_cost_since(self, user_id, since_ms).await
+    }
+    async fn get_agent_summary(&self, agent_id: &str, channel_id: &str) -> StoreResult<Option<AgentSummary>> {
+        runs::get_agent_summary(self, agent_id, channel_id).await
+    }
+    async fn put_agent_summary(&self, summary: &AgentSummary) -> StoreResult<()> {
+        runs::put_agent_summary(self, summary).await
     }
 
     // ------------------------------------------------------------ cleanup
