@@ -10,7 +10,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chorus_auth::{ApiKeys, HmacSecret, JwtVerifier};
 use chorus_chat::channels::StoreMembership;
+use chorus_chat::agents::WebhookRules;
 use chorus_chat::{Chat, ChatParts};
+use chorus_external::SecretKey;
 use chorus_core::access::AccessPolicy;
 use chorus_core::broker::Backplane;
 use chorus_core::broker::memory::MemoryBroker;
@@ -119,8 +121,28 @@ impl Server {
         let store_check = Arc::new(chorus_server::health::register_store_metrics(&mut registry, store.clone()));
         tracing::info!(node = %node, "hub ready");
 
+        // External agents: the address policy their webhooks are held to and the key their secrets derive from.
+        let external = &config.external_agents;
+        let (webhook_key, key_origin) =
+            SecretKey::resolve(external.secret_key.as_deref(), external.secret_key_file.as_deref(), &config.data_dir).context("external_agents secret key")?;
+        tracing::info!(key = %key_origin, "webhook signing key");
+        let webhooks = WebhookRules {
+            policy: Arc::new(external.address_policy().context("external_agents.allowed_networks")?),
+            key: Arc::new(webhook_key),
+            previous_secret_ttl: external.previous_secret_ttl,
+        };
+
         // Chat domain.
-        let chat = Chat::new(ChatParts { store: store.clone(), hub: hub.clone(), config: config.chat.clone(), secret, jwt, run_guard: chorus_chat::RunGuard::default(), run_intake: None });
+        let chat = Chat::new(ChatParts {
+            store: store.clone(),
+            hub: hub.clone(),
+            config: config.chat.clone(),
+            secret,
+            jwt,
+            run_guard: chorus_chat::RunGuard::default(),
+            run_intake: None,
+            webhooks,
+        });
         chat.accounts.bootstrap().await.context("bootstrapping accounts")?;
         let background = CancellationToken::new();
         let background_tasks = tokio_util::task::TaskTracker::new();

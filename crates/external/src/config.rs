@@ -5,12 +5,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::address::{AddressPolicy, NetworkParseError};
 use crate::breaker::BreakerConfig;
 
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExternalAgentsConfig {
     /// One delivery attempt's limit, connect to last byte.
@@ -32,7 +32,9 @@ pub struct ExternalAgentsConfig {
     pub allowed_networks: Vec<String>,
     /// The key signing secrets are derived from (at least 32 bytes). Takes
     /// precedence over `secret_key_file` and `<data_dir>/webhook-secret-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key_file: Option<PathBuf>,
     /// After a rotation, deliveries are signed with the previous secret too for this long.
     #[serde(with = "humantime_serde")]

@@ -92,6 +92,8 @@ pub fn new_agent(owner: &User, name: &str) -> NewAgent {
         model: "demo".into(),
         tools: vec!["clock".into()],
         response_policy: "mention".into(),
+        on_busy: "enqueue".into(),
+        webhook: None,
     }
 }
 
