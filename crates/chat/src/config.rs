@@ -51,9 +51,13 @@ pub struct ChatConfig {
     /// API keys (not revoked) a user may have.
     pub api_keys_per_user: u32,
     /// Models an agent may use; checked on create and update. The first is
-    /// the model of an agent created without one.
+    /// the model of an agent created without one. Not read from the file:
+    /// the composition root sets it from `[[agents.models]]`.
+    #[serde(skip)]
     pub allowed_models: Vec<String>,
-    /// Tools an agent may use; checked on create and update.
+    /// Tools an agent may use; checked on create and update. Set from the
+    /// tool registry (built-ins and `[[agents.mcp_servers]]`).
+    #[serde(skip)]
     pub allowed_tools: Vec<String>,
     /// How often the cleanup pass runs (sessions, idempotency keys, retention).
     #[serde(with = "humantime_serde")]

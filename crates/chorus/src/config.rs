@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use chorus_agents::AgentsConfig;
 use chorus_auth::AuthConfig;
 use chorus_chat::ChatConfig;
 use chorus_external::ExternalAgentsConfig;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 const SECTIONS: &[&str] = &[
     "data_dir", "node_id", "log", "server", "cors", "limits", "rate_limits", "timing", "namespaces", "broker", "auth", "store", "chat",
     "external_agents",
+    "agents",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +41,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub chat: ChatConfig,
     pub external_agents: ExternalAgentsConfig,
+    pub agents: AgentsConfig,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
             external_agents: ExternalAgentsConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -181,6 +185,8 @@ impl Config {
         }
         crate::logging::parse_directives(&self.log.level).map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
         self.external_agents.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.agents.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.agents.tools_config().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 
@@ -197,7 +203,7 @@ impl Config {
     /// Top-level sections that changed but only take effect after a restart.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
         let mut changed = Vec::new();
-        let sections: [(&str, serde_json::Value, serde_json::Value); 11] = [
+        let sections: [(&str, serde_json::Value, serde_json::Value); 12] = [
             ("data_dir", to_value(&self.data_dir), to_value(&new.data_dir)),
             ("node_id", to_value(&self.node_id), to_value(&new.node_id)),
             ("server", to_value(&self.server), to_value(&new.server)),
@@ -208,6 +214,7 @@ impl Config {
             ("store", to_value(&self.store), to_value(&new.store)),
             ("chat", to_value(&self.chat), to_value(&new.chat)),
             ("external_agents", to_value(&self.external_agents), to_value(&new.external_agents)),
+            ("agents", to_value(&self.agents), to_value(&new.agents)),
             ("log.format", to_value(&self.log.format), to_value(&new.log.format)),
         ];
         for (name, a, b) in sections {

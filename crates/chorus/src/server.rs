@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use chorus_agents::{AgentMetrics, INTAKE_CAPACITY, Intake, Runtime, RuntimeParts};
 use chorus_auth::{ApiKeys, HmacSecret, JwtVerifier};
 use chorus_chat::channels::StoreMembership;
 use chorus_chat::agents::WebhookRules;
@@ -19,7 +20,9 @@ use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::clock::SystemClock;
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
-use chorus_server::health::StoreCheck;
+use chorus_llm::{FaultInjection, Models, ModelsContext, ProcessEnv, TokenCounter};
+use chorus_server::health::{AgentsCheck, StoreCheck};
+use chorus_tools::{ToolDeps, ToolMetrics, ToolRegistry};
 use chorus_server::listener::{Listener, Peer};
 use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics};
 use chorus_store::Store;
@@ -58,6 +61,7 @@ pub struct Server {
     addr: SocketAddr,
     hub: Hub,
     chat: Chat,
+    agents: Runtime,
     store: Arc<dyn Store>,
     drain_limit: Duration,
     stop_accepting: CancellationToken,
@@ -132,15 +136,44 @@ impl Server {
             previous_secret_ttl: external.previous_secret_ttl,
         };
 
+        // Agents' models and tools (the chat domain validates agent records against them).
+        let agent_metrics = AgentMetrics::register(&mut registry);
+        let tool_metrics = ToolMetrics::register(&mut registry);
+        let tokens = TokenCounter::new().context("loading the tokenizer")?;
+        let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;
+        let faults = if cfg!(feature = "fault-injection") { FaultInjection::Allowed } else { FaultInjection::Refused };
+        let models = Models::build(
+            &config.agents.models,
+            &ModelsContext { http, tokens: tokens.clone(), resilience: config.agents.resilience.clone(), faults, secrets: &ProcessEnv },
+        )
+        .context("agents.models")?;
+        let tools_config = config.agents.tools_config().context("agents")?;
+        let tools = ToolRegistry::start(
+            &tools_config,
+            ToolDeps { clock: Arc::new(SystemClock), metrics: tool_metrics, extra_tools: Vec::new() },
+        )
+        .context("agents: tools")?;
+        // Ordered start: MCP servers connected (or failed once) before agents may run.
+        if !tools.wait_for_mcp(config.agents.mcp_connect_timeout).await {
+            let (connected, all) = tools.mcp_connected();
+            tracing::warn!(connected, all, "not every MCP server is connected; their tools are left out until they are");
+        }
+        let mut chat_config = config.chat.clone();
+        // Agents may name exactly what this server runs.
+        chat_config.allowed_models = models.names();
+        chat_config.allowed_tools = tools.tool_names().to_vec();
+        tracing::info!(models = ?chat_config.allowed_models, tools = ?chat_config.allowed_tools, "agent models and tools");
+
         // Chat domain.
+        let (intake, intake_rx) = Intake::channel(INTAKE_CAPACITY, agent_metrics.clone());
         let chat = Chat::new(ChatParts {
             store: store.clone(),
             hub: hub.clone(),
-            config: config.chat.clone(),
+            config: chat_config,
             secret,
             jwt,
-            run_guard: chorus_chat::RunGuard::default(),
-            run_intake: None,
+            run_guard: config.agents.run_guard(),
+            run_intake: Some(Arc::new(intake)),
             webhooks,
         });
         chat.accounts.bootstrap().await.context("bootstrapping accounts")?;
@@ -150,8 +183,30 @@ impl Server {
         spawn_store_probe(&background_tasks, background.clone(), hub.metrics().clone(), store_check.clone());
         tracing::info!("chat domain ready");
 
+        // Agent runtime: ends what a crash left running, resumes what is queued.
+        let agents = Runtime::start(RuntimeParts {
+            store: store.clone(),
+            hub: hub.clone(),
+            chat: chat.clone(),
+            models,
+            tools,
+            tokens,
+            config: config.agents.clone(),
+            metrics: agent_metrics,
+            core_metrics: hub.metrics().clone(),
+            intake: intake_rx,
+        })
+        .await
+        .context("starting the agent runtime")?;
+        tracing::info!(enabled = config.agents.enabled, "agent runtime ready");
+
         // Edge.
-        let executor = Arc::new(Executor::new(hub.clone(), chat.accounts.token_verifier(), Some(Arc::new(chat.messages.clone())), None));
+        let executor = Arc::new(Executor::new(
+            hub.clone(),
+            chat.accounts.token_verifier(),
+            Some(Arc::new(chat.messages.clone())),
+            Some(Arc::new(agents.clone())),
+        ));
         let state = AppState::new(AppParts {
             config: config.server.clone(),
             hub: hub.clone(),
@@ -160,8 +215,9 @@ impl Server {
             origins: origins_rx,
             registry: Arc::new(registry),
             http_metrics,
-            health: vec![store_check],
+            health: vec![store_check, Arc::new(AgentsCheck(agents.clone()))],
             chat: Some(chat.clone()),
+            agents: Some(agents.clone()),
         });
         let app = chorus_server::app(state);
         let listener = listen(config.server.bind).with_context(|| format!("binding {}", config.server.bind))?;
@@ -177,6 +233,7 @@ impl Server {
             addr,
             hub,
             chat,
+            agents,
             store,
             drain_limit: config.timing.drain_limit,
             stop_accepting,
@@ -199,6 +256,10 @@ impl Server {
         &self.chat
     }
 
+    pub fn agents(&self) -> &Runtime {
+        &self.agents
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -213,12 +274,16 @@ impl Server {
     /// `reconnect`), drains within the limit, flushes and closes the store.
     pub async fn shutdown(self) -> bool {
         self.stop_accepting.cancel();
+        // Runs finish (or end with `shutdown`) while clients are still connected to see it.
+        let started = tokio::time::Instant::now();
+        self.agents.shutdown(self.drain_limit).await;
+        let drain_limit = self.drain_limit.saturating_sub(started.elapsed());
         self.hub.shutdown();
         let hub = self.hub.clone();
         let background = self.background.clone();
         let tasks = self.background_tasks.clone();
         let serving = self.serving;
-        let drained = tokio::time::timeout(self.drain_limit, async move {
+        let drained = tokio::time::timeout(drain_limit, async move {
             let _ = serving.await;
             hub.drained().await;
             background.cancel();

@@ -439,3 +439,113 @@ async fn sqlite_sigkill_mid_stream_loses_no_acknowledged_message() {
 async fn postgres_sigkill_mid_stream_loses_no_acknowledged_message() {
     tokio::time::timeout(Duration::from_secs(180), crash(TestEngine::Postgres)).await.expect("crash test took too long");
 }
+
+/// The next push of `kind` on `ws` (replies and other pushes skipped).
+async fn push_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let f = next_json(ws).await.expect("connection alive");
+        if f["type"] == kind {
+            return f;
+        }
+    }
+}
+
+/// A command's reply on `ws`, pushes skipped.
+async fn command(ws: &mut Ws, id: u64, cmd: Value) -> Value {
+    let mut cmd = cmd;
+    cmd["id"] = json!(id);
+    ws.send(Frame::Text(cmd.to_string().into())).await.expect("send");
+    loop {
+        let f = next_json(ws).await.expect("reply");
+        if f["id"].as_u64() == Some(id) {
+            return f;
+        }
+    }
+}
+
+/// SIGKILL while an agent run streams: after the restart the run has ended
+/// `interrupted` (its terminal event numbered after everything seen before
+/// the crash), and every acknowledged message is stored.
+async fn crash_mid_run(engine: TestEngine) {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = TestDatabase::create(engine).await;
+    let url = db.url.clone();
+    let agents = "[[agents.models]]\nname = \"demo\"\nprovider = \"demo\"\ntokens_per_second = 5.0\n";
+    let config = write_config(dir.path(), &format!("{}\n{agents}", config_text(url.as_deref())));
+    let store = open_store(dir.path(), url.as_deref()).await;
+    let alice = store
+        .create_user(NewUser { username: "alice".into(), email: None, password_hash: None, role: UserRole::User, external: None })
+        .await
+        .expect("user")
+        .id;
+    store.close().await;
+
+    let mut served = Served::start(dir.path(), &config).await;
+    let http = reqwest::Client::new();
+    let r = http.post(served.url("/api/v1/channels")).bearer_auth(token(&alice)).json(&json!({ "name": "story" })).send().await.expect("channel");
+    let room = r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+    let r = http
+        .post(served.url("/api/v1/agents"))
+        .bearer_auth(token(&alice))
+        .json(&json!({ "name": "Slow", "persona": "Tells long stories, slowly." }))
+        .send()
+        .await
+        .expect("agent");
+    assert_eq!(r.status(), 201);
+    let agent = r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+    let r = http
+        .post(served.url(&format!("/api/v1/channels/{room}/members")))
+        .bearer_auth(token(&alice))
+        .json(&json!({ "kind": "agent", "id": agent }))
+        .send()
+        .await
+        .expect("member");
+    assert_eq!(r.status(), 201);
+
+    let mut ws = connect(&served, &alice).await;
+    let sub = command(&mut ws, 1, json!({ "type": "subscribe", "channel": format!("room:{room}") })).await;
+    assert!(sub.get("result").is_some(), "{sub}");
+    let mut acked = BTreeSet::new();
+    let sent = command(&mut ws, 2, json!({ "type": "send_message", "channel": format!("room:{room}"), "text": "@Slow tell me the whole story of the sea" })).await;
+    acked.insert(sent["result"]["message_id"].as_str().expect("ack").to_owned());
+    let delta = push_of(&mut ws, "agent_text_delta").await;
+    let run = delta["data"]["run_id"].as_str().expect("run").to_owned();
+    let seen_seq = delta["data"]["seq"].as_i64().expect("seq");
+    for n in 0..5 {
+        let r = command(&mut ws, 10 + n, json!({ "type": "send_message", "channel": format!("room:{room}"), "text": format!("meanwhile {n}") })).await;
+        acked.insert(r["result"]["message_id"].as_str().expect("ack").to_owned());
+    }
+    served.kill().await;
+
+    // At start the runtime ends what the crash left running, before it listens.
+    let served = Served::start(dir.path(), &config).await;
+    let r = http.get(served.url(&format!("/api/v1/runs/{run}"))).bearer_auth(token(&alice)).send().await.expect("run");
+    let body: Value = r.json().await.expect("run json");
+    assert_eq!((body["status"].as_str(), body["error"]["code"].as_str()), (Some("failed"), Some("interrupted")), "{body}");
+    let mut ws = connect(&served, &alice).await;
+    let history = command(&mut ws, 1, json!({ "type": "history", "channel": format!("room:{room}") })).await;
+    let endings: Vec<&Value> = history["result"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["data"]["run_id"] == run.as_str())
+        .collect();
+    assert_eq!(endings.len(), 1, "exactly one terminal event after the restart: {history}");
+    assert_eq!((endings[0]["type"].as_str(), endings[0]["data"]["code"].as_str()), (Some("agent_error"), Some("interrupted")));
+    assert!(endings[0]["data"]["seq"].as_i64().expect("seq") > seen_seq, "numbered after what was seen before the crash");
+    let stored: BTreeSet<String> = refetch(&http, &served, &alice, &room).await.iter().map(|m| m["id"].as_str().expect("id").to_owned()).collect();
+    assert!(acked.is_subset(&stored), "an acknowledged message was lost");
+    drop(served);
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn sqlite_sigkill_mid_run_ends_it_interrupted() {
+    tokio::time::timeout(Duration::from_secs(180), crash_mid_run(TestEngine::Sqlite)).await.expect("crash test took too long");
+}
+
+#[tokio::test]
+async fn postgres_sigkill_mid_run_ends_it_interrupted() {
+    tokio::time::timeout(Duration::from_secs(180), crash_mid_run(TestEngine::Postgres)).await.expect("crash test took too long");
+}

@@ -221,3 +221,21 @@ pub fn register_store_metrics(
         .register(registry);
     StoreCheck::new(store).with_latency(latency)
 }
+
+/// The agent runtime in `/health/detailed`: models configured, MCP servers
+/// connected, runs active and waiting. Degraded while an MCP server is down
+/// (its tools are missing from runs) or the runtime is shutting down.
+pub struct AgentsCheck(pub chorus_agents::Runtime);
+
+#[async_trait]
+impl HealthCheck for AgentsCheck {
+    fn name(&self) -> &'static str {
+        "agents"
+    }
+
+    async fn check(&self) -> ComponentReport {
+        let health = self.0.health();
+        let status = if health.degraded() || health.closing { Status::Degraded } else { Status::Healthy };
+        ComponentReport { status, details: serde_json::to_value(&health).unwrap_or_default() }
+    }
+}

@@ -65,6 +65,8 @@ pub struct AppParts {
     pub health: Vec<Arc<dyn HealthCheck>>,
     /// The chat domain; without it the REST API is not mounted.
     pub chat: Option<Chat>,
+    /// The agent runtime (runs over REST); `None` answers those routes 503.
+    pub agents: Option<chorus_agents::Runtime>,
 }
 
 pub(crate) struct Inner {
@@ -116,6 +118,10 @@ impl AppState {
 
     pub fn chat(&self) -> Option<&Chat> {
         self.0.parts.chat.as_ref()
+    }
+
+    pub fn agents(&self) -> Option<&chorus_agents::Runtime> {
+        self.0.parts.agents.as_ref()
     }
 
     /// The OpenAPI document of this server's routes.

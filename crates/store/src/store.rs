@@ -231,7 +231,7 @@ pub trait Store: Send + Sync + 'static {
     /// is not archived) with the runs it triggers, sets the terminal status,
     /// and inserts the outbox rows `events` builds. The first caller wins;
     /// any later one gets [`RunEndOutcome::AlreadyEnded`] and writes nothing.
-    async fn end_run(&self, end: RunEnd, events: &RunEventBuilder) -> StoreResult<RunEndOutcome>;
+    async fn end_run(&self, end: RunEnd, events: &RunEventBuilder<'_>) -> StoreResult<RunEndOutcome>;
     /// What the runs a person is accountable for, created at or after
     /// `since_ms`, have cost (US dollars).
     async fn user_run_cost_since(&self, user_id: &str, since_ms: i64) -> StoreResult<f64>;

@@ -207,6 +207,17 @@ impl App {
         c
     }
 
+    /// Shuts the server down (gracefully) and starts it again on the same
+    /// database and data directory, on a new port.
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let server = Server::start(&self.config).await.expect("server restart");
+        self.base = format!("http://{}", server.addr());
+        self.server = Some(server);
+    }
+
     /// Stops the server and drops its database.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {

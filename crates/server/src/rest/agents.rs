@@ -45,11 +45,11 @@ pub struct CreateAgentBody {
     #[serde(default)]
     #[schema(max_items = 10)]
     pub quirks: Option<Vec<String>>,
-    /// One of the server's models (`chat.allowed_models`); its first when absent.
+    /// One of the server's models (`[[agents.models]]`, `demo` when none are configured); its first when absent.
     #[serde(default)]
     #[schema(example = "demo")]
     pub model: Option<String>,
-    /// Tools from the server's list (`chat.allowed_tools`), each at most once. None when absent.
+    /// Tools this server has (the built-ins `clock` and `calculator`, and `<server>.<tool>` of its MCP servers), each at most once. None when absent.
     #[serde(default)]
     pub tools: Option<Vec<String>>,
     /// `mention` when absent.

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod agents;
 pub mod channels;
 pub mod openapi;
+pub mod runs;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -24,7 +25,12 @@ use crate::state::AppState;
 
 /// Every REST route of the chat domain.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(accounts::routes()).merge(channels::routes()).merge(agents::routes()).merge(admin::routes())
+    OpenApiRouter::new()
+        .merge(accounts::routes())
+        .merge(channels::routes())
+        .merge(agents::routes())
+        .merge(runs::routes())
+        .merge(admin::routes())
 }
 
 impl From<ChatError> for ApiError {

@@ -142,6 +142,7 @@ impl TestServer {
             http_metrics,
             health: Vec::new(),
             chat: None,
+            agents: None,
         });
         let app = chorus_server::app(state);
         let listener = tokio::net::TcpListener::bind(opts.server.bind).await.expect("bind");

@@ -157,7 +157,7 @@ pub struct EndedRun<'a> {
 
 /// Builds the outbox rows of an ending (the answer's `message_created`, the
 /// terminal event), committed with the status change.
-pub type RunEventBuilder = dyn Fn(&EndedRun<'_>) -> Vec<OutboxEvent> + Send + Sync;
+pub type RunEventBuilder<'a> = dyn Fn(&EndedRun<'_>) -> Vec<OutboxEvent> + Send + Sync + 'a;
 
 /// What [`Store::end_run`](crate::Store::end_run) did.
 #[derive(Debug, Clone, PartialEq)]

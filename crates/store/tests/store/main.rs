@@ -9,5 +9,6 @@ mod channels;
 mod lifecycle;
 mod maintenance;
 mod messages;
+mod runs;
 mod sessions;
 mod users;

@@ -265,7 +265,7 @@ impl Store for This {
     async fn record_run_usage(&self, id: &str, usage: RunUsage, cost_usd: f64) -> StoreResult<bool> {
         runs::record_run_usage(self, id, usage, cost_usd).await
     }
-    async fn end_run(&self, end: RunEnd, events: &RunEventBuilder) -> StoreResult<RunEndOutcome> {
+    async fn end_run(&self, end: RunEnd, events: &RunEventBuilder<'_>) -> StoreResult<RunEndOutcome> {
         runs::end_run(self, end, events).await
     }
     async fn user_run_cost_since(&self, user_id: &str, since_ms: i64) -> StoreResult<f64> {

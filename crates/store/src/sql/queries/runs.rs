@@ -213,7 +213,7 @@ pub(super) async fn record_run_usage(store: &This, id: &str, usage: RunUsage, co
     Ok(done.rows_affected() == 1)
 }
 
-pub(super) async fn end_run(store: &This, end: RunEnd, events: &RunEventBuilder) -> StoreResult<RunEndOutcome> {
+pub(super) async fn end_run(store: &This, end: RunEnd, events: &RunEventBuilder<'_>) -> StoreResult<RunEndOutcome> {
     if end.status.is_active() {
         return Err(StoreError::Internal(format!("a run cannot end as {}", end.status)));
     }

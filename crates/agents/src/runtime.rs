@@ -1,0 +1,436 @@
+//! The runtime: takes committed runs (from the intake, and from the store at
+//! start and on rescans), queues them, runs them under the node's caps, and
+//! watches them (silence watchdog, shutdown).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chorus_chat::Chat;
+use chorus_chat::agents::OnBusy;
+use chorus_core::Hub;
+use chorus_core::metrics::CoreMetrics;
+use chorus_llm::{Models, TokenCounter};
+use chorus_protocol::RunErrorCode;
+use chorus_store::{Run, RunStatus, Store};
+use chorus_tools::ToolRegistry;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::AgentsConfig;
+use crate::events::{Ending, RunEvent};
+use crate::intake::IntakeReceiver;
+use crate::ledger::{AnswerPlan, Origin, RunLedger, Stop};
+use crate::metrics::AgentMetrics;
+use crate::queue::{Admission, QueueLimits, Queues, Ticket};
+use crate::run_loop;
+
+/// Queued runs read per rescan page.
+const RESCAN_PAGE: u32 = 500;
+/// How often the store is rescanned for queued runs nobody announced
+/// (another node's messages, a full intake).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the composition root hands in.
+pub struct RuntimeParts {
+    pub store: Arc<dyn Store>,
+    pub hub: Hub,
+    pub chat: Chat,
+    pub models: Models,
+    pub tools: ToolRegistry,
+    pub tokens: TokenCounter,
+    pub config: AgentsConfig,
+    pub metrics: AgentMetrics,
+    /// For panics caught in runs (`chorus_panics_total{task="agent_run"}`).
+    pub core_metrics: CoreMetrics,
+    pub intake: IntakeReceiver,
+}
+
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub hub: Hub,
+    pub chat: Chat,
+    pub models: Models,
+    pub tools: ToolRegistry,
+    pub tokens: TokenCounter,
+    pub config: AgentsConfig,
+    pub ledger: RunLedger,
+    pub metrics: AgentMetrics,
+    core_metrics: CoreMetrics,
+    queues: Mutex<Queues>,
+    /// Run tasks; shutdown waits for them.
+    runs: TaskTracker,
+    /// Background tasks (intake, watchdog, rescan).
+    background: TaskTracker,
+    stop_background: CancellationToken,
+    /// No new runs are taken (shutdown).
+    closing: AtomicBool,
+    /// A run task finished (shutdown waits on it).
+    finished: Notify,
+}
+
+/// The agent runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime(pub(crate) Arc<Shared>);
+
+impl Runtime {
+    /// Ends the runs a crash left `running` (`interrupted`), then starts the
+    /// intake, the watchdog and the rescan (which resumes queued runs).
+    pub async fn start(parts: RuntimeParts) -> Result<Runtime, chorus_store::StoreError> {
+        let RuntimeParts { store, hub, chat, models, tools, tokens, config, metrics, core_metrics, intake } = parts;
+        let limits = QueueLimits {
+            max_running: config.max_concurrent_runs,
+            max_waiting: config.max_queued_runs,
+            runs_per_user: config.runs_per_user,
+            running_per_user: config.running_per_user,
+        };
+        let ledger = RunLedger::new(store.clone(), hub.clone(), metrics.clone());
+        let shared = Arc::new(Shared {
+            store,
+            hub,
+            chat,
+            models,
+            tools,
+            tokens,
+            config,
+            ledger,
+            metrics,
+            core_metrics,
+            queues: Mutex::new(Queues::new(limits)),
+            runs: TaskTracker::new(),
+            background: TaskTracker::new(),
+            stop_background: CancellationToken::new(),
+            closing: AtomicBool::new(false),
+            finished: Notify::new(),
+        });
+        let runtime = Runtime(shared);
+        if !runtime.0.config.enabled {
+            tracing::info!("agent runtime disabled on this node: runs wait in the store for a node that runs them");
+            return Ok(runtime);
+        }
+        let interrupted = runtime.sweep_interrupted().await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "runs left running by an earlier process ended as interrupted");
+        }
+        runtime.spawn_background(intake);
+        Ok(runtime)
+    }
+
+    pub fn ledger(&self) -> &RunLedger {
+        &self.0.ledger
+    }
+
+    pub fn config(&self) -> &AgentsConfig {
+        &self.0.config
+    }
+
+    /// Shutting down: no new runs are taken.
+    pub fn is_closing(&self) -> bool {
+        self.0.closing.load(Ordering::Acquire)
+    }
+
+    /// Runs executing and waiting on this node.
+    pub fn counts(&self) -> (usize, usize) {
+        let q = self.0.queues.lock();
+        (q.running(), q.waiting())
+    }
+
+    /// Takes a committed run: queues it (publishing `agent_queued`) or ends
+    /// it at once (`queue_full`, `busy`, an agent that is gone), then starts
+    /// what can start. A run already taken is left alone.
+    pub async fn admit(&self, run: Run, origin: Origin) {
+        let shared = &self.0;
+        if !shared.config.enabled || shared.closing.load(Ordering::Acquire) || !run.status.is_active() {
+            return;
+        }
+        if shared.ledger.get(&run.id).is_some() {
+            return;
+        }
+        if run.status == RunStatus::Running {
+            // Running elsewhere (or left so by a crash): not ours to start.
+            return;
+        }
+        let Some(live) = shared.ledger.open(run, origin) else { return };
+        let run = live.run().clone();
+        let span = tracing::info_span!("run", run_id = %run.id, agent_id = %run.agent_id, channel_id = %run.channel_id);
+        async {
+            let agent = match shared.store.get_agent(&run.agent_id).await {
+                Ok(Some(agent)) => agent,
+                Ok(None) => {
+                    self.end(&run.id, Ending::failed(RunErrorCode::AgentUnavailable, "the agent no longer exists")).await;
+                    return;
+                }
+                Err(e) => {
+                    // Left live and queued in the store: the next rescan retries.
+                    tracing::warn!(error = %e, "agent not read; the run waits for the next rescan");
+                    shared.ledger.forget(&run.id);
+                    return;
+                }
+            };
+            let (running, waiting) = shared.queues.lock().pair(&run.agent_id, &run.channel_id);
+            let busy = running.is_some() || !waiting.is_empty();
+            match OnBusy::from_stored(&agent.on_busy) {
+                OnBusy::Reject if busy => {
+                    let message = format!("{} is busy in this channel; try again when it has answered", agent.name);
+                    self.end(&run.id, Ending::failed(RunErrorCode::Busy, message)).await;
+                    return;
+                }
+                OnBusy::Interrupt if busy => self.interrupt(running, waiting),
+                _ => {}
+            }
+            let ticket = Ticket {
+                run_id: run.id.clone(),
+                agent_id: run.agent_id.clone(),
+                channel_id: run.channel_id.clone(),
+                user: run.triggered_by.clone().unwrap_or_default(),
+            };
+            let admission = shared.queues.lock().admit(ticket.clone());
+            match admission {
+                Admission::Refused(full) => {
+                    let message = match full {
+                        crate::queue::Full::User => format!(
+                            "you already have {} agent runs waiting or running; wait for one to finish",
+                            shared.config.runs_per_user
+                        ),
+                        crate::queue::Full::Node => "the server has too many agent runs waiting; try again later".to_owned(),
+                    };
+                    self.end(&run.id, Ending::failed(RunErrorCode::QueueFull, message)).await;
+                }
+                Admission::Waiting { position } => {
+                    shared
+                        .ledger
+                        .emit(&live, RunEvent::Queued { position, trigger_message_id: run.trigger_message_id.clone() })
+                        .await;
+                    shared.queues.lock().ready(&ticket.user, &ticket.run_id);
+                    self.dispatch();
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        self.update_gauges();
+    }
+
+    /// `on_busy = "interrupt"`: the agent's waiting runs in the channel end
+    /// and its running one is stopped, all with `superseded`.
+    fn interrupt(&self, running: Option<String>, waiting: Vec<String>) {
+        for run_id in waiting {
+            if self.0.queues.lock().remove_waiting(&run_id).is_some() {
+                let me = self.clone();
+                self.0.runs.spawn(async move {
+                    me.end(&run_id, Ending::failed(RunErrorCode::Superseded, Stop::Superseded.message())).await;
+                });
+            }
+        }
+        if let Some(run_id) = running {
+            let me = self.clone();
+            self.0.runs.spawn(async move {
+                if let Err(e) = me.0.ledger.stop(&run_id, Stop::Superseded, me.0.config.cancel_grace).await {
+                    tracing::warn!(%run_id, error = %e, "superseded run not ended");
+                }
+            });
+        }
+    }
+
+    /// Cancels a run: a waiting one leaves its queue and ends at once; a
+    /// running one is asked to stop (keeping its partial answer) and ended
+    /// directly if it does not within the grace. Idempotent.
+    pub async fn cancel(&self, run_id: &str, reason: Stop) -> Result<(), chorus_store::StoreError> {
+        let removed = self.0.queues.lock().remove_waiting(run_id).is_some();
+        if removed {
+            self.end(run_id, Ending::failed(reason.code(), reason.message())).await;
+            self.update_gauges();
+            return Ok(());
+        }
+        self.0.ledger.stop(run_id, reason, self.0.config.cancel_grace).await.map(|_| ())
+    }
+
+    async fn end(&self, run_id: &str, ending: Ending) {
+        if let Err(e) = self.0.ledger.end(run_id, ending, AnswerPlan::default()).await {
+            tracing::error!(%run_id, error = %e, "run not ended; the watchdog or the next start will");
+        }
+    }
+
+    /// Starts every run that can start now.
+    fn dispatch(&self) {
+        loop {
+            let next = self.0.queues.lock().next();
+            let Some(ticket) = next else { break };
+            let me = self.clone();
+            self.0.runs.spawn(async move { me.execute(ticket).await });
+        }
+        self.update_gauges();
+    }
+
+    async fn execute(self, ticket: Ticket) {
+        let shared = &self.0;
+        if let Some(live) = shared.ledger.get(&ticket.run_id) {
+            let span = tracing::info_span!("run", run_id = %ticket.run_id, agent_id = %ticket.agent_id, channel_id = %ticket.channel_id);
+            let work = run_loop::run(shared.clone(), live).instrument(span.clone());
+            let outcome = chorus_core::supervise::catch_panic(&shared.core_metrics, "agent_run", work).await;
+            if outcome.is_none() {
+                let ending = Ending::failed(RunErrorCode::Internal, "the run failed unexpectedly; the logs have its id");
+                self.end(&ticket.run_id, ending).instrument(span).await;
+            }
+        }
+        shared.queues.lock().finished(&ticket);
+        shared.finished.notify_waiters();
+        if !shared.closing.load(Ordering::Acquire) {
+            self.dispatch();
+        }
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        let (running, waiting) = self.counts();
+        self.0.metrics.active_runs.set(i64::try_from(running).unwrap_or(i64::MAX));
+        self.0.metrics.queued_runs.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Ends, as `interrupted`, every run the store has `running` that this
+    /// node is not running (left so by a crash).
+    async fn sweep_interrupted(&self) -> Result<usize, chorus_store::StoreError> {
+        let mut ended = 0;
+        let mut after = None;
+        loop {
+            let page = self.0.store.list_runs_with_status(RunStatus::Running, after.clone(), RESCAN_PAGE).await?;
+            let full = page.len() == RESCAN_PAGE as usize;
+            for run in &page {
+                if self.0.ledger.get(&run.id).is_some() {
+                    continue;
+                }
+                let ending = Ending::failed(RunErrorCode::Interrupted, "the server stopped while the run was going");
+                if let crate::ledger::EndOutcome::Ended(_) = self.0.ledger.end(&run.id, ending, AnswerPlan::default()).await? {
+                    ended += 1;
+                }
+            }
+            after = page.last().map(|r| (r.created_at, r.id.clone()));
+            if !full {
+                return Ok(ended);
+            }
+        }
+    }
+
+    /// Admits every queued run of the store this node has not taken.
+    async fn rescan(&self) -> Result<(), chorus_store::StoreError> {
+        let mut after = None;
+        loop {
+            if self.0.closing.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let page = self.0.store.list_runs_with_status(RunStatus::Queued, after.clone(), RESCAN_PAGE).await?;
+            let full = page.len() == RESCAN_PAGE as usize;
+            after = page.last().map(|r| (r.created_at, r.id.clone()));
+            for run in page {
+                if self.0.ledger.get(&run.id).is_none() {
+                    self.admit(run, Origin::Resumed).await;
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn spawn_background(&self, intake: IntakeReceiver) {
+        let shared = &self.0;
+        let stop = shared.stop_background.clone();
+        let IntakeReceiver { mut rx, shared: signal } = intake;
+        let me = self.clone();
+        let rescan_signal = signal.clone();
+        shared.background.spawn(async move {
+            loop {
+                let runs = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    runs = rx.recv() => match runs { Some(runs) => runs, None => return },
+                };
+                for run in runs {
+                    me.admit(run, Origin::Fresh).await;
+                }
+            }
+        });
+        let me = self.clone();
+        let stop = shared.stop_background.clone();
+        shared.background.spawn(async move {
+            let mut tick = tokio::time::interval(RESCAN_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                    _ = rescan_signal.wake.notified() => {}
+                }
+                rescan_signal.rescan.store(false, Ordering::Release);
+                let pass = chorus_core::supervise::catch_panic(&me.0.core_metrics, "agent_rescan", me.rescan()).await;
+                if let Some(Err(e)) = pass {
+                    tracing::warn!(error = %e, "rescan for queued runs failed");
+                }
+            }
+        });
+        let me = self.clone();
+        let stop = shared.stop_background.clone();
+        shared.background.spawn(async move {
+            let timeout = me.0.config.silence_timeout;
+            let mut tick = tokio::time::interval((timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(5)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(deadline) = tokio::time::Instant::now().checked_sub(timeout) else { continue };
+                for live in me.0.ledger.silent_since(deadline) {
+                    let me = me.clone();
+                    let run_id = live.id().to_owned();
+                    tracing::warn!(%run_id, ?timeout, "run silent past its deadline; ending it");
+                    me.0.runs.clone().spawn(async move {
+                        if let Err(e) = me.0.ledger.stop(&run_id, Stop::Timeout, me.0.config.cancel_grace).await {
+                            tracing::warn!(%run_id, error = %e, "silent run not ended");
+                        }
+                    });
+                }
+            }
+        });
+    }
+
+    /// Stops taking runs, lets running ones finish within `limit`, then ends
+    /// the rest with `shutdown`. Waiting runs stay queued in the store and
+    /// resume at the next start.
+    pub async fn shutdown(&self, limit: Duration) {
+        let shared = &self.0;
+        shared.closing.store(true, Ordering::Release);
+        let drained = tokio::time::timeout(limit, async {
+            loop {
+                let finished = shared.finished.notified();
+                tokio::pin!(finished);
+                finished.as_mut().enable();
+                if shared.queues.lock().running() == 0 {
+                    return;
+                }
+                finished.await;
+            }
+        })
+        .await
+        .is_ok();
+        if !drained {
+            let left = shared.ledger.started_runs();
+            tracing::warn!(runs = left.len(), "runs still going at the drain limit end with `shutdown`");
+            let grace = shared.config.cancel_grace;
+            let stops = left.iter().map(|live| shared.ledger.stop(live.id(), Stop::Shutdown, grace));
+            for result in futures_util::future::join_all(stops).await {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "run not ended at shutdown");
+                }
+            }
+        }
+        shared.stop_background.cancel();
+        shared.background.close();
+        shared.background.wait().await;
+        shared.runs.close();
+        let _ = tokio::time::timeout(shared.config.cancel_grace * 2, shared.runs.wait()).await;
+        shared.tools.shutdown().await;
+    }
+}

@@ -1,0 +1,19 @@
+//! Agent runtime tests against the real composition root: runs over real
+//! sockets, with the demo model and the mock provider servers
+//! (`chorus-llm-mock`), each on SQLite and PostgreSQL where storage is involved.
+
+#[macro_use]
+#[path = "../api/common.rs"]
+mod common;
+#[path = "../api/conformance.rs"]
+mod conformance;
+mod harness;
+
+mod flow;
+mod guard;
+mod lifecycle;
+mod mcp;
+mod memory;
+mod providers;
+mod storm;
+mod scheduling;
