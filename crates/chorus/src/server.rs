@@ -130,8 +130,16 @@ impl Server {
         let (webhook_key, key_origin) =
             SecretKey::resolve(external.secret_key.as_deref(), external.secret_key_file.as_deref(), &config.data_dir).context("external_agents secret key")?;
         tracing::info!(key = %key_origin, "webhook signing key");
+        let webhook_policy = Arc::new(external.address_policy().context("external_agents.allowed_networks")?);
+        let webhook_client = chorus_external::WebhookClient::new(
+            external,
+            webhook_policy.clone(),
+            Arc::new(SystemClock),
+            chorus_external::WebhookMetrics::register(&mut registry),
+        )
+        .context("external_agents: the webhook client")?;
         let webhooks = WebhookRules {
-            policy: Arc::new(external.address_policy().context("external_agents.allowed_networks")?),
+            policy: webhook_policy,
             key: Arc::new(webhook_key),
             previous_secret_ttl: external.previous_secret_ttl,
         };
@@ -195,6 +203,7 @@ impl Server {
             metrics: agent_metrics,
             core_metrics: hub.metrics().clone(),
             intake: intake_rx,
+            webhooks: Some(webhook_client),
         })
         .await
         .context("starting the agent runtime")?;
