@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs rows of the bar (PRODUCT.md) against a fresh release server on loopback.
+# Runs rows of the bar (docs/decisions.md) against a fresh release server on loopback.
 #
 #   bash scripts/bench.sh fanout-1000x50            one row
 #   bash scripts/bench.sh idle-5000 idle-15000      several rows

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: starts real PostgreSQL and Redis servers on
+# Runs the whole test suite: clippy over every target with the workspace's
+# lints (any warning fails), then starts real PostgreSQL and Redis servers on
 # loopback ports (installing them with apt first if they are missing and we
 # can), installs the Node test tools (MCP server, AG-UI client) from npm into
 # .test-tools/ when they are missing, runs every Rust test with
@@ -21,6 +22,9 @@ if ((${#need[@]})); then
     exit 1
   fi
 fi
+
+# Before any server starts: a lint failure needs none of them.
+cargo clippy --workspace --all-targets -- -D warnings
 
 # Node packages the tests run, pinned with their dependencies in
 # .test-tools/package-lock.json: the MCP tests (crates/tools/tests/mcp) run

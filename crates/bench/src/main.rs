@@ -1,8 +1,10 @@
 //! `chorus-bench`: the load generator for the realtime rows of the bar in
-//! PRODUCT.md. It drives a running Chorus server over loopback only; every
+//! `docs/decisions.md`. It drives a running Chorus server over loopback only; every
 //! scenario is bounded in count and time and stops by itself, prints a
 //! result block with PASS/FAIL against the bar and can append a JSON line to
 //! a results file. See BENCHMARKS.md and `scripts/bench.sh`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // The load generator: a failure should stop the run where it happens.
 
 mod conn;
 mod frame;

@@ -17,18 +17,18 @@ pub mod external;
 pub mod password;
 pub mod secrets;
 pub mod sessions;
+mod tokens;
 pub mod validate;
 
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use chorus_auth::{HmacSecret, JwtVerifier, MintRequest, mint_token};
-use chorus_core::limiter::{KeyedLimiter, Rate, Refusal};
-use chorus_core::{Identity, TokenError, TokenVerifier, UserId};
+use chorus_core::limiter::{KeyedLimiter, Rate, RateLimited};
+use chorus_core::UserId;
 use chorus_protocol::timestamp::format_ms;
 use chorus_store::{NewApiKey, NewAuthSession, NewUser, Store, StoreError, User, UserRole};
 use serde::Serialize;
@@ -36,9 +36,9 @@ use tokio::time::Instant;
 use utoipa::ToSchema;
 
 use self::cache::BoundedMap;
-use self::external::{Providers, Signer};
+use self::external::Providers;
 use self::password::Passwords;
-use self::sessions::{Activity, Ended, Sessions};
+use self::sessions::{Ended, Sessions};
 use crate::views::{ApiKeyView, SessionView, UserView};
 use crate::{Caller, ChatError, Deps};
 
@@ -164,14 +164,6 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A rate refusal as a 429 with a whole-second `Retry-After` rounded up.
-fn refused(what: &str, refusal: Refusal) -> ChatError {
-    let wait = match refusal {
-        Refusal::Rate(d) => Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)).min(Duration::from_secs(3600)),
-        Refusal::Full => Duration::from_secs(60),
-    };
-    ChatError::RateLimited { message: format!("too many {what}; retry in {} s", wait.as_secs().max(1)), retry_after: wait }
-}
 
 fn per_minute(n: u32) -> Rate {
     let n = n.max(1);
@@ -234,7 +226,7 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(deps: Deps, secret: Option<HmacSecret>, jwt: JwtVerifier) -> Self {
-        let sessions = Sessions::new(deps.store.clone(), deps.config.session_idle, deps.config.session_touch_interval);
+        let sessions = Sessions::new(deps.store.clone(), deps.clock.clone(), deps.config.session_idle, deps.config.session_touch_interval);
         let providers = Providers::new(deps.store.clone());
         let limiters = Limiters {
             login_account: KeyedLimiter::new(),
@@ -260,7 +252,7 @@ impl Accounts {
     }
 
     fn now_ms(&self) -> i64 {
-        self.inner.deps.hub.now_ms()
+        self.inner.deps.now_ms()
     }
 
     // ------------------------------------------------------------ start
@@ -320,9 +312,13 @@ impl Accounts {
         users.iter().flat_map(|u| hub.user_connections(u)).filter_map(|c| c.session_id()).collect()
     }
 
-    async fn touch_connected(&self) {
+    /// Records the activity of the login sessions behind this node's live
+    /// connections (each at most every `session_touch_interval`), and closes
+    /// the connections whose session ended. The background loop runs it; so
+    /// does [`Accounts::cleanup`].
+    pub async fn touch_connected(&self) {
         for sid in self.connected_sessions() {
-            match self.inner.sessions.touch_if_due(&sid, self.now_ms()).await {
+            match self.inner.sessions.touch_if_due(&sid).await {
                 Ok(true) => {}
                 Ok(false) => self.close_session_connections(&sid).await,
                 Err(e) => tracing::warn!(error = %e, "touching a connected session failed"),
@@ -377,7 +373,7 @@ impl Accounts {
         let email = check_account(&account)?;
         if let Some(ip) = client.ip {
             let rate = per_minute(self.inner.deps.config.signups_per_address_per_minute);
-            self.inner.limiters.signup_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| refused("sign-ups from this address", r))?;
+            self.inner.limiters.signup_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| RateLimited::refused("sign-ups from this address", r, rate))?;
         }
         // Saves a hash when the answer is already known; the insert still decides races.
         if self.store().get_user_by_username(&account.username).await?.is_some() {
@@ -394,14 +390,14 @@ impl Accounts {
         let now = Instant::now();
         if let Some(ip) = ip {
             let rate = per_minute(cfg.logins_per_address_per_minute);
-            self.inner.limiters.login_address.check(&ip, rate, LIMITER_CAPACITY, now).map_err(|r| refused("login attempts from this address", r))?;
+            self.inner.limiters.login_address.check(&ip, rate, LIMITER_CAPACITY, now).map_err(|r| RateLimited::refused("login attempts from this address", r, rate))?;
         }
         let rate = per_minute(cfg.logins_per_account_per_minute);
         self.inner
             .limiters
             .login_account
             .check(&username.to_lowercase(), rate, LIMITER_CAPACITY, now)
-            .map_err(|r| refused("login attempts for this account", r))
+            .map_err(|r| RateLimited::refused("login attempts for this account", r, rate).into())
     }
 
     /// Checks a username and password and starts a login session. A wrong
@@ -441,7 +437,7 @@ impl Accounts {
                 ip: client.ip.map(|ip| ip.to_string()),
             })
             .await?;
-        self.inner.sessions.remember(&session, now);
+        self.inner.sessions.remember(&session);
         self.end_surplus_sessions(&user.id).await?;
         tracing::info!(user = %user.id, session = %session.id, "login session started");
         self.grant(&user, &session.id, refresh_token)
@@ -486,8 +482,9 @@ impl Accounts {
             session_id: Some(session_id.to_owned()),
         };
         // `exp` is computed the same way inside `mint_token`: whole seconds from now.
-        let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let access_token = mint_token(self.signer()?, &request).map_err(|e| ChatError::Internal(format!("minting an access token failed: {e}")))?;
+        let clock = self.inner.deps.clock.as_ref();
+        let now_secs = u64::try_from(clock.now_ms() / 1000).unwrap_or(0);
+        let access_token = mint_token(self.signer()?, &request, clock).map_err(|e| ChatError::Internal(format!("minting an access token failed: {e}")))?;
         let expires_ms = i64::try_from((now_secs + ttl.as_secs()) * 1000).unwrap_or(i64::MAX);
         Ok(TokenGrant {
             access_token,
@@ -505,7 +502,7 @@ impl Accounts {
         self.signer()?;
         if let Some(ip) = client.ip {
             let rate = per_minute(self.inner.deps.config.refreshes_per_address_per_minute);
-            self.inner.limiters.refresh_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| refused("token refreshes from this address", r))?;
+            self.inner.limiters.refresh_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| RateLimited::refused("token refreshes from this address", r, rate))?;
         }
         if !refresh_token.starts_with(secrets::REFRESH_PREFIX) || refresh_token.len() > secrets::MAX_SECRET_LEN {
             return Err(invalid_refresh());
@@ -524,7 +521,7 @@ impl Accounts {
             Err(StoreError::NotFound) => return Err(invalid_refresh()),
             Err(e) => return Err(e.into()),
         };
-        self.inner.sessions.remember(&rotated, now);
+        self.inner.sessions.remember(&rotated);
         self.grant(&user, &rotated.id, new_token)
     }
 
@@ -574,47 +571,6 @@ impl Accounts {
     pub async fn me(&self, caller: &Caller) -> Result<UserView, ChatError> {
         let user = self.store().get_user(&caller.user_id).await?.ok_or_else(|| ChatError::NotFound("no such user".into()))?;
         Ok(UserView::from(&user))
-    }
-
-    // ------------------------------------------------------------ tokens
-
-    /// The verifier for realtime connections: the JWT checks, then the login
-    /// session (for tokens with `sid`), and the mapping of identity-provider
-    /// users to local ids.
-    pub fn token_verifier(&self) -> Arc<dyn TokenVerifier> {
-        Arc::new(AccountTokens(self.clone()))
-    }
-
-    /// Verifies a token and resolves its local user id and session; a
-    /// session check counts as activity.
-    async fn identity(&self, token: &str) -> Result<Identity, Refused> {
-        let mut identity = self.inner.jwt.verify(token).await.map_err(Refused::Token)?;
-        match external::signer(token) {
-            Signer::Local => {
-                if let Some(sid) = &identity.session_id {
-                    let verdict = self.inner.sessions.check(sid, identity.user_id.as_str(), self.now_ms(), Activity::Use).await?;
-                    verdict.map_err(|ended| Refused::Chat(ended.error()))?;
-                }
-            }
-            Signer::Provider(claims) => {
-                let id = self.inner.providers.local_id(&claims, identity.user_id.as_str()).await?;
-                identity.user_id = UserId::new(id);
-                // A provider's session ids mean nothing here.
-                identity.session_id = None;
-            }
-        }
-        Ok(identity)
-    }
-
-    /// Resolves a bearer token to the calling user.
-    pub async fn authenticate(&self, token: &str) -> Result<Caller, ChatError> {
-        let identity = self.identity(token).await.map_err(|r| match r {
-            Refused::Token(TokenError::Unavailable(m)) => ChatError::Unavailable(m),
-            Refused::Token(other) => ChatError::Unauthorized(other.to_string()),
-            Refused::Chat(e) => e,
-        })?;
-        let user = self.store().get_user(identity.user_id.as_str()).await?.ok_or_else(|| ChatError::Unauthorized("unknown user".into()))?;
-        Ok(Caller { user_id: user.id, role: user.role, session_id: identity.session_id })
     }
 
     // ------------------------------------------------------------ API keys
@@ -698,33 +654,6 @@ impl Accounts {
         self.inner.api_keys.update(&hash, |k| k.touched = Instant::now());
         if let Err(e) = self.store().touch_api_key(id).await {
             tracing::debug!(error = %e, "recording an API key's use failed");
-        }
-    }
-}
-
-/// Why a token was not accepted: by the JWT checks, or by the accounts.
-enum Refused {
-    Token(TokenError),
-    Chat(ChatError),
-}
-
-impl From<ChatError> for Refused {
-    fn from(e: ChatError) -> Self {
-        Refused::Chat(e)
-    }
-}
-
-/// [`Accounts::token_verifier`].
-struct AccountTokens(Accounts);
-
-#[async_trait]
-impl TokenVerifier for AccountTokens {
-    async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        match self.0.identity(token).await {
-            Ok(identity) => Ok(identity),
-            Err(Refused::Token(e)) => Err(e),
-            Err(Refused::Chat(ChatError::Unavailable(m) | ChatError::Internal(m))) => Err(TokenError::Unavailable(m)),
-            Err(Refused::Chat(other)) => Err(TokenError::Invalid(other.to_string())),
         }
     }
 }

@@ -5,14 +5,14 @@
 //! end can forget it.
 
 use chorus_core::UserId;
-use chorus_core::hub::MaintenanceMode;
+use chorus_core::maintenance::MaintenanceMode;
 use chorus_protocol::CloseCode;
 use chorus_protocol::timestamp::format_ms;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::accounts::LIMITER_IDLE;
-use crate::{Accounts, Agents, Caller, ChatError, Deps, Messages};
+use crate::{Accounts, Agents, Caller, ChatError, Deps, Messages, text};
 
 /// Connections listed when no limit is asked for.
 pub const CONNECTIONS_DEFAULT_LIMIT: usize = 100;
@@ -198,7 +198,7 @@ impl Admin {
         let mode = match (enabled, hub.maintenance()) {
             (false, _) => MaintenanceMode::Off,
             (true, MaintenanceMode::On { since_ms, .. }) => MaintenanceMode::On { message, since_ms },
-            (true, MaintenanceMode::Off) => MaintenanceMode::On { message, since_ms: hub.now_ms() },
+            (true, MaintenanceMode::Off) => MaintenanceMode::On { message, since_ms: self.deps.now_ms() },
         };
         tracing::info!(admin = %caller.user_id, enabled, "maintenance mode set by an administrator");
         hub.set_maintenance(mode.clone()).await.map_err(|e| {
@@ -209,18 +209,10 @@ impl Admin {
     }
 }
 
+/// The notice ends up in every refusal's message: one clean line.
 fn valid_message(message: Option<String>) -> Result<Option<String>, ChatError> {
     let Some(m) = message else { return Ok(None) };
-    let m = m.trim();
-    let n = m.chars().count();
-    if n > MAINTENANCE_MESSAGE_MAX_CHARS {
-        return Err(ChatError::invalid("message", format_args!("must be at most {MAINTENANCE_MESSAGE_MAX_CHARS} characters (got {n})")));
-    }
-    // It ends up in every refusal's message; keep it one clean line.
-    if m.chars().any(char::is_control) {
-        return Err(ChatError::invalid("message", "must not contain control characters"));
-    }
-    Ok((!m.is_empty()).then(|| m.to_owned()))
+    text::optional_line("message", &m, MAINTENANCE_MESSAGE_MAX_CHARS)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //!   but not change it (403): its persona is its owner's words;
 //! - to anyone else an agent does not exist (`not_found`).
 //!
-//! Rules are in [`validate`] and PRODUCT.md "Defaults". Creating and changing
+//! Rules are in [`validate`] and `docs/decisions.md` ("Content rules"). Creating and changing
 //! write content, so maintenance mode refuses them; deleting stays allowed.
 //!
 //! Events: `agent_spawned`, `agent_updated` and `agent_despawned` go to the
@@ -23,13 +23,14 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::limiter::{KeyedLimiter, Rate, Refusal};
+use chorus_core::limiter::{KeyedLimiter, Rate, RateLimited};
 use chorus_protocol::{ChannelName, EventType};
 use chorus_store::{Agent, AgentUpdate, ChannelMember, MemberKind, MemberRef, NewAgent, StoreError};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use utoipa::ToSchema;
+use tokio::time::Instant;
 
+pub use crate::response_policy::ResponsePolicy;
 use crate::events::{publish_all, room_channel, user_channel};
 use crate::views::{AgentView, MemberView};
 
@@ -39,53 +40,6 @@ use crate::{Caller, ChatError, Deps};
 /// Users the creation limiter tracks; past it (after dropping entries that
 /// have refilled) new users are refused with 429 rather than forgetting limits.
 const LIMITER_CAPACITY: usize = 50_000;
-
-/// When an agent answers in the channels it is a member of.
-// Read through a string so a wrong type or value is an error naming the field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case", try_from = "String")]
-pub enum ResponsePolicy {
-    /// When a message mentions it by name (`@name`).
-    #[default]
-    Mention,
-    /// To every message a human sends.
-    Always,
-    /// Never on its own; only runs started explicitly.
-    Manual,
-}
-
-impl ResponsePolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResponsePolicy::Mention => "mention",
-            ResponsePolicy::Always => "always",
-            ResponsePolicy::Manual => "manual",
-        }
-    }
-
-    /// The stored form. A value this version does not know (written by a
-    /// newer one) reads as `manual`: an agent that stays quiet is the safe side.
-    pub fn from_stored(s: &str) -> Self {
-        match s {
-            "mention" => ResponsePolicy::Mention,
-            "always" => ResponsePolicy::Always,
-            _ => ResponsePolicy::Manual,
-        }
-    }
-}
-
-impl TryFrom<String> for ResponsePolicy {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        match s.as_str() {
-            "mention" => Ok(ResponsePolicy::Mention),
-            "always" => Ok(ResponsePolicy::Always),
-            "manual" => Ok(ResponsePolicy::Manual),
-            _ => Err(format!("must be `mention`, `always` or `manual` (got {s:?})")),
-        }
-    }
-}
 
 /// What a new trigger does while the agent already has a run going (or
 /// waiting) in the same channel ("double-texting").
@@ -280,7 +234,7 @@ impl Agents {
             return Err(ChatError::Conflict("a hosted agent has no signing secret".into()));
         }
         let salt = chorus_external::SecretSalt::generate();
-        let until = self.webhooks.previous_until(self.deps.hub.clock().now_ms());
+        let until = self.webhooks.previous_until(self.deps.now_ms());
         let agent = self.deps.store.rotate_agent_secret(id, salt.as_str(), until).await.map_err(|e| match e {
             StoreError::NotFound => agent_not_found(),
             StoreError::Conflict(m) => ChatError::Conflict(m),
@@ -377,17 +331,8 @@ impl Agents {
     fn check_rate(&self, user_id: &str) -> Result<(), ChatError> {
         let n = self.deps.config.agent_creates_per_minute.max(1);
         let rate = Rate::per_minute(f64::from(n), n);
-        self.creates.check(&user_id.to_owned(), rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| {
-            let wait = match r {
-                // Whole seconds, rounded up, for `Retry-After`.
-                Refusal::Rate(d) => Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)).min(Duration::from_secs(3600)),
-                Refusal::Full => Duration::from_secs(60),
-            };
-            ChatError::RateLimited {
-                message: format!("at most {n} agent creations per minute; retry in {} s", wait.as_secs().max(1)),
-                retry_after: wait,
-            }
-        })
+        let refused = |r| RateLimited::refused(format!("agent creations (at most {n} per minute)"), r, rate).into();
+        self.creates.check(&user_id.to_owned(), rate, LIMITER_CAPACITY, Instant::now()).map_err(refused)
     }
 
     /// `channel_member_removed` for the agent in one channel, to the room and
@@ -400,7 +345,7 @@ impl Agents {
                 channel_id: channel_id.to_owned(),
                 member: MemberRef::agent(agent_id),
                 role: chorus_store::MemberRole::Member,
-                added_at: self.deps.hub.clock().now_ms(),
+                added_at: self.deps.now_ms(),
             }),
         };
         let users = match self.deps.store.list_members(channel_id).await {
@@ -447,14 +392,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn policies_round_trip_through_the_store_form() {
-        for p in [ResponsePolicy::Mention, ResponsePolicy::Always, ResponsePolicy::Manual] {
-            assert_eq!(ResponsePolicy::from_stored(p.as_str()), p);
-        }
-        assert_eq!(ResponsePolicy::from_stored("from-the-future"), ResponsePolicy::Manual);
-        assert_eq!(ResponsePolicy::default(), ResponsePolicy::Mention);
-        assert_eq!(ResponsePolicy::try_from("always".to_owned()), Ok(ResponsePolicy::Always));
-        assert!(ResponsePolicy::try_from("Always".to_owned()).is_err());
+    fn on_busy_round_trips_through_the_store_form() {
         for b in [OnBusy::Enqueue, OnBusy::Reject, OnBusy::Interrupt] {
             assert_eq!(OnBusy::from_stored(b.as_str()), b);
             assert_eq!(OnBusy::try_from(b.as_str().to_owned()), Ok(b));

@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 
 use crate::events::{publish_all, room_channel, user_channel};
 use crate::views::{ChannelView, MemberView};
-use crate::{ChatError, Deps};
+use crate::{ChatError, Deps, text};
 
 /// Longest channel name, in characters (after trimming).
 pub const NAME_MAX_CHARS: usize = 80;
@@ -329,16 +329,9 @@ fn user_ids(members: &[ChannelMember]) -> Vec<String> {
 
 /// 1 to [`NAME_MAX_CHARS`] characters once trimmed, no control characters.
 pub fn valid_name(raw: &str) -> Result<String, ChatError> {
-    let name = raw.trim();
-    let n = name.chars().count();
-    if n == 0 {
+    let name = text::line("name", raw, NAME_MAX_CHARS)?;
+    if name.is_empty() {
         return Err(ChatError::invalid("name", "must not be empty"));
-    }
-    if n > NAME_MAX_CHARS {
-        return Err(ChatError::invalid("name", format!("must be at most {NAME_MAX_CHARS} characters (got {n})")));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ChatError::invalid("name", "must not contain control characters"));
     }
     Ok(name.to_owned())
 }
@@ -346,15 +339,7 @@ pub fn valid_name(raw: &str) -> Result<String, ChatError> {
 /// At most [`TOPIC_MAX_CHARS`] characters once trimmed, no control
 /// characters; an empty topic means none.
 pub fn valid_topic(raw: &str) -> Result<Option<String>, ChatError> {
-    let topic = raw.trim();
-    let n = topic.chars().count();
-    if n > TOPIC_MAX_CHARS {
-        return Err(ChatError::invalid("topic", format!("must be at most {TOPIC_MAX_CHARS} characters (got {n})")));
-    }
-    if topic.chars().any(char::is_control) {
-        return Err(ChatError::invalid("topic", "must not contain control characters"));
-    }
-    Ok((!topic.is_empty()).then(|| topic.to_owned()))
+    text::optional_line("topic", raw, TOPIC_MAX_CHARS)
 }
 
 /// From [`RETENTION_MIN_MS`] to [`RETENTION_MAX_MS`].

@@ -1,4 +1,4 @@
-//! Settings of the chat domain (`[chat]`). Defaults are those of PRODUCT.md.
+//! Settings of the chat domain (`[chat]`). Defaults and where they come from: `docs/decisions.md`.
 
 use std::time::Duration;
 

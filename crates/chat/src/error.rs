@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chorus_core::CommandError;
+use chorus_core::limiter::RateLimited;
 use chorus_protocol::ErrorCode;
 use chorus_store::StoreError;
 
@@ -23,8 +24,8 @@ pub enum ChatError {
     /// A count limit (channels per user, agents per user, ...).
     #[error("{0}")]
     LimitExceeded(String),
-    #[error("{message}")]
-    RateLimited { message: String, retry_after: Duration },
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
     /// Maintenance mode refuses content creation; the string names what was refused.
     #[error("the server is in maintenance mode: {0} is refused until it ends")]
     Maintenance(String),
@@ -43,17 +44,17 @@ impl ChatError {
             ChatError::NotFound(_) => ErrorCode::NotFound,
             ChatError::Conflict(_) => ErrorCode::Conflict,
             ChatError::LimitExceeded(_) => ErrorCode::LimitExceeded,
-            ChatError::RateLimited { .. } => ErrorCode::RateLimited,
+            ChatError::RateLimited(_) => ErrorCode::RateLimited,
             ChatError::Maintenance(_) => ErrorCode::Maintenance,
             ChatError::Unavailable(_) => ErrorCode::Unavailable,
             ChatError::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    /// For 429 and 503 answers.
+    /// For 429 and 503 answers, in whole seconds.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ChatError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ChatError::RateLimited(r) => Some(Duration::from_secs(r.retry_after_secs())),
             ChatError::Maintenance(_) | ChatError::Unavailable(_) => Some(Duration::from_secs(5)),
             _ => None,
         }

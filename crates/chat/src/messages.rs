@@ -24,7 +24,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_core::UserId;
 use chorus_core::hub::{PublishError, UserLimiter};
-use chorus_core::limiter::Refusal;
 use chorus_core::publication::{Draft, Publication};
 use chorus_protocol::{ChannelName, EventType, Payload};
 use chorus_store::{
@@ -118,7 +117,7 @@ pub struct Messages {
 
 impl Messages {
     pub fn new(deps: Deps, triggers: Triggers) -> Self {
-        let started_ms = deps.hub.now_ms();
+        let started_ms = deps.now_ms();
         Self { deps, triggers, started_ms, relaying: Arc::new(AtomicBool::new(false)) }
     }
 
@@ -260,7 +259,7 @@ impl Messages {
         let batch = self.deps.config.relay_batch.max(1);
         let mut published = 0;
         for _ in 0..MAX_BATCHES_PER_PASS {
-            let settled = self.deps.hub.now_ms().saturating_sub(grace);
+            let settled = self.deps.now_ms().saturating_sub(grace);
             let rows = self.deps.store.pending_outbox(batch).await?;
             let full = rows.len() >= batch as usize;
             // Rows come in id order, which is commit order: stop at the first young one.
@@ -321,7 +320,7 @@ impl Messages {
         let batch = self.deps.config.cleanup_batch.max(1);
         let pause = self.deps.config.cleanup_pause;
         let store = &self.deps.store;
-        let cutoff = self.deps.hub.now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS);
+        let cutoff = self.deps.now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS);
         let keys = in_batches(batch, pause, || store.delete_idempotency_keys_before(cutoff, batch)).await?;
         let messages = in_batches(batch, pause, || store.delete_expired_messages(batch)).await?;
         Ok((keys, messages))
@@ -369,17 +368,7 @@ impl Messages {
     }
 
     fn check_rate(&self, user_id: &str) -> Result<(), ChatError> {
-        match self.deps.hub.check_user_rate(UserLimiter::Messages, &UserId::new(user_id)) {
-            Ok(()) => Ok(()),
-            Err(Refusal::Rate(wait)) => Err(ChatError::RateLimited {
-                message: format!("message rate limit reached; retry in {} ms", wait.as_millis()),
-                retry_after: wait.max(Duration::from_secs(1)),
-            }),
-            Err(Refusal::Full) => Err(ChatError::RateLimited {
-                message: "rate limiter is full; retry later".into(),
-                retry_after: Duration::from_secs(1),
-            }),
-        }
+        Ok(self.deps.hub.check_user_rate(UserLimiter::Messages, &UserId::new(user_id))?)
     }
 
     /// `not_found` unless the user is a member (channels are invisible to others).

@@ -6,7 +6,8 @@ use chorus_store::{Agent, ApiKey, AuthSession, Channel, ChannelMember, Message, 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::agents::{AgentKind, OnBusy, ResponsePolicy};
+use crate::agents::{AgentKind, OnBusy};
+use crate::response_policy::ResponsePolicy;
 
 fn time(ms: i64) -> String {
     format_ms(ms)

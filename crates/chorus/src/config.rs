@@ -1,6 +1,6 @@
 //! The whole configuration: a TOML file plus `CHORUS_*` environment
 //! overrides (`CHORUS_LIMITS__CONNECTIONS_PER_USER=5` sets
-//! `[limits] connections_per_user`). Defaults are those of PRODUCT.md.
+//! `[limits] connections_per_user`). Defaults and where they come from: `docs/decisions.md`.
 
 use std::path::{Path, PathBuf};
 
@@ -10,10 +10,13 @@ use chorus_chat::ChatConfig;
 use chorus_external::ExternalAgentsConfig;
 use chorus_store::StoreConfig;
 use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
+use chorus_redis::RedisBrokerConfig;
 use chorus_server::{OriginPolicy, ServerConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+use crate::logging::LogConfig;
 
 /// Top-level keys, the only ones `CHORUS_*` variables may set.
 const SECTIONS: &[&str] = &[
@@ -68,37 +71,15 @@ impl Default for Config {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `target=level` directives: `info`, `debug`, `chorus_core=debug,info`, ...
-    pub level: String,
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Auto }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Pretty on a terminal, JSON otherwise.
-    Auto,
-    Json,
-    Pretty,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     pub kind: BrokerKind,
     pub memory: MemoryBrokerConfig,
+    pub redis: RedisBrokerConfig,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        Self { kind: BrokerKind::Memory, memory: MemoryBrokerConfig::default() }
+        Self { kind: BrokerKind::Memory, memory: MemoryBrokerConfig::default(), redis: RedisBrokerConfig::default() }
     }
 }
 
@@ -107,6 +88,8 @@ impl Default for BrokerConfig {
 pub enum BrokerKind {
     /// One process: fan-out, history and presence in memory.
     Memory,
+    /// Several nodes sharing one Redis (`[broker.redis]`).
+    Redis,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +150,14 @@ impl Config {
             if !(v.is_finite() && v > 0.0) {
                 return bad(format!("rate_limits.{name} must be a positive number"));
             }
+        }
+        if self.broker.kind == BrokerKind::Redis
+            && let Err(m) = self.broker.redis.validate()
+        {
+            return bad(m);
+        }
+        if self.node_id.as_deref().is_some_and(|n| n.is_empty() || n.contains(['\n', '\t', '{', '}', ' '])) {
+            return bad("node_id must be non-empty, without whitespace or braces".into());
         }
         let t = &self.timing;
         if t.ping_interval.is_zero() || t.pong_timeout.is_zero() || t.stale_after.is_zero() || t.cleanup_interval.is_zero() {

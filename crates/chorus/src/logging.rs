@@ -4,16 +4,39 @@
 
 use std::io::{BufWriter, IsTerminal};
 
+use serde::{Deserialize, Serialize};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-use crate::config::{LogConfig, LogFormat};
 
 mod filter;
 mod json;
 
 pub use filter::parse as parse_directives;
+
+/// The `[log]` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `target=level` directives: `info`, `debug`, `chorus_core=debug,info`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Auto }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    Json,
+    Pretty,
+}
 
 /// Lines buffered before new ones are dropped (and counted by the appender).
 const BUFFERED_LINES: usize = 64 * 1024;

@@ -13,11 +13,11 @@ use chorus_auth::{ApiKeys, HmacSecret, JwtVerifier};
 use chorus_chat::channels::StoreMembership;
 use chorus_chat::agents::WebhookRules;
 use chorus_chat::{Chat, ChatParts};
+use chorus_clock::Clock;
 use chorus_external::SecretKey;
 use chorus_core::access::AccessPolicy;
 use chorus_core::broker::Backplane;
 use chorus_core::broker::memory::MemoryBroker;
-use chorus_core::clock::SystemClock;
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
 use chorus_llm::{FaultInjection, Models, ModelsContext, ProcessEnv, TokenCounter};
@@ -73,12 +73,14 @@ pub struct Server {
 
 impl Server {
     /// Starts every component in order; the listener binds last, so `/health`
-    /// answers only once everything is up.
-    pub async fn start(config: &Config) -> anyhow::Result<Server> {
+    /// answers only once everything is up. `clock` is the one clock every
+    /// component reads the time of day from (`chorus serve`: the system
+    /// clock; tests move theirs by hand).
+    pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
 
         // Auth.
-        let (jwt, secret_origin) = JwtVerifier::from_config(&config.auth, &config.data_dir).context("auth")?;
+        let (jwt, secret_origin) = JwtVerifier::from_config(&config.auth, &config.data_dir, clock.clone()).context("auth")?;
         if let Some(origin) = &secret_origin {
             tracing::info!(secret = %origin, "token signing secret");
         }
@@ -89,7 +91,7 @@ impl Server {
         }
 
         // Store.
-        let store = chorus_store::open_store(&config.store, &config.data_dir).await.context("opening the store")?;
+        let store = chorus_store::open_store_with_clock(&config.store, &config.data_dir, clock.clone()).await.context("opening the store")?;
         store.migrate().await.context("migrating the store")?;
         tracing::info!(engine = ?store.engine(), "store ready");
 
@@ -101,7 +103,18 @@ impl Server {
         // Broker.
         let node = config.node_id.as_deref().map_or_else(NodeId::random, NodeId::new);
         let backplane = match config.broker.kind {
-            BrokerKind::Memory => Backplane::memory(Arc::new(MemoryBroker::new(config.broker.memory.clone()))),
+            BrokerKind::Memory => Backplane::memory(Arc::new(MemoryBroker::with_clock(config.broker.memory.clone(), clock.clone()))),
+            BrokerKind::Redis => {
+                let metrics = chorus_redis::RedisMetrics::default();
+                let redis = chorus_redis::RedisBroker::connect(config.broker.redis.clone(), node.clone(), clock.clone(), metrics)
+                    .await
+                    .context("configuring the Redis broker")?;
+                redis.register_metrics(&mut registry);
+                if let chorus_redis::Mode::Degraded { reason, .. } = redis.mode() {
+                    tracing::warn!(%reason, "Redis is not reachable yet; starting degraded and retrying");
+                }
+                redis.backplane()
+            }
         };
         tracing::info!(kind = ?config.broker.kind, "broker ready");
 
@@ -117,7 +130,7 @@ impl Server {
             rates: rates_rx,
             backplane,
             metrics: core_metrics,
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
         })
         .await
         .context("starting the hub")?;
@@ -134,7 +147,7 @@ impl Server {
         let webhook_client = chorus_external::WebhookClient::new(
             external,
             webhook_policy.clone(),
-            Arc::new(SystemClock),
+            clock.clone(),
             chorus_external::WebhookMetrics::register(&mut registry),
         )
         .context("external_agents: the webhook client")?;
@@ -158,7 +171,7 @@ impl Server {
         let tools_config = config.agents.tools_config().context("agents")?;
         let tools = ToolRegistry::start(
             &tools_config,
-            ToolDeps { clock: Arc::new(SystemClock), metrics: tool_metrics, extra_tools: Vec::new() },
+            ToolDeps { clock: clock.clone(), metrics: tool_metrics, extra_tools: Vec::new() },
         )
         .context("agents: tools")?;
         // Ordered start: MCP servers connected (or failed once) before agents may run.
@@ -178,6 +191,7 @@ impl Server {
             store: store.clone(),
             hub: hub.clone(),
             config: chat_config,
+            clock: clock.clone(),
             secret,
             jwt,
             run_guard: config.agents.run_guard(),
@@ -213,7 +227,7 @@ impl Server {
         let executor = Arc::new(Executor::new(
             hub.clone(),
             chat.accounts.token_verifier(),
-            Some(Arc::new(chat.messages.clone())),
+            Arc::new(chat.messages.clone()),
             Some(Arc::new(agents.clone())),
         ));
         let state = AppState::new(AppParts {
@@ -225,10 +239,8 @@ impl Server {
             registry: Arc::new(registry),
             http_metrics,
             health: vec![store_check, Arc::new(AgentsCheck(agents.clone()))],
-            chat: Some(chat.clone()),
-            agents: Some(agents.clone()),
         });
-        let app = chorus_server::app(state);
+        let app = chorus_server::app(state, chat.clone(), Some(agents.clone()));
         let listener = listen(config.server.bind).with_context(|| format!("binding {}", config.server.bind))?;
         let addr = listener.local_addr()?;
         let stop_accepting = CancellationToken::new();

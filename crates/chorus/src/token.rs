@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chorus_auth::{HmacSecret, MintRequest, mint_token};
+use chorus_clock::SystemClock;
 
 use crate::config::Config;
 
@@ -25,6 +26,7 @@ pub fn run(config: &Config, args: TokenArgs) -> anyhow::Result<String> {
             issuer: config.auth.issuer.clone(),
             session_id: None,
         },
+        &SystemClock,
     )?;
     Ok(token)
 }

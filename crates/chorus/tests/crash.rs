@@ -6,6 +6,8 @@
 //! an event committed but never fanned out is published after the restart.
 //! On SQLite and on PostgreSQL (`CHORUS_TEST_POSTGRES_URL`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -109,6 +111,7 @@ fn token(user: &str) -> String {
     chorus_auth::mint_token(
         &chorus_auth::HmacSecret::new(SECRET),
         &chorus_auth::MintRequest { user: user.into(), ttl: Duration::from_secs(3600), ..Default::default() },
+        &chorus_clock::SystemClock,
     )
     .expect("mint")
 }

@@ -1,4 +1,4 @@
-//! Settings of the realtime core. Defaults are those of PRODUCT.md.
+//! Settings of the realtime core. Defaults and where they come from: `docs/decisions.md`.
 //!
 //! [`Limits`] and [`RateLimits`] can change at run time (SIGHUP); the hub
 //! reads them through a `watch` channel. Everything else is fixed at start.

@@ -8,15 +8,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chorus_protocol::reply::{ConnectedResult, HistoryResult, MessageSentResult, PresenceResult, RawFrames, RunCancelResult};
-use chorus_protocol::{ChannelName, Command, ErrorCode, ErrorObject, EventType, PROTOCOL_VERSION, Reply, ReplyBody, Request, timestamp};
+use chorus_protocol::push::ConnectedData;
+use chorus_protocol::{ChannelName, Command, ControlPush, ErrorCode, ErrorObject, EventType, PROTOCOL_VERSION, Reply, ReplyBody, Request, timestamp};
 
 use crate::access::AccessError;
 use crate::broker::{BrokerError, HistoryQuery};
 use crate::connection::Connection;
-use crate::hub::{FollowUp, Hub, Lease, MaintenanceRefusal, OpenError, PublishError, SubscribeError, TypingError, UserLimiter};
+use crate::hub::{FollowUp, Hub, Lease, OpenError, PublishError, SubscribeError, TypingError, UserLimiter};
 use crate::identity::{Identity, TokenError, TokenVerifier};
 use crate::ids::Transport;
-use crate::limiter::Refusal;
+use crate::limiter::RateLimited;
+use crate::maintenance::MaintenanceRefusal;
 use crate::outbound::Outbound;
 use crate::publication::{Draft, Position};
 
@@ -86,6 +88,12 @@ impl From<MaintenanceRefusal> for CommandError {
     }
 }
 
+impl From<RateLimited> for CommandError {
+    fn from(e: RateLimited) -> Self {
+        Self::new(ErrorCode::RateLimited, e.to_string())
+    }
+}
+
 impl From<OpenError> for CommandError {
     fn from(e: OpenError) -> Self {
         Self::new(ErrorCode::Unavailable, e.to_string())
@@ -122,17 +130,13 @@ pub struct Executed {
 pub struct Executor {
     hub: Hub,
     verifier: Arc<dyn TokenVerifier>,
-    chat: Option<Arc<dyn ChatCommands>>,
+    chat: Arc<dyn ChatCommands>,
+    /// `None`: no agent runtime here (`cancel_run` answers `unavailable`).
     runs: Option<Arc<dyn RunCommands>>,
 }
 
 impl Executor {
-    pub fn new(
-        hub: Hub,
-        verifier: Arc<dyn TokenVerifier>,
-        chat: Option<Arc<dyn ChatCommands>>,
-        runs: Option<Arc<dyn RunCommands>>,
-    ) -> Self {
+    pub fn new(hub: Hub, verifier: Arc<dyn TokenVerifier>, chat: Arc<dyn ChatCommands>, runs: Option<Arc<dyn RunCommands>>) -> Self {
         Self { hub, verifier, chat, runs }
     }
 
@@ -159,6 +163,22 @@ impl Executor {
             expires_at: conn.expires_at_ms().map(timestamp::format_ms),
             ping_interval_ms: u64::try_from(t.ping_interval.as_millis()).unwrap_or(u64::MAX),
             pong_timeout_ms: u64::try_from(t.pong_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The `connected` push for `conn`; `commands_url` is where an SSE
+    /// stream's commands go (none for a WebSocket).
+    pub fn connected_push(&self, conn: &Connection, commands_url: Option<String>) -> ControlPush {
+        ControlPush::Connected {
+            connection_id: conn.id.to_string(),
+            user_id: conn.user.to_string(),
+            timestamp: timestamp::format_ms(self.hub.now_ms()),
+            data: ConnectedData {
+                protocol_version: PROTOCOL_VERSION,
+                node: self.hub.node().to_string(),
+                commands_url,
+                expires_at: conn.expires_at_ms().map(timestamp::format_ms),
+            },
         }
     }
 
@@ -224,7 +244,7 @@ impl Executor {
             Command::Publish { channel, data } => {
                 hub.access().check_publish(&conn.identity(), &channel).await?;
                 hub.check_maintenance("publishing")?;
-                self.check_messages(conn)?;
+                hub.check_user_rate(UserLimiter::Messages, &conn.user)?;
                 let p = hub.publish(&channel, Draft::new(EventType::Publication, data)).await?;
                 ReplyBody::Published { channel: channel.to_string(), offset: p.offset, epoch: p.epoch.to_string() }
             }
@@ -274,13 +294,9 @@ impl Executor {
                 ReplyBody::Typing { channel: channel.to_string(), active }
             }
             Command::SendMessage { channel, text, idempotency_key } => {
-                let chat = self
-                    .chat
-                    .as_ref()
-                    .ok_or_else(|| CommandError::new(ErrorCode::Unavailable, "chat messages need a store; this server runs without one"))?;
                 // Checked here too, so no chat implementation can forget it.
                 hub.check_maintenance("sending messages")?;
-                let result = chat.send_message(&conn.identity(), &channel, text, idempotency_key).await?;
+                let result = self.chat.send_message(&conn.identity(), &channel, text, idempotency_key).await?;
                 hub.stop_typing(&channel, &conn.user).await;
                 ReplyBody::MessageSent(result)
             }
@@ -305,17 +321,6 @@ impl Executor {
             if let Err(AccessError::Denied(_) | AccessError::UnknownNamespace(_)) = self.hub.access().check_subscribe(&identity, &channel).await {
                 self.hub.server_unsubscribe(conn, &channel, "the refreshed token does not allow this channel").await;
             }
-        }
-    }
-
-    fn check_messages(&self, conn: &Connection) -> Result<(), CommandError> {
-        match self.hub.check_user_rate(UserLimiter::Messages, &conn.user) {
-            Ok(()) => Ok(()),
-            Err(Refusal::Rate(wait)) => Err(CommandError::new(
-                ErrorCode::RateLimited,
-                format!("message rate limit reached; retry in {} ms", wait.as_millis()),
-            )),
-            Err(Refusal::Full) => Err(CommandError::new(ErrorCode::RateLimited, "rate limiter is full; retry later")),
         }
     }
 }

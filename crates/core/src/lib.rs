@@ -9,7 +9,6 @@
 
 pub mod access;
 pub mod broker;
-pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod executor;
@@ -17,6 +16,7 @@ pub mod hub;
 pub mod identity;
 pub mod ids;
 pub mod limiter;
+pub mod maintenance;
 pub mod metrics;
 pub mod outbound;
 pub mod publication;

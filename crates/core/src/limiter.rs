@@ -2,6 +2,7 @@
 //!
 //! Time comes from `tokio::time::Instant`, so tests can pause and advance it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -45,7 +46,7 @@ impl TokenBucket {
             self.tokens -= 1.0;
             Ok(())
         } else if rate.per_second > 0.0 {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate.per_second))
+            Err(Duration::try_from_secs_f64((1.0 - self.tokens) / rate.per_second).unwrap_or(Duration::MAX))
         } else {
             Err(Duration::MAX)
         }
@@ -59,6 +60,51 @@ pub enum Refusal {
     Rate(Duration),
     /// The limiter tracks as many keys as it may; fail closed rather than forget limits.
     Full,
+}
+
+impl Refusal {
+    /// How long until a retry may succeed: the wait for a token or, when the
+    /// table is full, the time an entry takes to refill completely (then it
+    /// carries no state and makes room).
+    pub fn wait(self, rate: Rate) -> Duration {
+        match self {
+            Refusal::Rate(d) => d,
+            Refusal::Full => full_refill(rate),
+        }
+    }
+}
+
+/// Longest retry hint given: a client should come back within the hour.
+const MAX_RETRY_HINT: Duration = Duration::from_secs(3600);
+
+/// A request refused by a rate limit, as every front end reports it: one
+/// message and one retry hint, whether the refusal reaches the client as a
+/// WebSocket reply, an SSE command's answer or an HTTP 429.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("too many {what}; retry in {} s", self.retry_after_secs())]
+pub struct RateLimited {
+    /// What came too often, as a plural noun ("messages", "requests").
+    pub what: Cow<'static, str>,
+    /// How long until a retry may succeed.
+    pub retry_after: Duration,
+}
+
+impl RateLimited {
+    pub fn new(what: impl Into<Cow<'static, str>>, retry_after: Duration) -> Self {
+        Self { what: what.into(), retry_after: retry_after.min(MAX_RETRY_HINT) }
+    }
+
+    /// A keyed limiter's refusal under `rate`.
+    pub fn refused(what: impl Into<Cow<'static, str>>, refusal: Refusal, rate: Rate) -> Self {
+        Self::new(what, refusal.wait(rate))
+    }
+
+    /// The retry hint in whole seconds, rounded up and at least 1 (for
+    /// `Retry-After`, and the message).
+    pub fn retry_after_secs(&self) -> u64 {
+        let d = self.retry_after;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
 }
 
 const SHARDS: usize = 16;
@@ -133,7 +179,7 @@ fn full_refill(rate: Rate) -> Duration {
     if rate.per_second <= 0.0 {
         return Duration::MAX;
     }
-    Duration::from_secs_f64(f64::from(rate.burst.max(1)) / rate.per_second)
+    Duration::try_from_secs_f64(f64::from(rate.burst.max(1)) / rate.per_second).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -173,6 +219,18 @@ mod tests {
         assert!(l.check(&99_999, rate, cap, Instant::now()).is_ok());
         tokio::time::advance(Duration::from_secs(7200)).await;
         assert_eq!(l.sweep(Duration::from_secs(7200), Instant::now()), 0);
+    }
+
+    #[test]
+    fn a_refusal_names_what_and_when() {
+        let rate = Rate::per_minute(30.0, 5);
+        let r = RateLimited::refused("messages", Refusal::Rate(Duration::from_millis(1500)), rate);
+        assert_eq!(r.retry_after_secs(), 2);
+        assert_eq!(r.to_string(), "too many messages; retry in 2 s");
+        // A full table: retry once an entry can have refilled (5 tokens at 0.5/s).
+        assert_eq!(RateLimited::refused("messages", Refusal::Full, rate).retry_after, Duration::from_secs(10));
+        assert_eq!(RateLimited::new("frames", Duration::from_millis(3)).retry_after_secs(), 1);
+        assert_eq!(RateLimited::new("logins", Duration::MAX).retry_after, MAX_RETRY_HINT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use chorus_protocol::{ChannelName, CloseCode};
+use chorus_protocol::push::ReasonData;
+use chorus_protocol::{ChannelName, CloseCode, ControlPush, encode_control, timestamp};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -60,6 +61,12 @@ impl Outgoing {
 
     fn size(&self) -> usize {
         self.frame().len()
+    }
+
+    /// The `unsubscribed` push: the server ended the subscription to `channel`.
+    pub fn unsubscribed(channel: ChannelName, reason: String, now_ms: i64) -> Self {
+        let push = ControlPush::Unsubscribed { channel: channel.to_string(), timestamp: timestamp::format_ms(now_ms), data: ReasonData { reason } };
+        Outgoing::Unsubscribed { channel, frame: encode_control(&push) }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::executor::{CommandError, Executor};
 use crate::hub::{Lease, UserLimiter};
 use crate::ids::Transport;
 use crate::identity::Identity;
-use crate::limiter::{Rate, TokenBucket};
+use crate::limiter::{Rate, RateLimited, TokenBucket};
 use crate::outbound::{Outbound, Outgoing};
 use crate::supervise::catch_panic;
 use chorus_protocol::CloseCode;
@@ -81,22 +81,22 @@ impl Session {
         let (rates, limits) = (hub.rates(), hub.limits());
 
         let rate = Rate { per_second: rates.frames_per_second, burst: rates.frames_burst };
-        if self.frames.take(rate, Instant::now()).is_err() {
+        let refused = match self.frames.take(rate, Instant::now()) {
+            Err(wait) => {
+                hub.metrics().rate_limited("connection_frames");
+                Some(RateLimited::new("frames on this connection", wait))
+            }
+            Ok(()) => match self.connection() {
+                Some(conn) => hub.check_user_rate(UserLimiter::Frames, &conn.user).err(),
+                None => None,
+            },
+        };
+        if let Some(refused) = refused {
             self.strikes += 1;
-            hub.metrics().rate_limited("connection_frames");
             if self.strikes >= rates.flood_strikes.max(1) {
                 return Flow::Close(CloseCode::Flood);
             }
-            return self.reply_error(peek_id(frame), ErrorCode::RateLimited, "frame rate limit reached; slow down").await;
-        }
-        if let Some(conn) = self.connection()
-            && hub.check_user_rate(UserLimiter::Frames, &conn.user).is_err()
-        {
-            self.strikes += 1;
-            if self.strikes >= rates.flood_strikes.max(1) {
-                return Flow::Close(CloseCode::Flood);
-            }
-            return self.reply_error(peek_id(frame), ErrorCode::RateLimited, "per-user frame rate limit reached; slow down").await;
+            return self.reply_error(peek_id(frame), ErrorCode::RateLimited, &refused.to_string()).await;
         }
         self.strikes = 0;
 

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::clock::Clock;
+use chorus_clock::Clock;
 use parking_lot::Mutex;
 
 /// Breaker settings.
@@ -205,7 +205,7 @@ impl Drop for Admission {
 mod tests {
     use super::*;
 
-    use chorus_core::clock::ManualClock;
+    use chorus_clock::ManualClock;
 
     fn breakers() -> (Breakers, ManualClock) {
         let clock = ManualClock::starting_at(1_000_000);

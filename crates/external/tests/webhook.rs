@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_core::clock::{Clock, ManualClock, SystemClock};
+use chorus_clock::{Clock, ManualClock, SystemClock};
 use chorus_external::{
     AddressPolicy, AttemptError, BreakerOpen, BreakerState, Delivered, Delivery, DeliveryError, ExternalAgentsConfig,
     SigningSecret, WebhookClient, WebhookMetrics, WebhookUrl,

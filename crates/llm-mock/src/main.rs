@@ -31,10 +31,25 @@ async fn main() -> std::io::Result<()> {
     } else {
         Duration::ZERO
     };
-    let default = Script::turn(Turn::new().text(text.trim_end()).usage(40, args.chunks as u64, 0)).chunk_delay(delay);
-    let server = MockServer::start_with(MockOptions { bind: args.bind, default, recording: Recording::Off }).await?;
+    let default = Script::turn(
+        Turn::new()
+            .text(text.trim_end())
+            .usage(40, args.chunks as u64, 0),
+    )
+    .chunk_delay(delay);
+    let server = MockServer::start_with(MockOptions {
+        bind: args.bind,
+        default,
+        recording: Recording::Off,
+        max_recorded: 0,
+    })
+    .await?;
     // The benchmark reads this line to learn the port.
-    println!("listening on http://{} (OpenAI base {})", server.addr(), server.base_url(Wire::OpenAi));
+    println!(
+        "listening on http://{} (OpenAI base {})",
+        server.addr(),
+        server.base_url(Wire::OpenAi)
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

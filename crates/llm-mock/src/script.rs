@@ -27,14 +27,19 @@ pub struct Script {
 #[derive(Debug, Clone)]
 pub enum Reply {
     Stream(Turn),
-    Status { status: u16, retry_after: Option<u64>, body: Option<String> },
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+        body: Option<String>,
+    },
 }
 
 /// A streamed answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Turn {
     pub parts: Vec<Part>,
-    pub usage: MockUsage,
+    /// `None`: the stream reports no usage (a server that ignores the request for it).
+    pub usage: Option<MockUsage>,
     /// `None`: `tool_calls` when the turn has calls, else `stop`.
     pub finish: Option<Finish>,
 }
@@ -46,7 +51,11 @@ pub enum Part {
     /// Reasoning ("thinking"), streamed word by word.
     Reasoning(String),
     /// A call; OpenAI and Anthropic stream its arguments in pieces, Gemini sends it whole.
-    ToolCall { id: String, name: String, arguments: Value },
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: Value,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +75,21 @@ pub enum Finish {
 
 impl Default for MockUsage {
     fn default() -> Self {
-        MockUsage { input: 21, output: 9, reasoning: 0 }
+        MockUsage {
+            input: 21,
+            output: 9,
+            reasoning: 0,
+        }
     }
 }
 
 impl Turn {
     pub fn new() -> Self {
-        Turn { parts: Vec::new(), usage: MockUsage::default(), finish: None }
+        Turn {
+            parts: Vec::new(),
+            usage: Some(MockUsage::default()),
+            finish: None,
+        }
     }
 
     pub fn text(mut self, text: impl Into<String>) -> Self {
@@ -85,13 +102,31 @@ impl Turn {
         self
     }
 
-    pub fn tool_call(mut self, id: impl Into<String>, name: impl Into<String>, arguments: Value) -> Self {
-        self.parts.push(Part::ToolCall { id: id.into(), name: name.into(), arguments });
+    pub fn tool_call(
+        mut self,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: Value,
+    ) -> Self {
+        self.parts.push(Part::ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments,
+        });
         self
     }
 
     pub fn usage(mut self, input: u64, output: u64, reasoning: u64) -> Self {
-        self.usage = MockUsage { input, output, reasoning };
+        self.usage = Some(MockUsage {
+            input,
+            output,
+            reasoning,
+        });
+        self
+    }
+
+    pub fn without_usage(mut self) -> Self {
+        self.usage = None;
         self
     }
 
@@ -102,7 +137,15 @@ impl Turn {
 
     pub(crate) fn finish_reason(&self) -> Finish {
         self.finish.unwrap_or_else(|| {
-            if self.parts.iter().any(|p| matches!(p, Part::ToolCall { .. })) { Finish::ToolCalls } else { Finish::Stop }
+            if self
+                .parts
+                .iter()
+                .any(|p| matches!(p, Part::ToolCall { .. }))
+            {
+                Finish::ToolCalls
+            } else {
+                Finish::Stop
+            }
         })
     }
 }
@@ -133,7 +176,14 @@ impl Script {
 
     /// An HTTP error with a JSON error body in the provider's shape.
     pub fn status(status: u16) -> Self {
-        Script { reply: Reply::Status { status, retry_after: None, body: None }, ..Script::text("") }
+        Script {
+            reply: Reply::Status {
+                status,
+                retry_after: None,
+                body: None,
+            },
+            ..Script::text("")
+        }
     }
 
     /// Sets `Retry-After` (seconds) on a status reply.

@@ -1,7 +1,7 @@
 //! The axum server: one route per provider API, scripted replies, request
 //! recording, and a body that notices when the client hangs up.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +48,9 @@ pub struct MockOptions {
     /// The reply when no scripted one is queued.
     pub default: Script,
     pub recording: Recording,
+    /// Requests kept; past it the oldest are dropped (a long test or soak
+    /// should not grow without bound).
+    pub max_recorded: usize,
 }
 
 impl Default for MockOptions {
@@ -56,6 +59,7 @@ impl Default for MockOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             default: Script::text("Hello from the mock provider."),
             recording: Recording::All,
+            max_recorded: 10_000,
         }
     }
 }
@@ -64,7 +68,10 @@ pub(crate) struct Shared {
     scripts: Mutex<VecDeque<Script>>,
     default: Script,
     recording: Recording,
-    requests: Mutex<Vec<RecordedRequest>>,
+    max_recorded: usize,
+    requests: Mutex<VecDeque<RecordedRequest>>,
+    /// The default answer's frames by wire, model and usage flag.
+    default_frames: Mutex<HashMap<FrameKey, Arc<[Bytes]>>>,
     hangups: AtomicUsize,
     completed: AtomicUsize,
     changed: Notify,
@@ -96,7 +103,9 @@ impl MockServer {
             scripts: Mutex::new(VecDeque::new()),
             default: options.default,
             recording: options.recording,
-            requests: Mutex::new(Vec::new()),
+            max_recorded: options.max_recorded,
+            requests: Mutex::new(VecDeque::new()),
+            default_frames: Mutex::new(HashMap::new()),
             hangups: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
             changed: Notify::new(),
@@ -134,8 +143,9 @@ impl MockServer {
         }
     }
 
+    /// The recorded requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.requests).clone()
+        lock(&self.shared.requests).iter().cloned().collect()
     }
 
     /// Streams whose client went away before the last frame.
@@ -162,9 +172,43 @@ impl MockServer {
     }
 }
 
+/// Which rendering of the default answer: wire, model, usage asked for.
+type FrameKey = (Wire, String, bool);
+
+/// Distinct (wire, model, usage flag) renderings kept; past it the cache starts over.
+const DEFAULT_FRAME_CACHE: usize = 64;
+
+impl Shared {
+    fn default_frames(
+        &self,
+        wire: Wire,
+        model: &str,
+        request: &Value,
+        turn: &crate::script::Turn,
+    ) -> Arc<[Bytes]> {
+        let include_usage = request
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let key = (wire, model.to_owned(), include_usage);
+        if let Some(frames) = lock(&self.default_frames).get(&key) {
+            return Arc::clone(frames);
+        }
+        let frames: Arc<[Bytes]> = wire.frames(turn, model, request).into();
+        let mut cache = lock(&self.default_frames);
+        if cache.len() >= DEFAULT_FRAME_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&frames));
+        frames
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A test that panicked while holding it leaves usable data behind.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -176,11 +220,27 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn openai(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(shared, Wire::OpenAi, "/v1/chat/completions".into(), None, headers, body).await
+    handle(
+        shared,
+        Wire::OpenAi,
+        "/v1/chat/completions".into(),
+        None,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn anthropic(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(shared, Wire::Anthropic, "/v1/messages".into(), None, headers, body).await
+    handle(
+        shared,
+        Wire::Anthropic,
+        "/v1/messages".into(),
+        None,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn gemini(
@@ -191,9 +251,16 @@ async fn gemini(
     body: Bytes,
 ) -> Response {
     let Some((model, "streamGenerateContent")) = model_action.split_once(':') else {
-        return (StatusCode::NOT_FOUND, "only :streamGenerateContent is mocked").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "only :streamGenerateContent is mocked",
+        )
+            .into_response();
     };
-    let path = format!("/v1beta/models/{model_action}?{}", query.unwrap_or_default());
+    let path = format!(
+        "/v1beta/models/{model_action}?{}",
+        query.unwrap_or_default()
+    );
     let model = model.to_owned();
     handle(shared, Wire::Gemini, path, Some(model), headers, body).await
 }
@@ -210,30 +277,98 @@ async fn handle(
         return (StatusCode::BAD_REQUEST, wire.error_body(400)).into_response();
     };
     let model = model
-        .or_else(|| request.get("model").and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| {
+            request
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
-    let frames = |script: &Script| match &script.reply {
-        Reply::Stream(turn) => wire.frames(turn, &model, &request),
-        Reply::Status { .. } => Vec::new(),
+    let scripted = lock(&shared.scripts).pop_front();
+    let frames: Arc<[Bytes]> = match (&scripted, &shared.default.reply) {
+        (
+            Some(Script {
+                reply: Reply::Stream(turn),
+                ..
+            }),
+            _,
+        ) => wire.frames(turn, &model, &request).into(),
+        (Some(_), _) => Arc::from(Vec::new()),
+        // The default answer is rendered once per wire, model and usage flag:
+        // a benchmark's thousands of streams share the same frames.
+        (None, Reply::Stream(turn)) => shared.default_frames(wire, &model, &request, turn),
+        (None, Reply::Status { .. }) => Arc::from(Vec::new()),
     };
-    let script = lock(&shared.scripts).pop_front();
-    let script = script.unwrap_or_else(|| shared.default.clone());
-    let mut frames = frames(&script);
+    let script = scripted.unwrap_or_else(|| shared.default.clone());
     if shared.recording == Recording::All {
-        lock(&shared.requests).push(RecordedRequest { wire, path, headers, body: request });
+        let mut requests = lock(&shared.requests);
+        if requests.len() >= shared.max_recorded {
+            requests.pop_front();
+        }
+        if shared.max_recorded > 0 {
+            requests.push_back(RecordedRequest {
+                wire,
+                path,
+                headers,
+                body: request,
+            });
+        }
     }
+    // A client that leaves before the headers also hung up.
+    let waiting = HeadersGuard {
+        shared: Arc::clone(&shared),
+        armed: true,
+    };
     if !script.header_delay.is_zero() {
         tokio::time::sleep(script.header_delay).await;
     }
-    if let Reply::Status { status, retry_after, body } = &script.reply {
+    waiting.disarm();
+    if let Reply::Status {
+        status,
+        retry_after,
+        body,
+    } = &script.reply
+    {
         let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = body.clone().unwrap_or_else(|| wire.error_body(status.as_u16()));
-        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        let body = body
+            .clone()
+            .unwrap_or_else(|| wire.error_body(status.as_u16()));
+        let mut response =
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(*seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(*seconds));
         }
         return response;
     }
+    let (frames, stall) = apply_faults(&script, wire, frames);
+    let body = TrackedBody {
+        frames,
+        next: 0,
+        delay: script.chunk_delay,
+        next_at: None,
+        stall,
+        shared,
+        ended: false,
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The frames after the script's faults, and whether to stall after them.
+fn apply_faults(script: &Script, wire: Wire, frames: Arc<[Bytes]>) -> (Arc<[Bytes]>, bool) {
+    let faulty = script.malformed_at.is_some()
+        || script.error_after.is_some()
+        || script.close_after.is_some()
+        || script.stall_after.is_some();
+    if !faulty {
+        return (frames, false);
+    }
+    let mut frames = frames.to_vec();
     if let Some(index) = script.malformed_at
         && index < frames.len()
     {
@@ -253,24 +388,35 @@ async fn handle(
         }
         _ => false,
     };
-    let body = TrackedBody {
-        frames: frames.into(),
-        delay: script.chunk_delay,
-        next_at: None,
-        stall,
-        shared,
-        ended: false,
-    };
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    (frames.into(), stall)
+}
+
+/// Counts a hang-up if the handler is dropped while holding the headers back.
+struct HeadersGuard {
+    shared: Arc<Shared>,
+    armed: bool,
+}
+
+impl HeadersGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for HeadersGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.hangups.fetch_add(1, Ordering::SeqCst);
+            self.shared.changed.notify_waiters();
+        }
+    }
 }
 
 /// The frames of one stream, paced, counting a client that leaves early.
 struct TrackedBody {
-    frames: VecDeque<Bytes>,
+    /// Shared between streams of the same default answer.
+    frames: Arc<[Bytes]>,
+    next: usize,
     delay: Duration,
     /// When the next frame is due; one timer reused for the whole stream.
     next_at: Option<Pin<Box<Sleep>>>,
@@ -290,16 +436,21 @@ impl Stream for TrackedBody {
         {
             return Poll::Pending;
         }
-        match this.frames.pop_front() {
+        match this.frames.get(this.next).cloned() {
             Some(frame) => {
-                if !this.delay.is_zero() && !this.frames.is_empty() {
+                this.next += 1;
+                if !this.delay.is_zero() && this.next < this.frames.len() {
                     // Paced from the previous deadline, so N frames/s holds without drift.
                     match this.next_at.as_mut() {
                         Some(sleep) => {
                             let next = sleep.deadline() + this.delay;
                             sleep.as_mut().reset(next);
                         }
-                        None => this.next_at = Some(Box::pin(tokio::time::sleep_until(Instant::now() + this.delay))),
+                        None => {
+                            this.next_at = Some(Box::pin(tokio::time::sleep_until(
+                                Instant::now() + this.delay,
+                            )))
+                        }
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -110,7 +110,10 @@ impl ModelConfig {
     }
 
     pub fn prices(&self) -> Prices {
-        Prices { input_per_million: self.input_price_per_million, output_per_million: self.output_price_per_million }
+        Prices {
+            input_per_million: self.input_price_per_million,
+            output_per_million: self.output_price_per_million,
+        }
     }
 }
 
@@ -124,7 +127,8 @@ pub struct Prices {
 impl Prices {
     /// The cost of `usage` in US dollars.
     pub fn cost(&self, usage: &Usage) -> f64 {
-        (usage.input_tokens as f64 * self.input_per_million + usage.output_tokens as f64 * self.output_per_million)
+        (usage.input_tokens as f64 * self.input_per_million
+            + usage.output_tokens as f64 * self.output_per_million)
             / 1_000_000.0
     }
 }
@@ -193,7 +197,11 @@ pub enum ModelConfigError {
     #[error("agents.models {0:?}: faults = true needs a build that allows fault injection")]
     FaultsNotAllowed(String),
     #[error("agents.models {model:?}: {field} {problem}")]
-    Invalid { model: String, field: &'static str, problem: String },
+    Invalid {
+        model: String,
+        field: &'static str,
+        problem: String,
+    },
     #[error("could not build the HTTP client for model providers: {0}")]
     Http(String),
 }

@@ -10,7 +10,11 @@ pub enum ProviderError {
     RateLimited { retry_after: Option<Duration> },
     /// 5xx, and Anthropic's 529 "overloaded".
     #[error("the provider failed (HTTP {status}): {message}")]
-    Server { status: u16, retry_after: Option<Duration>, message: String },
+    Server {
+        status: u16,
+        retry_after: Option<Duration>,
+        message: String,
+    },
     #[error("could not reach the provider: {0}")]
     Connection(String),
     #[error("no answer from the provider within {0:?}")]
@@ -75,7 +79,8 @@ impl ProviderError {
     /// How long the provider asked us to wait (`Retry-After`).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProviderError::RateLimited { retry_after } | ProviderError::Server { retry_after, .. } => *retry_after,
+            ProviderError::RateLimited { retry_after }
+            | ProviderError::Server { retry_after, .. } => *retry_after,
             _ => None,
         }
     }

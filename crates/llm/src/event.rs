@@ -23,24 +23,47 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderErr
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
-    TextDelta { text: String },
+    TextDelta {
+        text: String,
+    },
     /// Reasoning ("thinking") text, from models that show it.
-    ReasoningDelta { text: String },
-    ToolCallStarted { id: String, name: String },
+    ReasoningDelta {
+        text: String,
+    },
+    ToolCallStarted {
+        id: String,
+        name: String,
+    },
     /// A piece of a call's arguments (JSON text, in order).
-    ToolCallArgumentsDelta { id: String, delta: String },
+    ToolCallArgumentsDelta {
+        id: String,
+        delta: String,
+    },
     /// A call with its whole arguments.
-    ToolCallCompleted { call: ToolCall },
-    Usage { usage: Usage },
-    Finished { reason: FinishReason },
+    ToolCallCompleted {
+        call: ToolCall,
+    },
+    Usage {
+        usage: Usage,
+    },
+    Finished {
+        reason: FinishReason,
+    },
     /// The provider is alive but sent no content (e.g. a ping). Resets the
     /// idle timeout; [`crate::Model::stream`] does not pass it on.
     KeepAlive,
     /// An attempt failed before any content; the next starts after `delay`.
-    Retrying { attempt: u32, delay: Duration, code: String },
+    Retrying {
+        attempt: u32,
+        delay: Duration,
+        code: String,
+    },
     /// Retries ran out: the rest of the answer comes from the configured
     /// fallback model (its configured name). Cost it with that model's prices.
-    FellBack { model: String, code: String },
+    FellBack {
+        model: String,
+        code: String,
+    },
 }
 
 impl StreamEvent {

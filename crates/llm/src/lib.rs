@@ -34,7 +34,7 @@ pub use error::ProviderError;
 pub use event::{EventStream, FinishReason, StreamEvent, Usage};
 pub use models::{Model, Models, ModelsContext};
 pub use provider::Provider;
-pub use remote::{RemoteProvider, RemoteSettings};
+pub use remote::{RemoteProvider, RemoteSettings, RemoteSetupError};
 pub use request::{ChatRequest, Message, ToolCall, ToolDefinition, ToolResult};
 pub use secret::{ApiKey, ProcessEnv, SecretMap, SecretSource};
 pub use tokens::{TokenCounter, TokenizerError};

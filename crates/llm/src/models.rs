@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{FaultInjection, ModelConfig, ModelConfigError, Prices, ProviderKind, Resilience};
+use crate::config::{
+    FaultInjection, ModelConfig, ModelConfigError, Prices, ProviderKind, Resilience,
+};
 use crate::demo::{DemoFaults, DemoProvider};
-use crate::event::EventStream;
+use crate::event::{EventStream, Usage};
 use crate::provider::Provider;
-use crate::remote::{RemoteProvider, RemoteSettings};
-use crate::request::ChatRequest;
+use crate::remote::{RemoteProvider, RemoteSettings, RemoteSetupError};
+use crate::request::{ChatRequest, ToolDefinition};
 use crate::resilience::{self, Target};
 use crate::secret::SecretSource;
 use crate::tokens::TokenCounter;
@@ -45,29 +47,49 @@ pub struct Model {
 impl Models {
     /// Validates the configuration and builds a provider per model. No
     /// configured model means the offline demo model alone, named `demo`.
-    pub fn build(configs: &[ModelConfig], context: &ModelsContext<'_>) -> Result<Models, ModelConfigError> {
+    pub fn build(
+        configs: &[ModelConfig],
+        context: &ModelsContext<'_>,
+    ) -> Result<Models, ModelConfigError> {
         let demo = [ModelConfig::demo()];
-        let configs = if configs.is_empty() { &demo[..] } else { configs };
+        let configs = if configs.is_empty() {
+            &demo[..]
+        } else {
+            configs
+        };
         validate(configs, context.faults)?;
         let mut providers = Vec::with_capacity(configs.len());
         for config in configs {
             providers.push((config.clone(), build_provider(config, context)?));
         }
-        Ok(Models::with_providers(providers, context.resilience.clone()))
+        Ok(Models::with_providers(
+            providers,
+            context.resilience.clone(),
+        ))
     }
 
     /// Models over providers made elsewhere (e.g. a test's scripted provider).
     /// Fallback names that match no entry are ignored.
-    pub fn with_providers(entries: Vec<(ModelConfig, Arc<dyn Provider>)>, resilience: Resilience) -> Models {
-        let by_name: HashMap<String, usize> =
-            entries.iter().enumerate().map(|(index, (config, _))| (config.name.clone(), index)).collect();
+    pub fn with_providers(
+        entries: Vec<(ModelConfig, Arc<dyn Provider>)>,
+        resilience: Resilience,
+    ) -> Models {
+        let by_name: HashMap<String, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(index, (config, _))| (config.name.clone(), index))
+            .collect();
         let models = entries
             .iter()
             .map(|(config, provider)| {
-                let fallback = config.fallback.as_ref().and_then(|name| by_name.get(name)).map(|&index| {
-                    let (fallback, provider) = &entries[index];
-                    target(fallback, provider)
-                });
+                let fallback = config
+                    .fallback
+                    .as_ref()
+                    .and_then(|name| by_name.get(name))
+                    .map(|&index| {
+                        let (fallback, provider) = &entries[index];
+                        target(fallback, provider)
+                    });
                 Model {
                     config: Arc::new(config.clone()),
                     provider: Arc::clone(provider),
@@ -92,6 +114,12 @@ impl Models {
     pub fn default_model(&self) -> &Model {
         // `build` and `with_providers` callers always have at least one.
         &self.models[0]
+    }
+
+    /// What `usage` cost on the named model (e.g. the fallback a stream
+    /// switched to); `None` for an unknown name.
+    pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
+        self.get(model).map(|m| m.prices().cost(usage))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Model> {
@@ -151,6 +179,17 @@ impl Model {
         &self.config
     }
 
+    /// Tokens left for the system prompt and the history: the context window
+    /// minus the output budget, the tool schemas and a 10 % margin (token
+    /// counts are estimates for most providers).
+    pub fn prompt_budget(&self, tokens: &TokenCounter, tools: &[ToolDefinition]) -> usize {
+        let window = self.config.context_window as usize;
+        window
+            .saturating_sub(self.config.max_output_tokens as usize)
+            .saturating_sub(tokens.tools(tools))
+            .saturating_sub(window / 10)
+    }
+
     /// An empty request for this model: the caller adds system, messages and tools.
     pub fn request(&self) -> ChatRequest {
         ChatRequest {
@@ -191,10 +230,16 @@ fn validate(configs: &[ModelConfig], faults: FaultInjection) -> Result<(), Model
         let keyless = config.api_key_env.is_none();
         match config.provider {
             ProviderKind::Gemini | ProviderKind::Anthropic if keyless => {
-                return Err(invalid("api_key_env", "is required for gemini and anthropic"));
+                return Err(invalid(
+                    "api_key_env",
+                    "is required for gemini and anthropic",
+                ));
             }
             ProviderKind::Openai if keyless && config.base_url.is_none() => {
-                return Err(invalid("api_key_env", "is required unless base_url names a local server"));
+                return Err(invalid(
+                    "api_key_env",
+                    "is required unless base_url names a local server",
+                ));
             }
             _ => {}
         }
@@ -202,7 +247,10 @@ fn validate(configs: &[ModelConfig], faults: FaultInjection) -> Result<(), Model
             return Err(invalid("context_window", "must be positive"));
         }
         if config.max_output_tokens == 0 || config.max_output_tokens >= config.context_window {
-            return Err(invalid("max_output_tokens", "must be positive and below context_window"));
+            return Err(invalid(
+                "max_output_tokens",
+                "must be positive and below context_window",
+            ));
         }
         for (field, price) in [
             ("input_price_per_million", config.input_price_per_million),
@@ -217,18 +265,27 @@ fn validate(configs: &[ModelConfig], faults: FaultInjection) -> Result<(), Model
         {
             return Err(invalid("tokens_per_second", "must be 0 (unpaced) or more"));
         }
-        if config.faults && (config.provider != ProviderKind::Demo || faults != FaultInjection::Allowed) {
+        if config.faults
+            && (config.provider != ProviderKind::Demo || faults != FaultInjection::Allowed)
+        {
             return Err(ModelConfigError::FaultsNotAllowed(name.clone()));
         }
         if let Some(url) = &config.base_url
-            && reqwest::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true)
+            && reqwest::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
         {
             return Err(invalid("base_url", "must be an http or https URL"));
         }
         match &config.fallback {
-            Some(fallback) if fallback == name => return Err(ModelConfigError::FallbackToSelf(name.clone())),
+            Some(fallback) if fallback == name => {
+                return Err(ModelConfigError::FallbackToSelf(name.clone()));
+            }
             Some(fallback) if !configs.iter().any(|c| &c.name == fallback) => {
-                return Err(ModelConfigError::UnknownFallback { model: name.clone(), fallback: fallback.clone() });
+                return Err(ModelConfigError::UnknownFallback {
+                    model: name.clone(),
+                    fallback: fallback.clone(),
+                });
             }
             _ => {}
         }
@@ -236,21 +293,39 @@ fn validate(configs: &[ModelConfig], faults: FaultInjection) -> Result<(), Model
     Ok(())
 }
 
-fn build_provider(config: &ModelConfig, context: &ModelsContext<'_>) -> Result<Arc<dyn Provider>, ModelConfigError> {
+fn build_provider(
+    config: &ModelConfig,
+    context: &ModelsContext<'_>,
+) -> Result<Arc<dyn Provider>, ModelConfigError> {
     if config.provider == ProviderKind::Demo {
         let pace = if config.tokens_per_second > 0.0 {
             Duration::from_secs_f64(1.0 / config.tokens_per_second)
         } else {
             Duration::ZERO
         };
-        let faults = if config.faults { DemoFaults::Obeyed } else { DemoFaults::Ignored };
-        return Ok(Arc::new(DemoProvider::new(context.tokens.clone(), pace, faults)));
+        let faults = if config.faults {
+            DemoFaults::Obeyed
+        } else {
+            DemoFaults::Ignored
+        };
+        return Ok(Arc::new(DemoProvider::new(
+            context.tokens.clone(),
+            pace,
+            faults,
+        )));
     }
     let api_key = match &config.api_key_env {
-        Some(env) => Some(context.secrets.get(env).ok_or_else(|| ModelConfigError::MissingApiKey {
-            model: config.name.clone(),
-            env: env.clone(),
-        })?),
+        Some(env) => {
+            Some(
+                context
+                    .secrets
+                    .get(env)
+                    .ok_or_else(|| ModelConfigError::MissingApiKey {
+                        model: config.name.clone(),
+                        env: env.clone(),
+                    })?,
+            )
+        }
         None => None,
     };
     let base_url = match (config.provider, &config.base_url) {
@@ -265,8 +340,18 @@ fn build_provider(config: &ModelConfig, context: &ModelsContext<'_>) -> Result<A
         api_key,
         reasoning_effort: config.reasoning_effort.clone(),
     };
-    let provider = RemoteProvider::new(context.http.clone(), settings, context.tokens.clone()).map_err(|problem| {
-        ModelConfigError::Invalid { model: config.name.clone(), field: "provider", problem }
-    })?;
+    let provider = RemoteProvider::new(context.http.clone(), settings, context.tokens.clone())
+        .map_err(|error| {
+            let field = match error {
+                RemoteSetupError::UnknownReasoningEffort(_) => "reasoning_effort",
+                RemoteSetupError::MissingApiKey => "api_key_env",
+                RemoteSetupError::NotRemote | RemoteSetupError::Client(_) => "provider",
+            };
+            ModelConfigError::Invalid {
+                model: config.name.clone(),
+                field,
+                problem: error.to_string(),
+            }
+        })?;
     Ok(Arc::new(provider))
 }

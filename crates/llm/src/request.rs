@@ -51,17 +51,26 @@ pub enum Message {
 impl Message {
     /// A user message without a speaker name.
     pub fn user(text: impl Into<String>) -> Self {
-        Message::User { name: None, text: text.into() }
+        Message::User {
+            name: None,
+            text: text.into(),
+        }
     }
 
     /// A user message from a named speaker.
     pub fn user_named(name: impl Into<String>, text: impl Into<String>) -> Self {
-        Message::User { name: Some(name.into()), text: text.into() }
+        Message::User {
+            name: Some(name.into()),
+            text: text.into(),
+        }
     }
 
     /// What the model said, without tool calls.
     pub fn assistant(text: impl Into<String>) -> Self {
-        Message::Assistant { text: text.into(), tool_calls: Vec::new() }
+        Message::Assistant {
+            text: text.into(),
+            tool_calls: Vec::new(),
+        }
     }
 
     /// The user text with the speaker's name in front, as providers see it.

@@ -14,11 +14,11 @@ use futures_util::StreamExt;
 use rand::Rng;
 use tokio::time::Instant;
 
+use crate::ProviderError;
 use crate::config::Resilience;
 use crate::event::{EventStream, StreamEvent};
 use crate::provider::Provider;
 use crate::request::ChatRequest;
-use crate::ProviderError;
 
 /// One model a stream may use: the primary, then the fallback.
 #[derive(Clone)]
@@ -33,7 +33,12 @@ pub(crate) struct Target {
 impl Resilience {
     /// The wait before retry number `retry` (0-based), or `None` when the
     /// provider asks for a longer wait than we accept.
-    pub fn backoff(&self, retry: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Option<Duration> {
+    pub fn backoff(
+        &self,
+        retry: u32,
+        retry_after: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> Option<Duration> {
         if let Some(wait) = retry_after {
             return (wait <= self.max_retry_after).then_some(wait);
         }
@@ -47,7 +52,11 @@ impl Resilience {
     }
 }
 
-pub(crate) fn stream(request: ChatRequest, targets: Vec<Target>, policy: Resilience) -> EventStream {
+pub(crate) fn stream(
+    request: ChatRequest,
+    targets: Vec<Target>,
+    policy: Resilience,
+) -> EventStream {
     let state = Resilient {
         request,
         targets,
@@ -100,14 +109,17 @@ impl Resilient {
                     let target = self.targets.get(self.stage)?;
                     let mut request = self.request.clone();
                     request.model = target.model_id.clone();
-                    request.max_output_tokens = request.max_output_tokens.min(target.max_output_tokens);
+                    request.max_output_tokens =
+                        request.max_output_tokens.min(target.max_output_tokens);
                     self.deadline = Instant::now() + self.policy.first_byte_timeout;
                     self.heard_from_provider = false;
                     self.current.insert(target.provider.stream(request))
                 }
             };
             let error = match tokio::time::timeout_at(self.deadline, stream.next()).await {
-                Err(_) if self.heard_from_provider => ProviderError::IdleTimeout(self.policy.idle_timeout),
+                Err(_) if self.heard_from_provider => {
+                    ProviderError::IdleTimeout(self.policy.idle_timeout)
+                }
                 Err(_) => ProviderError::FirstByteTimeout(self.policy.first_byte_timeout),
                 // A provider must end with `Finished` or an error; anything else was cut off.
                 Ok(None) => ProviderError::Interrupted,
@@ -143,19 +155,28 @@ impl Resilient {
             return None;
         }
         if self.retries < self.policy.max_retries
-            && let Some(delay) = self.policy.backoff(self.retries, error.retry_after(), &mut rand::rng())
+            && let Some(delay) =
+                self.policy
+                    .backoff(self.retries, error.retry_after(), &mut rand::rng())
         {
             self.retries += 1;
             self.wait_until = Some(Instant::now() + delay);
             tracing::info!(attempt = self.retries, ?delay, code = error.code(), %error, "retrying the model call");
-            return Some(StreamEvent::Retrying { attempt: self.retries, delay, code: error.code().to_owned() });
+            return Some(StreamEvent::Retrying {
+                attempt: self.retries,
+                delay,
+                code: error.code().to_owned(),
+            });
         }
         if self.stage + 1 < self.targets.len() {
             self.stage += 1;
             self.retries = 0;
             let model = self.targets[self.stage].name.clone();
             tracing::warn!(fallback = %model, code = error.code(), %error, "switching to the fallback model");
-            return Some(StreamEvent::FellBack { model, code: error.code().to_owned() });
+            return Some(StreamEvent::FellBack {
+                model,
+                code: error.code().to_owned(),
+            });
         }
         None
     }
@@ -171,11 +192,18 @@ mod tests {
         let policy = Resilience::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for retry in 0..40 {
-            let ceiling = (policy.retry_base_delay * 2u32.saturating_pow(retry.min(20))).min(policy.retry_max_delay);
+            let ceiling = (policy.retry_base_delay * 2u32.saturating_pow(retry.min(20)))
+                .min(policy.retry_max_delay);
             let delay = policy.backoff(retry, None, &mut rng).unwrap();
             assert!(delay <= ceiling, "retry {retry}: {delay:?} > {ceiling:?}");
         }
-        assert_eq!(policy.backoff(0, Some(Duration::from_secs(2)), &mut rng), Some(Duration::from_secs(2)));
-        assert_eq!(policy.backoff(0, Some(Duration::from_secs(3600)), &mut rng), None);
+        assert_eq!(
+            policy.backoff(0, Some(Duration::from_secs(2)), &mut rng),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            policy.backoff(0, Some(Duration::from_secs(3600)), &mut rng),
+            None
+        );
     }
 }

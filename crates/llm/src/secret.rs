@@ -35,7 +35,10 @@ pub struct ProcessEnv;
 
 impl SecretSource for ProcessEnv {
     fn get(&self, name: &str) -> Option<ApiKey> {
-        std::env::var(name).ok().filter(|v| !v.is_empty()).map(ApiKey)
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(ApiKey)
     }
 }
 
@@ -63,7 +66,10 @@ mod tests {
     fn debug_never_shows_the_key() {
         let key = ApiKey::new("sk-very-secret");
         assert!(!format!("{key:?}").contains("secret"));
-        let map = SecretMap(HashMap::from([("K".to_owned(), "sk-very-secret".to_owned())]));
+        let map = SecretMap(HashMap::from([(
+            "K".to_owned(),
+            "sk-very-secret".to_owned(),
+        )]));
         assert!(!format!("{map:?}").contains("secret"));
         assert_eq!(map.get("K").unwrap().expose(), "sk-very-secret");
     }

@@ -33,7 +33,9 @@ pub struct TokenizerError(String);
 impl TokenCounter {
     pub fn new() -> Result<Self, TokenizerError> {
         let encoder = tiktoken_rs::o200k_base().map_err(|e| TokenizerError(e.to_string()))?;
-        Ok(TokenCounter { encoder: Arc::new(encoder) })
+        Ok(TokenCounter {
+            encoder: Arc::new(encoder),
+        })
     }
 
     /// Tokens in a piece of text.
@@ -44,12 +46,18 @@ impl TokenCounter {
     /// Tokens one message takes in a prompt, its framing included.
     pub fn message(&self, message: &Message) -> usize {
         let content = match message {
-            Message::User { name, text } => self.text(&Message::user_text_with_name(name.as_deref(), text)),
+            Message::User { name, text } => {
+                self.text(&Message::user_text_with_name(name.as_deref(), text))
+            }
             Message::Assistant { text, tool_calls } => {
                 self.text(text)
                     + tool_calls
                         .iter()
-                        .map(|c| self.text(&c.name) + self.text(&c.arguments.to_string()) + PER_MESSAGE_OVERHEAD)
+                        .map(|c| {
+                            self.text(&c.name)
+                                + self.text(&c.arguments.to_string())
+                                + PER_MESSAGE_OVERHEAD
+                        })
                         .sum::<usize>()
             }
             Message::ToolResult(result) => self.text(&result.content) + self.text(&result.call_id),
@@ -62,20 +70,37 @@ impl TokenCounter {
         tools
             .iter()
             .map(|t| {
-                self.text(&t.name) + self.text(&t.description) + self.text(&t.input_schema.to_string()) + PER_MESSAGE_OVERHEAD
+                self.text(&t.name)
+                    + self.text(&t.description)
+                    + self.text(&t.input_schema.to_string())
+                    + PER_MESSAGE_OVERHEAD
             })
             .sum()
     }
 
     /// Tokens the whole request takes as input.
     pub fn request(&self, request: &ChatRequest) -> usize {
-        let system = request.system.as_deref().map_or(0, |s| self.text(s) + PER_MESSAGE_OVERHEAD);
-        system + request.messages.iter().map(|m| self.message(m)).sum::<usize>() + self.tools(&request.tools) + REPLY_PRIMING
+        let system = request
+            .system
+            .as_deref()
+            .map_or(0, |s| self.text(s) + PER_MESSAGE_OVERHEAD);
+        system
+            + request
+                .messages
+                .iter()
+                .map(|m| self.message(m))
+                .sum::<usize>()
+            + self.tools(&request.tools)
+            + REPLY_PRIMING
     }
 
     /// The text cut into tokens, in order (the demo provider streams them).
     pub(crate) fn pieces(&self, text: &str) -> Vec<String> {
-        match self.encoder.split_by_token_ordinary_iter(text).collect::<Result<Vec<_>, _>>() {
+        match self
+            .encoder
+            .split_by_token_ordinary_iter(text)
+            .collect::<Result<Vec<_>, _>>()
+        {
             Ok(pieces) => pieces,
             // A split inside a multi-byte character: stream by words instead.
             Err(_) => text.split_inclusive(' ').map(str::to_owned).collect(),
@@ -103,7 +128,10 @@ mod tests {
             tools: vec![],
             max_output_tokens: 10,
         };
-        let with_name = ChatRequest { messages: vec![Message::user_named("Alice", "hi")], ..request.clone() };
+        let with_name = ChatRequest {
+            messages: vec![Message::user_named("Alice", "hi")],
+            ..request.clone()
+        };
         assert!(counter.request(&with_name) > counter.request(&request));
     }
 }

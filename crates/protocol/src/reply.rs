@@ -52,6 +52,11 @@ pub struct SubscribedResult {
     /// `false` if a `recovery_failed` push follows instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
+    /// Present with `recovered`: how many missed events the replay pushes
+    /// (offsets `since + 1` to `offset`) before live events; 0 when
+    /// `recovered` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaying: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -8,6 +8,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chorus_core::CommandError;
+use chorus_core::limiter::RateLimited;
 use chorus_protocol::ErrorCode;
 
 /// An error for an HTTP client.
@@ -37,6 +38,13 @@ impl ApiError {
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         Self::new(e.code, e.message)
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(e: RateLimited) -> Self {
+        let secs = e.retry_after_secs();
+        Self::new(ErrorCode::RateLimited, e.to_string()).retry_after(secs)
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -30,9 +30,9 @@ use tokio::time::Instant;
 
 use crate::credentials::bearer;
 use crate::error::ApiError;
-use crate::rest::chat;
+use crate::rest::RestState;
 use crate::rest::openapi::ErrorBody;
-use crate::state::AppState;
+use crate::ws_close::{linger, send_close};
 
 /// Firehose readers a node serves at once; each costs a socket write per event.
 pub const MAX_READERS: usize = 16;
@@ -40,14 +40,6 @@ pub const MAX_READERS: usize = 16;
 const MAX_CLIENT_FRAME: usize = 4 * 1024;
 /// Longest `channel` prefix: the longest channel name.
 const MAX_PREFIX: usize = MAX_NAMESPACE_LEN + 1 + MAX_ID_LEN;
-/// How long a close frame may take to reach the client.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long, after our close frame, we read what the client still sends, so
-/// the socket closes cleanly instead of being reset (which can destroy the
-/// close frame before the client reads it).
-const LINGER: Duration = Duration::from_secs(2);
-/// Frames discarded while lingering before the socket is dropped anyway.
-const LINGER_FRAMES: usize = 64;
 
 /// Query parameters (documented; parsed by hand so unknown ones are refused).
 #[derive(Debug, Default, utoipa::IntoParams)]
@@ -95,22 +87,21 @@ fn parse_query(raw: &str) -> Result<Params, ApiError> {
         (status = 503, description = "Too many firehose readers on this node, shutting down, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn upgrade(
-    State(app): State<AppState>,
+    State(rest): State<RestState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let params = parse_query(query.as_deref().unwrap_or(""))?;
-    let chat = chat(&app)?;
     let token = bearer(&headers)
         .map(str::to_owned)
         .or(params.token)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "an administrator's token is required (Authorization: Bearer or ?token=)"))?;
-    let caller = chat.accounts.authenticate(&token).await?;
+    let caller = rest.chat().accounts.authenticate(&token).await?;
     caller.require_admin()?;
     let ws = ws.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("not a WebSocket upgrade: {e}")))?;
-    crate::origin::check_upgrade_origin(&app, &headers)?;
-    let hub = app.hub().clone();
+    crate::origin::check_upgrade_origin(rest.app(), &headers)?;
+    let hub = rest.app().hub().clone();
     if hub.is_shutting_down() {
         return Err(ApiError::new(ErrorCode::Unavailable, "server is shutting down").retry_after(1));
     }
@@ -126,11 +117,10 @@ pub async fn upgrade(
             // Reading starts before the first frame, so nothing after it is missed.
             let firehose = hub.firehose();
             let (mut sink, mut stream) = socket.split();
-            if let Some(code) = pump(&hub, &mut sink, &mut stream, firehose, params.prefix.as_deref()).await {
-                let frame = CloseFrame { code: code.code(), reason: Utf8Bytes::from_static(code.reason()) };
-                if tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await.is_ok_and(|r| r.is_ok()) {
-                    linger(&mut stream).await;
-                }
+            if let Some(code) = pump(&hub, &mut sink, &mut stream, firehose, params.prefix.as_deref()).await
+                && send_close(&mut sink, code).await
+            {
+                linger(&mut stream).await;
             }
             tracing::debug!("firehose closed");
         })
@@ -218,30 +208,14 @@ async fn send<S: Sink<Message> + Unpin>(hub: &Hub, sink: &mut S, msg: Message, s
     }
 }
 
-/// Reads until the client answers our close frame (bounded in time and frames).
-async fn linger<R, E>(stream: &mut R)
-where
-    R: Stream<Item = Result<Message, E>> + Unpin,
-{
-    let drain = async {
-        for _ in 0..LINGER_FRAMES {
-            match stream.next().await {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
+    use chorus_clock::SystemClock;
     use chorus_core::access::AccessPolicy;
     use chorus_core::broker::Backplane;
     use chorus_core::broker::memory::MemoryBroker;
-    use chorus_core::clock::SystemClock;
     use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
     use chorus_core::metrics::CoreMetrics;
     use chorus_core::publication::Draft;

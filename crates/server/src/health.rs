@@ -9,24 +9,8 @@ use chorus_core::broker::Health;
 use serde::Serialize;
 use serde_json::json;
 
+pub use crate::health_check::{ComponentReport, HealthCheck, Status};
 use crate::state::AppState;
-
-/// The state of one component, or of the whole node (the worst of them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(as = HealthStatus)]
-pub enum Status {
-    Healthy,
-    Degraded,
-    Unhealthy,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ComponentReport {
-    pub status: Status,
-    #[serde(flatten)]
-    pub details: serde_json::Value,
-}
 
 /// `/health`: `ok` while serving, `draining` before shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -65,13 +49,6 @@ fn component_reports() -> utoipa::openapi::schema::Object {
         .required("status")
         .additional_properties(Some(AdditionalProperties::FreeForm(true)));
     ObjectBuilder::new().schema_type(Type::Object).additional_properties(Some(report)).build()
-}
-
-/// A component that reports into `/health/detailed`.
-#[async_trait]
-pub trait HealthCheck: Send + Sync + 'static {
-    fn name(&self) -> &'static str;
-    async fn check(&self) -> ComponentReport;
 }
 
 /// Liveness: answers without touching any dependency.
@@ -133,7 +110,7 @@ pub async fn detailed(State(app): State<AppState>) -> impl IntoResponse {
     let code = if overall == Status::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = HealthReport {
         status: overall,
-        timestamp: chorus_protocol::timestamp::format_ms(chorus_protocol::timestamp::now_ms()),
+        timestamp: chorus_protocol::timestamp::format_ms(app.hub().now_ms()),
         uptime_seconds: app.uptime().as_secs(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         checks,

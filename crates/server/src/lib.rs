@@ -4,6 +4,7 @@
 //! standard object, CORS, metrics, logs). This crate and `chorus-protocol`
 //! are the only ones that know the wire format.
 
+pub mod admission;
 pub mod app;
 pub mod config;
 pub mod credentials;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod firehose;
 pub mod health;
+pub mod health_check;
 pub mod listener;
 pub mod metrics;
 pub mod origin;
@@ -20,6 +22,7 @@ pub mod rest;
 pub mod sse;
 pub mod state;
 pub mod ws;
+pub mod ws_close;
 
 pub use app::app;
 pub use config::{OriginPolicy, ServerConfig};

@@ -3,6 +3,7 @@
 //! executor as WebSocket frames.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -12,18 +13,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chorus_core::access::AccessError;
 use chorus_core::hub::UserLimiter;
-use chorus_core::limiter::Refusal;
 use chorus_core::outbound::{Batch, Outgoing};
 use chorus_core::publication::Position;
 use chorus_core::supervise::catch_panic;
-use chorus_core::{ConnId, Hub, Lease, Transport};
-use chorus_protocol::push::{ConnectedData, ReconnectData};
+use chorus_core::{ConnId, Executor, Lease, Transport};
+use chorus_protocol::push::ReconnectData;
 use chorus_protocol::sse::{KEEP_ALIVE, SsePositions, encode_event, encode_retry};
-use chorus_protocol::{ChannelName, CloseCode, Command, ControlPush, ErrorCode, PROTOCOL_VERSION, Reply, Request, StreamPosition, decode_request, encode_control, timestamp};
+use chorus_protocol::{ChannelName, CloseCode, Command, ControlPush, ErrorCode, Reply, Request, StreamPosition, decode_request, encode_control, timestamp};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
+use crate::admission::admit;
 use crate::credentials::bearer;
 use crate::error::ApiError;
 use crate::rest::openapi::ErrorBody;
@@ -60,7 +61,7 @@ pub async fn stream(
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref().unwrap_or(""))?;
-    crate::ws::admit(&app)?;
+    admit(app.hub())?;
     let token = bearer(&headers)
         .map(str::to_owned)
         .or(params.token)
@@ -127,12 +128,7 @@ pub async fn stream(
         }
     }
     for (channel, reason) in refused {
-        let push = ControlPush::Unsubscribed {
-            channel: channel.to_string(),
-            timestamp: timestamp::format_ms(hub.now_ms()),
-            data: chorus_protocol::push::ReasonData { reason },
-        };
-        let _ = outbound.try_push(Outgoing::Unsubscribed { channel, frame: encode_control(&push) });
+        let _ = outbound.try_push(Outgoing::unsubscribed(channel, reason, hub.now_ms()));
     }
     for f in follow_ups {
         hub.spawn_follow_up(f);
@@ -140,7 +136,7 @@ pub async fn stream(
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(BODY_BUFFER);
     let span = tracing::info_span!(parent: None, "sse", request_id = %request_id.as_str(), conn = %conn.id, user = %conn.user);
-    hub.spawn_connection("sse", span, pump(hub.clone(), lease, positions, tx));
+    hub.spawn_connection("sse", span, pump(app.executor().clone(), lease, positions, tx));
 
     let mut res = Response::new(Body::from_stream(ReceiverStream::new(rx)));
     let h = res.headers_mut();
@@ -181,24 +177,15 @@ impl Params {
 /// (then the queue is closed here, which also stops any replay). The
 /// connection is released before the stream's last event is sent, so a
 /// closing stream holds no slot of its user.
-async fn pump(hub: Hub, lease: Lease, mut positions: SsePositions, tx: mpsc::Sender<Result<Bytes, Infallible>>) {
+async fn pump(executor: Arc<Executor>, lease: Lease, mut positions: SsePositions, tx: mpsc::Sender<Result<Bytes, Infallible>>) {
     let Some(conn) = lease.connection().cloned() else { return };
+    let hub = executor.hub();
     let timing = hub.timing().clone();
     let outbound = conn.outbound.clone();
     // Returns the stream's last words (`disconnect` or `reconnect`, after
     // whatever was still unsent) when the queue closed, `None` when the client left.
     let drain = async {
-        let connected = ControlPush::Connected {
-            connection_id: conn.id.to_string(),
-            user_id: conn.user.to_string(),
-            timestamp: timestamp::format_ms(hub.now_ms()),
-            data: ConnectedData {
-                protocol_version: PROTOCOL_VERSION,
-                node: hub.node().to_string(),
-                commands_url: Some(format!("/api/v1/connections/{}/commands", conn.id)),
-                expires_at: conn.expires_at_ms().map(timestamp::format_ms),
-            },
-        };
+        let connected = executor.connected_push(&conn, Some(format!("/api/v1/connections/{}/commands", conn.id)));
         let mut head = encode_retry(RETRY_MS).to_vec();
         head.extend_from_slice(&encode_event(Some(&positions.encode()), connected.name(), &encode_control(&connected)));
         // Rendered but not sent when the queue closed (the client stopped
@@ -370,13 +357,7 @@ pub async fn command(
     let token = bearer(&headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Authorization: Bearer <token> is required"))?;
     let identity = app.executor().authenticate(token).await?;
     let hub = app.hub();
-    match hub.check_user_rate(UserLimiter::Frames, &identity.user_id) {
-        Ok(()) => {}
-        Err(Refusal::Rate(wait)) => {
-            return Err(ApiError::new(ErrorCode::RateLimited, "command rate limit reached").retry_after(wait.as_secs() + 1));
-        }
-        Err(Refusal::Full) => return Err(ApiError::new(ErrorCode::RateLimited, "rate limiter is full; retry later").retry_after(1)),
-    }
+    hub.check_user_rate(UserLimiter::Frames, &identity.user_id)?;
     let conn = ConnId::parse(&id)
         .and_then(|cid| hub.connection(&identity.user_id, cid))
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such connection for this user"))?;

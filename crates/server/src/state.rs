@@ -3,7 +3,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use chorus_chat::Chat;
 use chorus_core::{Executor, Hub};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::{OriginPolicy, ServerConfig};
 use crate::credentials::ApiKeyCheck;
-use crate::health::HealthCheck;
+use crate::health_check::HealthCheck;
 
 type Labels = Vec<(&'static str, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -61,12 +60,8 @@ pub struct AppParts {
     /// The registry every metric was registered in; rendered at `/metrics`.
     pub registry: Arc<Registry>,
     pub http_metrics: HttpMetrics,
-    /// Extra components for `/health/detailed` (store, agent runtime, ...).
+    /// Extra components for `/health/detailed` (the store, ...).
     pub health: Vec<Arc<dyn HealthCheck>>,
-    /// The chat domain; without it the REST API is not mounted.
-    pub chat: Option<Chat>,
-    /// The agent runtime (runs over REST); `None` answers those routes 503.
-    pub agents: Option<chorus_agents::Runtime>,
 }
 
 pub(crate) struct Inner {
@@ -114,14 +109,6 @@ impl AppState {
 
     pub fn health_checks(&self) -> &[Arc<dyn HealthCheck>] {
         &self.0.parts.health
-    }
-
-    pub fn chat(&self) -> Option<&Chat> {
-        self.0.parts.chat.as_ref()
-    }
-
-    pub fn agents(&self) -> Option<&chorus_agents::Runtime> {
-        self.0.parts.agents.as_ref()
     }
 
     /// The OpenAPI document of this server's routes.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -19,31 +19,24 @@ use axum::response::Response;
 use axum::Extension;
 use chorus_core::outbound::{Batch, Outbound, Outgoing};
 use chorus_core::{Flow, Hub, Identity, Session, Transport};
-use chorus_protocol::push::ConnectedData;
-use chorus_protocol::{CloseCode, ControlPush, ErrorCode, PROTOCOL_VERSION, encode_control, timestamp};
+use chorus_protocol::{CloseCode, ErrorCode, encode_control};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::admission::admit;
 use crate::credentials::bearer;
 use crate::error::ApiError;
 use crate::listener::Peer;
 use crate::rest::openapi::ErrorBody;
 use crate::request_id::RequestId;
 use crate::state::AppState;
+use crate::ws_close::{CLOSE_GRACE, linger, send_close};
 
 /// Frames written per batch before one flush.
 const BATCH: usize = 64;
-/// How long a close frame may take to reach the client.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long, after our close frame, we read and discard what the client
-/// still sends. Dropping a socket with unread input resets it, and the reset
-/// can destroy frames the client has not read yet (the close reason among them).
-const LINGER: Duration = Duration::from_secs(2);
-/// Frames discarded while lingering before the socket is dropped anyway.
-const LINGER_FRAMES: usize = 1024;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -73,7 +66,7 @@ pub async fn upgrade(
 ) -> Result<Response, ApiError> {
     let ws = ws.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("not a WebSocket upgrade: {e}")))?;
     crate::origin::check_upgrade_origin(&app, &headers)?;
-    admit(&app)?;
+    admit(app.hub())?;
     let token = bearer(&headers).map(str::to_owned).or(query.token);
     let identity = match token {
         Some(t) => Some(app.executor().authenticate(&t).await?),
@@ -102,22 +95,6 @@ pub async fn upgrade(
         let fut = Box::pin(run(app, sink, stream, identity, request_id.0));
         hub.supervise_connection("websocket", fut).instrument(span)
     }))
-}
-
-/// The node's connect rate and connection limit, before any work is done.
-pub(crate) fn admit(app: &AppState) -> Result<(), ApiError> {
-    let hub = app.hub();
-    if hub.is_shutting_down() {
-        return Err(ApiError::new(ErrorCode::Unavailable, "server is shutting down").retry_after(1));
-    }
-    if hub.connection_count() >= hub.limits().connections_per_node {
-        hub.metrics().rate_limited("node_connections");
-        return Err(ApiError::new(ErrorCode::Unavailable, "this node is at its connection limit").retry_after(5));
-    }
-    hub.admit_connect().map_err(|wait| {
-        hub.metrics().rate_limited("connect_rate");
-        ApiError::new(ErrorCode::RateLimited, "too many new connections; retry shortly").retry_after(wait.as_secs() + 1)
-    })
 }
 
 /// When the last frame was read and written, in ms since the connection
@@ -167,17 +144,7 @@ async fn run(app: AppState, sink: Sink, mut stream: SplitStream<WebSocket>, iden
         match Box::pin(session.open(identity)).await {
             Ok(conn) => {
                 record_connection(conn);
-                let push = ControlPush::Connected {
-                    connection_id: conn.id.to_string(),
-                    user_id: conn.user.to_string(),
-                    timestamp: timestamp::format_ms(hub.now_ms()),
-                    data: ConnectedData {
-                        protocol_version: PROTOCOL_VERSION,
-                        node: hub.node().to_string(),
-                        commands_url: None,
-                        expires_at: conn.expires_at_ms().map(timestamp::format_ms),
-                    },
-                };
+                let push = app.executor().connected_push(conn, None);
                 let _ = outbound.try_push(Outgoing::Control { name: push.name(), frame: encode_control(&push) });
             }
             Err(e) => {
@@ -217,20 +184,6 @@ fn record_connection(conn: &chorus_core::Connection) {
     let span = tracing::Span::current();
     span.record("conn", tracing::field::display(conn.id));
     span.record("user", tracing::field::display(&conn.user));
-}
-
-/// Reads until the client answers our close frame (or gives up), so the
-/// socket is closed cleanly instead of reset. Bounded in time and frames.
-async fn linger(stream: &mut SplitStream<WebSocket>) {
-    let drain = async {
-        for _ in 0..LINGER_FRAMES {
-            match stream.next().await {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 async fn read_loop(stream: &mut SplitStream<WebSocket>, session: &mut Session, hub: &Hub, live: &Liveness, connect_deadline: Instant) -> CloseCode {
@@ -319,7 +272,7 @@ async fn finish(ended: Ended) {
             return;
         }
     }
-    close(&mut sink, code).await;
+    send_close(&mut sink, code).await;
 }
 
 /// Drains the queue onto the socket and pings, until the queue closes or the
@@ -424,7 +377,3 @@ async fn feed_all(sink: &mut Sink, batch: &mut Vec<Outgoing>) -> Result<(), ()> 
     sink.flush().await.map_err(|_| ())
 }
 
-async fn close(sink: &mut Sink, code: CloseCode) {
-    let frame = CloseFrame { code: code.code(), reason: Utf8Bytes::from_static(code.reason()) };
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
-}

@@ -40,7 +40,6 @@
 //! # Ok(()) }
 //! ```
 
-mod clock;
 mod config;
 mod error;
 mod model;
@@ -50,7 +49,8 @@ mod store;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+use chorus_clock::{Clock, SystemClock};
+
 pub use config::{
     DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_SQLITE_FILE, DEFAULT_SQLITE_READERS, Engine, SqliteSynchronous, StoreConfig,
     redact_url,
@@ -70,7 +70,8 @@ pub async fn open_store(config: &StoreConfig, data_dir: &Path) -> Result<Arc<dyn
     open_store_with_clock(config, data_dir, Arc::new(SystemClock)).await
 }
 
-/// [`open_store`] with the clock timestamps come from (tests move it by hand).
+/// [`open_store`] with the clock timestamps come from: the composition
+/// root's one clock (tests move it by hand).
 pub async fn open_store_with_clock(
     config: &StoreConfig,
     data_dir: &Path,

@@ -3,6 +3,8 @@
 //! pings, Prometheus text lookup, throwaway databases, the official AG-UI
 //! client (through Node) and a mock webhook service for external agents.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers: a failure should stop the test where it happens.
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;

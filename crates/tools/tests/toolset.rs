@@ -2,11 +2,13 @@
 //! name checks, argument validation, result bounds, metrics, cancellation,
 //! panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chorus_core::clock::ManualClock;
+use chorus_clock::ManualClock;
 use chorus_tools::{
     Outcome, Tool, ToolDeps, ToolMetrics, ToolRegistry, ToolResult, ToolSchema, ToolsConfig, UnknownTool,
 };

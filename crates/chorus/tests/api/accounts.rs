@@ -389,8 +389,11 @@ async fn idle_sessions_expire_unless_in_use(engine: TestEngine) {
     let busy = logged_in(&app, "kim").await;
     let connected = logged_in(&app, "kim").await;
     let mut ws = app.ws(token(&connected)).await;
+    let accounts = &app.server().chat().accounts;
     for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.clock.advance(Duration::from_millis(500));
+        // What the background loop does every 750 ms of the real clock.
+        accounts.touch_connected().await;
         assert_eq!(app.get("/api/v1/me", token(&busy)).await.status, 200);
     }
 
@@ -426,6 +429,8 @@ async fn a_session_past_its_maximum_age_ends_with_its_connections(engine: TestEn
     .await;
     let grant = registered(&app, "lea").await;
     let mut ws = app.ws(token(&grant)).await;
+    // Past the maximum age: the next touch of the live connection's session (every 200 ms) ends it.
+    app.clock.advance(Duration::from_secs(2));
     let started = Instant::now();
     assert_eq!(ws.closed().await.0, 4003);
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -658,16 +663,16 @@ async fn the_bootstrap_admin_never_takes_over_an_existing_user(engine: TestEngin
     registered(&app, "root").await;
     let mut config = app.config.clone();
     config.chat.bootstrap_admin = Some(BootstrapAdmin { username: "ROOT".into(), password: "root-password-1".into() });
-    let err = chorus::server::Server::start(&config).await.err().expect("refused");
+    let err = chorus::server::Server::start(&config, std::sync::Arc::new(app.clock.clone())).await.err().expect("refused");
     assert!(format!("{err:#}").contains("belongs to an existing user"), "{err:#}");
     assert_eq!(app.server().store().count_admins().await.unwrap(), 0);
 
     config.chat.bootstrap_admin = Some(BootstrapAdmin { username: "chief".into(), password: "short".into() });
-    let err = chorus::server::Server::start(&config).await.err().expect("refused");
+    let err = chorus::server::Server::start(&config, std::sync::Arc::new(app.clock.clone())).await.err().expect("refused");
     assert!(format!("{err:#}").contains("chat.bootstrap_admin.password"), "{err:#}");
 
     config.chat.bootstrap_admin = Some(BootstrapAdmin { username: "chief".into(), password: "chief-password-1".into() });
-    let second = chorus::server::Server::start(&config).await.expect("second server");
+    let second = chorus::server::Server::start(&config, std::sync::Arc::new(app.clock.clone())).await.expect("second server");
     second.shutdown().await;
     assert_eq!(login(&app, "chief", "chief-password-1").await.body["user"]["role"], "admin");
     app.stop().await;

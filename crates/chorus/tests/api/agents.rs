@@ -2,7 +2,7 @@
 //! the per-user count and creation rate, who sees what, partial updates,
 //! deletion leaving channels, the events, and maintenance mode.
 
-use chorus_core::hub::MaintenanceMode;
+use chorus_core::maintenance::MaintenanceMode;
 use chorus_testkit::WsClient;
 use chorus_testkit::db::TestEngine;
 use serde_json::{Value, json};

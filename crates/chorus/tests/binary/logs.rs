@@ -1,8 +1,9 @@
 //! Connection log lines: in the span of the upgrade request, with its
-//! `request_id`, and never with a token.
+//! `request_id`, and never with a token; a slow consumer's disconnect.
 
 use std::time::Duration;
 
+use chorus_testkit::WsClient;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -14,6 +15,7 @@ fn token(user: &str) -> String {
     chorus_auth::mint_token(
         &chorus_auth::HmacSecret::new(SECRET),
         &chorus_auth::MintRequest { user: user.into(), ttl: Duration::from_secs(600), ..Default::default() },
+        &chorus_clock::SystemClock,
     )
     .unwrap()
 }
@@ -74,4 +76,35 @@ async fn connection_lines_carry_the_upgrade_request_id_and_never_a_token() {
     for secret in [alice.as_str(), bob.as_str(), bad, SECRET] {
         assert!(!out.contains(secret), "{secret} reached the log:\n{out}");
     }
+}
+
+/// A slow consumer may never see its close code (it stopped reading), so
+/// the server says it at info, in the connection's span.
+#[tokio::test]
+async fn a_slow_consumer_disconnect_is_logged_at_info() {
+    install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    const KEY: &str = "binary-logs-publisher-key-0123";
+    let extra = format!("[auth]\nhmac_secret = \"{SECRET}\"\napi_keys = [\"{KEY}\"]\n\n[limits]\noutbound_queue_messages = 8\n");
+    let config = write_config_at(dir.path(), "info", &extra);
+    let served = Served::start(dir.path(), &config, &[]).await;
+
+    // A small receive buffer, so the socket fills long before the publishing ends.
+    let mut ws = WsClient::connect_with_recv_buffer(&format!("ws://{}/ws?token={}", served.addr, token("slow")), 4096).await.unwrap();
+    assert_eq!(ws.push().await["type"], "connected");
+    let r = ws.request(json!({"type": "subscribe", "channel": "user:slow"})).await;
+    assert!(r["result"].is_object(), "{r}");
+    // From here on the client reads nothing; the server's queue overflows.
+    let http = reqwest::Client::new();
+    let pad = "x".repeat(16 * 1024);
+    for n in 0..200 {
+        let body = json!({"channel": "user:slow", "event": "publication", "data": {"n": n, "pad": pad}});
+        let res = http.post(served.url("/api/v1/publish")).header("x-api-key", KEY).json(&body).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let logged = served.wait_for(|v| v["message"] == "slow consumer disconnected: its outbound queue overflowed").await;
+    assert_eq!(logged["level"], "INFO", "{logged}");
+    assert_eq!(logged["max_items"], 8, "{logged}");
+    assert_eq!(logged["span"]["user"], "slow", "{logged}");
+    drop(ws);
 }

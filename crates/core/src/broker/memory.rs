@@ -1,7 +1,7 @@
 //! In-process broker, presence store and connection registry.
 //!
-//! Several hubs in one process may share one instance; it then behaves like
-//! the cluster engines do across processes, which the hub tests rely on.
+//! Several hubs in one process may share one instance; it then behaves as an
+//! engine shared between processes must, which the hub tests rely on.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use chorus_clock::{Clock, SystemClock};
 use chorus_protocol::ChannelName;
 use parking_lot::{Mutex, RwLock};
 
@@ -17,7 +18,6 @@ use super::{
     Broker, BrokerError, ConnectionRegistry, Control, Health, HistoryPage, HistoryQuery, NodeSink, PresenceEntry,
     PresenceStore, PresentUser, RegisteredConnection, Retention,
 };
-use crate::clock::{Clock, SystemClock};
 use crate::config::MemoryBrokerConfig;
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::publication::{Draft, Position, Publication, new_epoch};
@@ -514,7 +514,7 @@ mod tests {
     use chorus_protocol::{EventType, Payload};
 
     use super::*;
-    use crate::clock::ManualClock;
+    use chorus_clock::ManualClock;
 
     const KEEP: Retention = Retention { max_events: 3, ttl: Duration::from_secs(60) };
 

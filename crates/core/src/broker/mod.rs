@@ -3,8 +3,8 @@
 //! per-user connection count ([`ConnectionRegistry`]).
 //!
 //! The in-memory implementation serves a single process (and tests with
-//! several hubs in one process); a Redis implementation serves a cluster.
-//! The hub only ever sees these traits.
+//! several hubs in one process); an engine shared between processes would
+//! serve a cluster (there is none yet). The hub only ever sees these traits.
 
 pub mod memory;
 
@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chorus_protocol::{ChannelName, CloseCode};
 
-use crate::hub::MaintenanceMode;
 use crate::ids::{ConnId, NodeId, UserId};
+use crate::maintenance::MaintenanceMode;
 use crate::publication::{Draft, Position, Publication};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +66,7 @@ pub enum Control {
     /// Maintenance mode changed; every node refuses (or accepts again) content creation.
     Maintenance(MaintenanceMode),
     /// A user's presence entries in a channel expired without a leave (their
-    /// node died; cluster engines keep entries alive with TTLs). The node it
+    /// node died; an engine shared between nodes keeps entries alive with TTLs). The node it
     /// is sent to announces `presence_left` if the user is gone indeed; an
     /// engine sends it to one live node.
     PresenceExpired { channel: ChannelName, user: UserId },

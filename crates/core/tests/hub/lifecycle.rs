@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::broker::{Backplane, BrokerError, ConnectionRegistry, RegisteredConnection};
 use chorus_core::config::{Limits, RateLimits, Timing};
+use chorus_core::hub::{ConnectRefusal, UserLimiter};
 use chorus_core::outbound::{Outgoing, PushError, QueueLimits};
 use chorus_core::{ConnId, Flow, Transport, UserId};
 use chorus_protocol::CloseCode;
@@ -39,7 +40,7 @@ impl ConnectionRegistry for Stuck {
 
 #[tokio::test(start_paused = true)]
 async fn an_open_dropped_midway_releases_the_connection() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (memory, _) = memory_backplane(&clock);
     let backplane = Backplane { broker: memory.clone(), presence: memory.clone(), registry: Arc::new(Stuck(memory)) };
     let n = node(NodeOptions { backplane: Some(backplane), clock, ..Default::default() }).await;
@@ -75,11 +76,11 @@ async fn ending_a_session_releases_everything_it_held() {
 
 #[tokio::test(start_paused = true)]
 async fn the_oldest_connection_goes_across_hubs_whatever_their_clocks() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (_, backplane) = memory_backplane(&clock);
     let a = node(NodeOptions { backplane: Some(backplane.clone()), clock: clock.clone(), ..Default::default() }).await;
     // Node B's clock runs an hour behind: its connections look older by time.
-    let b = node(NodeOptions { backplane: Some(backplane), clock: chorus_core::clock::ManualClock::starting_at(T0 - 3_600_000), ..Default::default() }).await;
+    let b = node(NodeOptions { backplane: Some(backplane), clock: chorus_clock::ManualClock::starting_at(T0 - 3_600_000), ..Default::default() }).await;
     let first = Client::open(&a, &token("alice", &[])).await;
     let second = Client::open(&a, &token("alice", &[])).await;
     let third = Client::open(&b, &token("alice", &[])).await;
@@ -202,7 +203,7 @@ impl chorus_core::broker::Broker for PanicsOnce {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_background_pass_is_counted_and_restarted() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (memory, _) = memory_backplane(&clock);
     let broker = Arc::new(PanicsOnce { inner: memory.clone(), sweeps: AtomicU32::new(0) });
     let backplane = Backplane { broker: broker.clone(), presence: memory.clone(), registry: memory };
@@ -230,4 +231,41 @@ async fn idle_limiter_entries_are_swept() {
     // ... and dropped by the first sweep after it has been idle for `limiter_idle`.
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(n.hub.limiter_entries(), 0);
+}
+
+/// One admission answer for every transport: the node's limit, its connect
+/// rate (with the wait as a retry hint), and shutdown, in that order.
+#[tokio::test(start_paused = true)]
+async fn admission_refuses_a_full_node_a_fast_one_and_one_shutting_down() {
+    let limits = Limits { connections_per_node: 1, connects_per_second: 2, ..Limits::default() };
+    let n = node(NodeOptions { limits, ..Default::default() }).await;
+    assert_eq!(n.hub.admit_connect(), Ok(()));
+    let c = Client::open(&n, &token("alice", &[])).await;
+    assert_eq!(n.hub.admit_connect(), Err(ConnectRefusal::NodeFull));
+    c.close().await;
+    assert_eq!(n.hub.admit_connect(), Ok(()), "the second token of the burst");
+    match n.hub.admit_connect() {
+        Err(ConnectRefusal::Rate(limited)) => {
+            assert_eq!(limited.retry_after, Duration::from_millis(500), "one token per 500 ms");
+            assert_eq!(limited.to_string(), "too many new connections; retry in 1 s");
+        }
+        other => panic!("expected a rate refusal, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(n.hub.admit_connect(), Ok(()));
+    n.hub.shutdown();
+    assert_eq!(n.hub.admit_connect(), Err(ConnectRefusal::ShuttingDown));
+}
+
+/// Per-user limits refuse with the same message and retry hint everywhere.
+#[tokio::test(start_paused = true)]
+async fn a_per_user_refusal_says_what_and_when() {
+    let rates = RateLimits { messages_per_minute: 6.0, messages_burst: 1, ..RateLimits::default() };
+    let n = node(NodeOptions { rates, ..Default::default() }).await;
+    let alice = UserId::new("alice");
+    assert_eq!(n.hub.check_user_rate(UserLimiter::Messages, &alice), Ok(()));
+    let refused = n.hub.check_user_rate(UserLimiter::Messages, &alice).unwrap_err();
+    assert_eq!(refused.retry_after, Duration::from_secs(10));
+    assert_eq!(refused.to_string(), "too many messages; retry in 10 s");
+    assert_eq!(n.hub.check_user_rate(UserLimiter::Messages, &UserId::new("bob")), Ok(()), "per user");
 }

@@ -25,8 +25,10 @@ impl Wire {
     pub fn frames(self, turn: &Turn, model: &str, request: &Value) -> Vec<Bytes> {
         match self {
             Wire::OpenAi => {
-                let include_usage =
-                    request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+                let include_usage = request
+                    .pointer("/stream_options/include_usage")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 openai::frames(turn, model, include_usage)
             }
             Wire::Gemini => gemini::frames(turn, model),
@@ -46,8 +48,12 @@ impl Wire {
     /// A frame that is not valid JSON, framed like the provider's frames.
     pub fn malformed_frame(self) -> Bytes {
         match self {
-            Wire::Anthropic => Bytes::from_static(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\n\n"),
-            Wire::OpenAi | Wire::Gemini => Bytes::from_static(b"data: {\"choices\":[{\"delta\":\n\n"),
+            Wire::Anthropic => Bytes::from_static(
+                b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\n\n",
+            ),
+            Wire::OpenAi | Wire::Gemini => {
+                Bytes::from_static(b"data: {\"choices\":[{\"delta\":\n\n")
+            }
         }
     }
 

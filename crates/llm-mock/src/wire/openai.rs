@@ -19,15 +19,24 @@ fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Bytes {
 }
 
 pub fn frames(turn: &Turn, model: &str, include_usage: bool) -> Vec<Bytes> {
-    let mut out = vec![chunk(model, json!({ "role": "assistant", "content": "" }), None)];
+    let mut out = vec![chunk(
+        model,
+        json!({ "role": "assistant", "content": "" }),
+        None,
+    )];
     let mut call_index = 0;
     for part in &turn.parts {
         match part {
-            Part::Text(text) => out.extend(words(text).map(|w| chunk(model, json!({ "content": w }), None))),
-            Part::Reasoning(text) => {
-                out.extend(words(text).map(|w| chunk(model, json!({ "reasoning_content": w }), None)))
+            Part::Text(text) => {
+                out.extend(words(text).map(|w| chunk(model, json!({ "content": w }), None)))
             }
-            Part::ToolCall { id, name, arguments } => {
+            Part::Reasoning(text) => out
+                .extend(words(text).map(|w| chunk(model, json!({ "reasoning_content": w }), None))),
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => {
                 out.push(chunk(
                     model,
                     json!({ "tool_calls": [{
@@ -55,8 +64,7 @@ pub fn frames(turn: &Turn, model: &str, include_usage: bool) -> Vec<Bytes> {
         Finish::ContentFilter => "content_filter",
     };
     out.push(chunk(model, json!({}), Some(finish)));
-    if include_usage {
-        let u = turn.usage;
+    if let Some(u) = turn.usage.filter(|_| include_usage) {
         out.push(data(&json!({
             "id": "chatcmpl-mock",
             "object": "chat.completion.chunk",
@@ -76,15 +84,23 @@ pub fn frames(turn: &Turn, model: &str, include_usage: bool) -> Vec<Bytes> {
 }
 
 pub fn error_frame() -> Bytes {
-    data(&json!({ "error": { "message": "The server had an error while processing your request.", "type": "server_error" } }))
+    data(
+        &json!({ "error": { "message": "The server had an error while processing your request.", "type": "server_error" } }),
+    )
 }
 
 pub fn error_body(status: u16) -> String {
     let (kind, message) = match status {
         429 => ("rate_limit_exceeded", "Rate limit reached for requests"),
         401 => ("invalid_api_key", "Incorrect API key provided"),
-        400 => ("invalid_request_error", "This model's maximum context length is 8192 tokens"),
-        _ => ("server_error", "The server had an error while processing your request."),
+        400 => (
+            "invalid_request_error",
+            "This model's maximum context length is 8192 tokens",
+        ),
+        _ => (
+            "server_error",
+            "The server had an error while processing your request.",
+        ),
     };
     json!({ "error": { "message": message, "type": kind, "code": kind } }).to_string()
 }

@@ -43,7 +43,9 @@ pub(crate) fn parse(text: &str) -> Option<Fault> {
         message: "injected server error".into(),
     };
     Some(match name {
-        "429" => Fault::Fail(ProviderError::RateLimited { retry_after: Some(Duration::from_secs(1)) }),
+        "429" => Fault::Fail(ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+        }),
         "500" => Fault::Fail(server(500)),
         "503" => Fault::Fail(server(503)),
         "529" => Fault::Fail(server(529)),
@@ -62,10 +64,16 @@ mod tests {
 
     #[test]
     fn directives_parse_and_unknown_ones_are_ignored() {
-        assert_eq!(parse("hi [fault:stall-after:3] there"), Some(Fault::StallAfter(3)));
+        assert_eq!(
+            parse("hi [fault:stall-after:3] there"),
+            Some(Fault::StallAfter(3))
+        );
         assert_eq!(parse("[fault:stall]"), Some(Fault::StallAfter(0)));
         assert_eq!(parse("[fault:tool-loop]"), Some(Fault::ToolLoop));
-        assert!(matches!(parse("[fault:429]"), Some(Fault::Fail(ProviderError::RateLimited { .. }))));
+        assert!(matches!(
+            parse("[fault:429]"),
+            Some(Fault::Fail(ProviderError::RateLimited { .. }))
+        ));
         assert_eq!(parse("[fault:nonsense]"), None);
         assert_eq!(parse("[fault:stall-after:x]"), None);
         assert_eq!(parse("no directive"), None);

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use crate::ProviderError;
 use crate::event::{EventStream, StreamEvent, Usage};
 use crate::provider::Provider;
 use crate::request::ChatRequest;
 use crate::tokens::TokenCounter;
-use crate::ProviderError;
 
 pub use faults::DemoFaults;
 use faults::Fault;
@@ -30,7 +30,11 @@ pub struct DemoProvider {
 
 impl DemoProvider {
     pub fn new(tokens: TokenCounter, pace: Duration, faults: DemoFaults) -> Self {
-        DemoProvider { tokens, pace, faults }
+        DemoProvider {
+            tokens,
+            pace,
+            faults,
+        }
     }
 }
 
@@ -43,7 +47,9 @@ impl Provider for DemoProvider {
         let plan = plan::plan(&request, fault.as_ref());
         let mut steps = VecDeque::new();
         let mut output_tokens = 0usize;
-        for piece in self.tokens.pieces(&plan.reasoning) {
+        let reasoning = self.tokens.pieces(&plan.reasoning);
+        let reasoning_tokens = reasoning.len() as u64;
+        for piece in reasoning {
             output_tokens += 1;
             steps.push_back(StreamEvent::ReasoningDelta { text: piece });
         }
@@ -52,10 +58,16 @@ impl Provider for DemoProvider {
             steps.push_back(StreamEvent::TextDelta { text: piece });
         }
         for call in &plan.calls {
-            steps.push_back(StreamEvent::ToolCallStarted { id: call.id.clone(), name: call.name.clone() });
+            steps.push_back(StreamEvent::ToolCallStarted {
+                id: call.id.clone(),
+                name: call.name.clone(),
+            });
             for piece in self.tokens.pieces(&call.arguments.to_string()) {
                 output_tokens += 1;
-                steps.push_back(StreamEvent::ToolCallArgumentsDelta { id: call.id.clone(), delta: piece });
+                steps.push_back(StreamEvent::ToolCallArgumentsDelta {
+                    id: call.id.clone(),
+                    delta: piece,
+                });
             }
         }
         for call in plan.calls {
@@ -64,12 +76,20 @@ impl Provider for DemoProvider {
         let usage = Usage {
             input_tokens: self.tokens.request(&request) as u64,
             output_tokens: output_tokens as u64,
-            reasoning_tokens: Some(self.tokens.pieces(&plan.reasoning).len() as u64),
+            reasoning_tokens: Some(reasoning_tokens),
             estimated: false,
         };
         steps.push_back(StreamEvent::Usage { usage });
-        steps.push_back(StreamEvent::Finished { reason: plan.finish });
-        let state = Playback { steps, pace: self.pace, sent_content: 0, fault, started: false };
+        steps.push_back(StreamEvent::Finished {
+            reason: plan.finish,
+        });
+        let state = Playback {
+            steps,
+            pace: self.pace,
+            sent_content: 0,
+            fault,
+            started: false,
+        };
         futures_util::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
@@ -96,7 +116,9 @@ impl Playback {
                 return Some(Err(error));
             }
             Some(Fault::Panic) => panic!("demo provider: injected panic"),
-            Some(Fault::StallAfter(n)) if self.sent_content >= *n => std::future::pending::<()>().await,
+            Some(Fault::StallAfter(n)) if self.sent_content >= *n => {
+                std::future::pending::<()>().await
+            }
             Some(Fault::ErrorAfter(n)) if self.sent_content >= *n => {
                 self.fault = None;
                 self.steps.clear();

@@ -38,24 +38,40 @@ pub(super) fn plan(request: &ChatRequest, fault: Option<&Fault>) -> Plan {
         && let Some(expression) = arithmetic(last_user)
     {
         let call = new_call(request, "calculator", json!({ "expression": expression }));
-        return calling(&format!("This is arithmetic: {expression}. I will use the calculator tool."), call);
+        return calling(
+            &format!("This is arithmetic: {expression}. I will use the calculator tool."),
+            call,
+        );
     }
     if offers(request, "clock") && asks_for_time(last_user) {
         let arguments = match timezone(last_user) {
             Some(zone) => json!({ "timezone": zone }),
             None => json!({}),
         };
-        return calling("The user asks for the time. I will call the clock tool.", new_call(request, "clock", arguments));
+        return calling(
+            "The user asks for the time. I will call the clock tool.",
+            new_call(request, "clock", arguments),
+        );
     }
     echo(request, last_user)
 }
 
 fn calling(reasoning: &str, call: ToolCall) -> Plan {
-    Plan { reasoning: reasoning.to_owned(), text: String::new(), calls: vec![call], finish: FinishReason::ToolCalls }
+    Plan {
+        reasoning: reasoning.to_owned(),
+        text: String::new(),
+        calls: vec![call],
+        finish: FinishReason::ToolCalls,
+    }
 }
 
 fn stop(reasoning: String, text: String) -> Plan {
-    Plan { reasoning, text, calls: Vec::new(), finish: FinishReason::Stop }
+    Plan {
+        reasoning,
+        text,
+        calls: Vec::new(),
+        finish: FinishReason::Stop,
+    }
 }
 
 fn offers(request: &ChatRequest, tool: &str) -> bool {
@@ -72,7 +88,11 @@ fn new_call(request: &ChatRequest, name: &str, arguments: Value) -> ToolCall {
             _ => 0,
         })
         .sum();
-    ToolCall { id: format!("demo-call-{}", earlier + 1), name: name.to_owned(), arguments }
+    ToolCall {
+        id: format!("demo-call-{}", earlier + 1),
+        name: name.to_owned(),
+        arguments,
+    }
 }
 
 /// For `[fault:tool-loop]`: the last call again, else a first clock or calculator call.
@@ -106,7 +126,9 @@ fn results_since_last_user(request: &ChatRequest) -> Vec<&ToolResult> {
 fn answer_from_results(request: &ChatRequest, results: &[&ToolResult]) -> Plan {
     let call_arguments = |id: &str| {
         request.messages.iter().find_map(|m| match m {
-            Message::Assistant { tool_calls, .. } => tool_calls.iter().find(|c| c.id == id).map(|c| &c.arguments),
+            Message::Assistant { tool_calls, .. } => {
+                tool_calls.iter().find(|c| c.id == id).map(|c| &c.arguments)
+            }
             _ => None,
         })
     };
@@ -130,7 +152,10 @@ fn answer_from_results(request: &ChatRequest, results: &[&ToolResult]) -> Plan {
             }
         })
         .collect();
-    stop("The tool answered; I will reply with its result.".into(), sentences.join(" "))
+    stop(
+        "The tool answered; I will reply with its result.".into(),
+        sentences.join(" "),
+    )
 }
 
 fn asks_for_summary(request: &ChatRequest) -> bool {
@@ -173,23 +198,41 @@ fn summary(request: &ChatRequest) -> Plan {
     } else {
         format!("Summary of {total} lines: {}.", kept.join("; "))
     };
-    stop(format!("I am asked to summarize {total} lines; I will shorten each."), text)
+    stop(
+        format!("I am asked to summarize {total} lines; I will shorten each."),
+        text,
+    )
 }
 
 fn asks_for_time(text: &str) -> bool {
     let text = text.to_lowercase();
-    ["what time", "the time", "time is it", "current time", "time now", "what day", "the date", "what date", "today's date"]
-        .iter()
-        .any(|hint| text.contains(hint))
+    [
+        "what time",
+        "the time",
+        "time is it",
+        "current time",
+        "time now",
+        "what day",
+        "the date",
+        "what date",
+        "today's date",
+    ]
+    .iter()
+    .any(|hint| text.contains(hint))
 }
 
 /// An IANA zone (`Europe/Paris`) or `UTC` named in the text.
 fn timezone(text: &str) -> Option<String> {
     text.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !(c.is_alphanumeric() || c == '/' || c == '_' || c == '+' || c == '-')))
+        .map(|w| {
+            w.trim_matches(|c: char| {
+                !(c.is_alphanumeric() || c == '/' || c == '_' || c == '+' || c == '-')
+            })
+        })
         .find(|w| {
             let zone = w.split_once('/').is_some_and(|(a, b)| {
-                a.chars().next().is_some_and(char::is_alphabetic) && b.chars().next().is_some_and(char::is_alphabetic)
+                a.chars().next().is_some_and(char::is_alphabetic)
+                    && b.chars().next().is_some_and(char::is_alphabetic)
             });
             zone || w.eq_ignore_ascii_case("utc")
         })
@@ -202,9 +245,14 @@ pub(super) fn arithmetic(text: &str) -> Option<String> {
     let allowed = |c: char| c.is_ascii_digit() || " .+-*/()^%".contains(c);
     let mut best: Option<&str> = None;
     for run in text.split(|c: char| !allowed(c)) {
-        let run = run.trim().trim_end_matches(['+', '-', '*', '/', '^', '%', '.']).trim();
+        let run = run
+            .trim()
+            .trim_end_matches(['+', '-', '*', '/', '^', '%', '.'])
+            .trim();
         let has_digit = run.chars().any(|c| c.is_ascii_digit());
-        let operator = run.char_indices().any(|(i, c)| "+-*/^%".contains(c) && i > 0);
+        let operator = run
+            .char_indices()
+            .any(|(i, c)| "+-*/^%".contains(c) && i > 0);
         let balanced = run.matches('(').count() == run.matches(')').count();
         if has_digit && operator && balanced && best.is_none_or(|b| run.len() > b.len()) {
             best = Some(run);
@@ -220,7 +268,10 @@ fn echo(request: &ChatRequest, last_user: &str) -> Plan {
     });
     let words: Vec<&str> = last_user.split_whitespace().collect();
     if words.is_empty() {
-        return stop("There is no message to answer.".into(), "I have nothing to answer yet.".into());
+        return stop(
+            "There is no message to answer.".into(),
+            "I have nothing to answer yet.".into(),
+        );
     }
     let mut quoted = words[..words.len().min(ECHO_WORDS)].join(" ");
     if words.len() > ECHO_WORDS {
@@ -235,7 +286,13 @@ fn echo(request: &ChatRequest, last_user: &str) -> Plan {
          arithmetic such as 12*(3+4), or for a summary. Configure a real model in [[agents.models]] for real answers.",
         words.len()
     );
-    stop(format!("The message has {} words and asks for nothing I can compute; I will echo it.", words.len()), text)
+    stop(
+        format!(
+            "The message has {} words and asks for nothing I can compute; I will echo it.",
+            words.len()
+        ),
+        text,
+    )
 }
 
 #[cfg(test)]
@@ -246,7 +303,10 @@ mod tests {
     fn finds_arithmetic_in_prose() {
         assert_eq!(arithmetic("what is 12*(3+4)?").as_deref(), Some("12*(3+4)"));
         assert_eq!(arithmetic("and 2 + 2").as_deref(), Some("2 + 2"));
-        assert_eq!(arithmetic("compute (1.5 - 0.5) / 2 please").as_deref(), Some("(1.5 - 0.5) / 2"));
+        assert_eq!(
+            arithmetic("compute (1.5 - 0.5) / 2 please").as_deref(),
+            Some("(1.5 - 0.5) / 2")
+        );
         assert_eq!(arithmetic("I have 3 apples"), None);
         assert_eq!(arithmetic("well-known"), None);
         assert_eq!(arithmetic("-5"), None);
@@ -254,7 +314,10 @@ mod tests {
 
     #[test]
     fn finds_time_zones() {
-        assert_eq!(timezone("what time is it in Europe/Paris?").as_deref(), Some("Europe/Paris"));
+        assert_eq!(
+            timezone("what time is it in Europe/Paris?").as_deref(),
+            Some("Europe/Paris")
+        );
         assert_eq!(timezone("time in UTC please").as_deref(), Some("UTC"));
         assert_eq!(timezone("what time is it"), None);
         assert_eq!(timezone("is 3/4 a time"), None);

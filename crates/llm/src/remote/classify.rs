@@ -27,18 +27,20 @@ impl Redactor {
     }
 
     pub(crate) fn clean(&self, text: &str) -> String {
-        let mut out: String = text.chars().take(MESSAGE_EXCERPT_CHARS).collect();
-        if let Some(key) = &self.key {
-            let key = key.expose();
-            if !key.is_empty() {
-                out = text.replace(key, "[redacted]").chars().take(MESSAGE_EXCERPT_CHARS).collect();
-                // A key's tail is how providers usually echo a wrong key.
-                if key.len() >= 8 {
-                    out = out.replace(&key[key.len() - 4..], "****");
-                }
+        let mut text = text.to_owned();
+        if let Some(key) = self
+            .key
+            .as_ref()
+            .map(ApiKey::expose)
+            .filter(|k| !k.is_empty())
+        {
+            text = text.replace(key, "[redacted]");
+            // A key's tail is how providers usually echo a wrong key.
+            if key.len() >= 8 {
+                text = text.replace(&key[key.len() - 4..], "****");
             }
         }
-        out
+        text.chars().take(MESSAGE_EXCERPT_CHARS).collect()
     }
 }
 
@@ -48,20 +50,23 @@ pub(crate) fn error(error: &GenaiError, redactor: &Redactor) -> ProviderError {
     }
     match error {
         GenaiError::WebStream { error: inner, .. } => from_boxed(inner.as_ref(), redactor),
-        GenaiError::WebModelCall { webc_error, .. } | GenaiError::WebAdapterCall { webc_error, .. } => {
-            match webc_error {
-                genai::webc::Error::Reqwest(e) => from_reqwest(e),
-                other => ProviderError::Malformed(redactor.clean(&other.to_string())),
-            }
+        GenaiError::WebModelCall { webc_error, .. }
+        | GenaiError::WebAdapterCall { webc_error, .. } => match webc_error {
+            genai::webc::Error::Reqwest(e) => from_reqwest(e),
+            other => ProviderError::Malformed(redactor.clean(&other.to_string())),
+        },
+        GenaiError::StreamParse { serde_error, .. } => {
+            ProviderError::Malformed(serde_error.to_string())
         }
-        GenaiError::StreamParse { serde_error, .. } => ProviderError::Malformed(serde_error.to_string()),
         GenaiError::JsonValueExt(e) => ProviderError::Malformed(e.to_string()),
         GenaiError::SerdeJson(e) => ProviderError::Malformed(e.to_string()),
-        GenaiError::InvalidJsonResponseElement { info } => ProviderError::Malformed((*info).to_owned()),
-        GenaiError::ChatResponse { body, .. } => from_error_event(body, redactor),
-        GenaiError::RequiresApiKey { .. } | GenaiError::NoAuthData { .. } | GenaiError::NoAuthResolver { .. } => {
-            ProviderError::Config("no API key".into())
+        GenaiError::InvalidJsonResponseElement { info } => {
+            ProviderError::Malformed((*info).to_owned())
         }
+        GenaiError::ChatResponse { body, .. } => from_error_event(body, redactor),
+        GenaiError::RequiresApiKey { .. }
+        | GenaiError::NoAuthData { .. }
+        | GenaiError::NoAuthResolver { .. } => ProviderError::Config("no API key".into()),
         other => ProviderError::Config(redactor.clean(&other.to_string())),
     }
 }
@@ -69,16 +74,20 @@ pub(crate) fn error(error: &GenaiError, redactor: &Redactor) -> ProviderError {
 fn http_body(error: &GenaiError) -> String {
     match error {
         GenaiError::HttpError { body, .. } => body.clone(),
-        GenaiError::WebModelCall { webc_error: genai::webc::Error::ResponseFailedStatus { body, .. }, .. } => {
-            body.clone()
-        }
+        GenaiError::WebModelCall {
+            webc_error: genai::webc::Error::ResponseFailedStatus { body, .. },
+            ..
+        } => body.clone(),
         _ => String::new(),
     }
 }
 
 /// A failure inside genai's stream: the boxed cause is a genai error (an HTTP
 /// status), a reqwest error (connection, body) or a decoding error.
-fn from_boxed(inner: &(dyn std::error::Error + Send + Sync + 'static), redactor: &Redactor) -> ProviderError {
+fn from_boxed(
+    inner: &(dyn std::error::Error + Send + Sync + 'static),
+    redactor: &Redactor,
+) -> ProviderError {
     if let Some(e) = inner.downcast_ref::<GenaiError>() {
         return error(e, redactor);
     }
@@ -93,29 +102,24 @@ fn from_reqwest(e: &reqwest::Error) -> ProviderError {
         // The connection broke while the answer was arriving.
         ProviderError::Interrupted
     } else {
-        // reqwest's message names the URL, never headers; strip it anyway.
-        ProviderError::Connection(e.without_url_ref().to_string())
+        ProviderError::Connection(reqwest_message(e))
     }
 }
 
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut text = self.to_string();
-        if let Some(url) = self.url() {
-            text = text.replace(url.as_str(), "<provider>");
-        }
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+/// reqwest's message with its causes, without the URL (it never holds
+/// headers, but a URL may carry a query we do not want in logs).
+fn reqwest_message(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<provider>");
     }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub(crate) fn from_status(
@@ -130,21 +134,37 @@ pub(crate) fn from_status(
     match code {
         429 => ProviderError::RateLimited { retry_after },
         401 | 403 => ProviderError::Auth { status: code },
-        408 | 500..=599 => ProviderError::Server { status: code, retry_after, message },
+        408 | 500..=599 => ProviderError::Server {
+            status: code,
+            retry_after,
+            message,
+        },
         _ if mentions_context_length(body) => ProviderError::ContextLength(message),
-        _ => ProviderError::Rejected { status: code, message },
+        _ => ProviderError::Rejected {
+            status: code,
+            message,
+        },
     }
 }
 
 /// `Retry-After` in seconds (or OpenAI's `retry-after-ms`).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
     {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
-    let seconds = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<f64>().ok()?;
+    let seconds = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
@@ -170,9 +190,17 @@ fn value_message(value: &Value) -> Option<String> {
 
 fn mentions_context_length(text: &str) -> bool {
     let text = text.to_ascii_lowercase();
-    ["context_length", "context length", "context window", "prompt is too long", "too many tokens", "maximum context"]
-        .iter()
-        .any(|hint| text.contains(hint))
+    [
+        "context_length",
+        "context length",
+        "context window",
+        "prompt is too long",
+        "input token count",
+        "too many tokens",
+        "maximum context",
+    ]
+    .iter()
+    .any(|hint| text.contains(hint))
 }
 
 /// An error reported inside a stream (OpenAI `{"error":…}`, Anthropic
@@ -192,8 +220,12 @@ fn from_error_event(body: &Value, redactor: &Redactor) -> ProviderError {
     if mentions_context_length(&message) || kind.contains("context_length") {
         return ProviderError::ContextLength(redactor.clean(&message));
     }
-    let overloaded = kind.contains("overloaded") || kind.contains("server_error") || kind == "api_error";
-    ProviderError::Stream { message: redactor.clean(&message), overloaded }
+    let overloaded =
+        kind.contains("overloaded") || kind.contains("server_error") || kind == "api_error";
+    ProviderError::Stream {
+        message: redactor.clean(&message),
+        overloaded,
+    }
 }
 
 #[cfg(test)]
@@ -208,13 +240,24 @@ mod tests {
         let r = Redactor::default();
         assert_eq!(
             from_status(StatusCode::TOO_MANY_REQUESTS, Some(&headers), "", &r),
-            ProviderError::RateLimited { retry_after: Some(Duration::from_secs(3)) }
+            ProviderError::RateLimited {
+                retry_after: Some(Duration::from_secs(3))
+            }
         );
-        assert_eq!(from_status(StatusCode::from_u16(529).unwrap(), None, "{}", &r).code(), "provider_error");
+        assert_eq!(
+            from_status(StatusCode::from_u16(529).unwrap(), None, "{}", &r).code(),
+            "provider_error"
+        );
         assert!(from_status(StatusCode::from_u16(529).unwrap(), None, "{}", &r).is_retryable());
-        assert_eq!(from_status(StatusCode::UNAUTHORIZED, None, "", &r).code(), "auth");
+        assert_eq!(
+            from_status(StatusCode::UNAUTHORIZED, None, "", &r).code(),
+            "auth"
+        );
         let too_long = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#;
-        assert_eq!(from_status(StatusCode::BAD_REQUEST, None, too_long, &r).code(), "context_length");
+        assert_eq!(
+            from_status(StatusCode::BAD_REQUEST, None, too_long, &r).code(),
+            "context_length"
+        );
         assert!(!from_status(StatusCode::BAD_REQUEST, None, "nope", &r).is_retryable());
     }
 

@@ -3,17 +3,21 @@
 //! a finish reason always last, and a stream that stops early as an error.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::sync::Notify;
 
 use futures_util::StreamExt;
 use genai::chat::{ChatStream, ChatStreamEvent, StopReason, StreamEnd, ToolCall as GenaiToolCall};
 use serde_json::Value;
 
-use super::classify;
 use super::Redactor;
+use super::classify;
+use crate::ProviderError;
 use crate::event::{EventStream, FinishReason, StreamEvent, Usage};
 use crate::request::{ChatRequest, ToolCall};
 use crate::tokens::TokenCounter;
-use crate::ProviderError;
 
 /// A call being streamed: what has been passed on so far.
 struct CallProgress {
@@ -24,6 +28,8 @@ struct CallProgress {
 
 pub(super) struct Translation {
     inner: ChatStream,
+    /// Signalled by genai for every wire frame.
+    frames: Arc<Notify>,
     request: ChatRequest,
     tokens: TokenCounter,
     redactor: Redactor,
@@ -35,9 +41,16 @@ pub(super) struct Translation {
 }
 
 impl Translation {
-    pub(super) fn new(inner: ChatStream, request: ChatRequest, tokens: TokenCounter, redactor: Redactor) -> Self {
+    pub(super) fn new(
+        inner: ChatStream,
+        frames: Arc<Notify>,
+        request: ChatRequest,
+        tokens: TokenCounter,
+        redactor: Redactor,
+    ) -> Self {
         Translation {
             inner,
+            frames,
             request,
             tokens,
             redactor,
@@ -64,7 +77,18 @@ impl Translation {
             if self.finished {
                 return None;
             }
-            match self.inner.next().await {
+            let polled = tokio::select! {
+                biased;
+                item = self.inner.next() => Some(item),
+                // Frames arrived but genai made no event of them yet.
+                () = self.frames.notified() => None,
+            };
+            let Some(item) = polled else {
+                return Some(Ok(StreamEvent::KeepAlive));
+            };
+            // The frames behind this item are accounted for by the item itself.
+            let _ = self.frames.notified().now_or_never();
+            match item {
                 None => {
                     // genai ends some streams without an end event when the
                     // connection closes early.
@@ -86,11 +110,15 @@ impl Translation {
             ChatStreamEvent::Start => {}
             ChatStreamEvent::Chunk(chunk) if !chunk.content.is_empty() => {
                 self.output.push_str(&chunk.content);
-                self.pending.push_back(Ok(StreamEvent::TextDelta { text: chunk.content }));
+                self.pending.push_back(Ok(StreamEvent::TextDelta {
+                    text: chunk.content,
+                }));
             }
             ChatStreamEvent::ReasoningChunk(chunk) if !chunk.content.is_empty() => {
                 self.output.push_str(&chunk.content);
-                self.pending.push_back(Ok(StreamEvent::ReasoningDelta { text: chunk.content }));
+                self.pending.push_back(Ok(StreamEvent::ReasoningDelta {
+                    text: chunk.content,
+                }));
             }
             ChatStreamEvent::Chunk(_)
             | ChatStreamEvent::ReasoningChunk(_)
@@ -139,7 +167,11 @@ impl Translation {
         };
         if !delta.is_empty() {
             progress.arguments.push_str(&delta);
-            self.pending.push_back(Ok(StreamEvent::ToolCallArgumentsDelta { id: progress.id.clone(), delta }));
+            self.pending
+                .push_back(Ok(StreamEvent::ToolCallArgumentsDelta {
+                    id: progress.id.clone(),
+                    delta,
+                }));
         }
     }
 
@@ -156,13 +188,19 @@ impl Translation {
         for call in calls {
             let arguments = parse_arguments(&call.arguments);
             self.pending.push_back(Ok(StreamEvent::ToolCallCompleted {
-                call: ToolCall { id: call.id, name: call.name, arguments },
+                call: ToolCall {
+                    id: call.id,
+                    name: call.name,
+                    arguments,
+                },
             }));
         }
         let usage = self.usage(&end);
         self.pending.push_back(Ok(StreamEvent::Usage { usage }));
         let reason = match stop {
-            StopReason::Completed(_) | StopReason::StopSequence(_) if has_calls => FinishReason::ToolCalls,
+            StopReason::Completed(_) | StopReason::StopSequence(_) if has_calls => {
+                FinishReason::ToolCalls
+            }
             StopReason::Completed(_) | StopReason::StopSequence(_) => FinishReason::Stop,
             StopReason::MaxTokens(_) => FinishReason::Length,
             StopReason::ToolCall(_) => FinishReason::ToolCalls,
@@ -177,7 +215,10 @@ impl Translation {
         let reported = end.captured_usage.as_ref().and_then(|u| {
             let input = u.prompt_tokens?;
             let output = u.completion_tokens.unwrap_or(0);
-            let reasoning = u.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens);
+            let reasoning = u
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens);
             Some(Usage {
                 input_tokens: input.max(0) as u64,
                 output_tokens: output.max(0) as u64,

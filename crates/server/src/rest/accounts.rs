@@ -1,6 +1,7 @@
 //! REST routes: sign-up, login, token refresh, logout, login sessions, API
 //! keys, and the caller's own user.
 
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -9,6 +10,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
+use chorus_chat::Chat;
 use chorus_chat::accounts::{ApiKeyCreated, ClientInfo, NewAccount, TokenGrant};
 use chorus_chat::views::{ApiKeyView, SessionView, UserView};
 use serde::{Deserialize, Serialize};
@@ -16,14 +18,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AuthUser, chat};
+use super::{AuthUser, RestState};
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::listener::Peer;
 use crate::rest::openapi::ErrorBody;
-use crate::state::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new()
         .routes(routes!(signup))
         .routes(routes!(login))
@@ -107,8 +108,7 @@ pub struct ApiKeyList {
         (status = 429, description = "Too many sign-ups from this address (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store or password hashing unavailable", body = ErrorBody),
     ))]
-pub async fn signup(State(app): State<AppState>, Client(client): Client, body: Bytes) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let chat = chat(&app)?;
+pub async fn signup(State(chat): State<Arc<Chat>>, Client(client): Client, body: Bytes) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let b: SignupBody = parse_json(&body)?;
     let user = chat.accounts.sign_up(NewAccount { username: b.username, password: b.password, email: b.email }, &client).await?;
     Ok((StatusCode::CREATED, Json(user)))
@@ -124,8 +124,7 @@ pub async fn signup(State(app): State<AppState>, Client(client): Client, body: B
         (status = 429, description = "Too many attempts for this account or from this address (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store or password hashing unavailable, or local sign-in disabled (no HMAC secret configured)", body = ErrorBody),
     ))]
-pub async fn login(State(app): State<AppState>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
-    let chat = chat(&app)?;
+pub async fn login(State(chat): State<Arc<Chat>>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
     let b: LoginBody = parse_json(&body)?;
     Ok(Json(chat.accounts.login(&b.username, b.password, &client).await?))
 }
@@ -140,8 +139,7 @@ pub async fn login(State(app): State<AppState>, Client(client): Client, body: By
         (status = 429, description = "Too many refreshes from this address (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable, or local sign-in disabled", body = ErrorBody),
     ))]
-pub async fn refresh(State(app): State<AppState>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
-    let chat = chat(&app)?;
+pub async fn refresh(State(chat): State<Arc<Chat>>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
     let b: RefreshBody = parse_json(&body)?;
     Ok(Json(chat.accounts.refresh(&b.refresh_token, &client).await?))
 }
@@ -155,8 +153,8 @@ pub async fn refresh(State(app): State<AppState>, Client(client): Client, body: 
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn logout(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<StatusCode, ApiError> {
-    chat(&app)?.accounts.logout(&caller).await?;
+pub async fn logout(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<StatusCode, ApiError> {
+    chat.accounts.logout(&caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -168,8 +166,8 @@ pub async fn logout(State(app): State<AppState>, AuthUser(caller): AuthUser) -> 
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn list_sessions(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<SessionList>, ApiError> {
-    let sessions = chat(&app)?.accounts.sessions(&caller).await?;
+pub async fn list_sessions(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<Json<SessionList>, ApiError> {
+    let sessions = chat.accounts.sessions(&caller).await?;
     Ok(Json(SessionList { sessions }))
 }
 
@@ -183,8 +181,8 @@ pub async fn list_sessions(State(app): State<AppState>, AuthUser(caller): AuthUs
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn revoke_session(State(app): State<AppState>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    chat(&app)?.accounts.revoke_session(&caller, &id).await?;
+pub async fn revoke_session(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    chat.accounts.revoke_session(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -197,8 +195,8 @@ pub async fn revoke_session(State(app): State<AppState>, AuthUser(caller): AuthU
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn me(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<UserView>, ApiError> {
-    Ok(Json(chat(&app)?.accounts.me(&caller).await?))
+pub async fn me(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<Json<UserView>, ApiError> {
+    Ok(Json(chat.accounts.me(&caller).await?))
 }
 
 /// `POST /api/v1/api-keys`.
@@ -211,8 +209,7 @@ pub async fn me(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Resu
         (status = 429, description = "Too many keys (`limit_exceeded`), or request rate limit (`rate_limited`, `Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn create_api_key(State(app): State<AppState>, AuthUser(caller): AuthUser, body: Bytes) -> Result<(StatusCode, Json<ApiKeyCreated>), ApiError> {
-    let chat = chat(&app)?;
+pub async fn create_api_key(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser, body: Bytes) -> Result<(StatusCode, Json<ApiKeyCreated>), ApiError> {
     let b: ApiKeyBody = parse_json(&body)?;
     Ok((StatusCode::CREATED, Json(chat.accounts.create_api_key(&caller, &b.name).await?)))
 }
@@ -225,8 +222,8 @@ pub async fn create_api_key(State(app): State<AppState>, AuthUser(caller): AuthU
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn list_api_keys(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<ApiKeyList>, ApiError> {
-    let api_keys = chat(&app)?.accounts.api_keys(&caller).await?;
+pub async fn list_api_keys(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<Json<ApiKeyList>, ApiError> {
+    let api_keys = chat.accounts.api_keys(&caller).await?;
     Ok(Json(ApiKeyList { api_keys }))
 }
 
@@ -240,7 +237,7 @@ pub async fn list_api_keys(State(app): State<AppState>, AuthUser(caller): AuthUs
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn revoke_api_key(State(app): State<AppState>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    chat(&app)?.accounts.revoke_api_key(&caller, &id).await?;
+pub async fn revoke_api_key(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    chat.accounts.revoke_api_key(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,10 +4,13 @@
 //! else gets 404, so ids cannot be probed. Administrators may delete others'
 //! agents but get 403 when they try to change one.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use chorus_chat::Chat;
 use chorus_chat::agents::{AgentKind, AgentPatch, NewAgentInput, OnBusy, ResponsePolicy};
 use chorus_chat::views::AgentView;
 use serde::{Deserialize, Serialize};
@@ -18,10 +21,9 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::rest::openapi::ErrorBody;
-use crate::rest::{AuthUser, chat};
-use crate::state::AppState;
+use crate::rest::{AuthUser, RestState};
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new()
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(get_agent, update_agent, delete_agent))
@@ -142,7 +144,7 @@ pub struct AgentList {
         (status = 503, description = "Maintenance mode, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn create_agent(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedAgentBody>), ApiError> {
@@ -158,7 +160,7 @@ pub async fn create_agent(
         kind: body.kind.unwrap_or_default(),
         webhook_url: body.webhook_url,
     };
-    let created = chat(&app)?.agents.create(&caller, input).await?;
+    let created = chat.agents.create(&caller, input).await?;
     Ok((StatusCode::CREATED, Json(CreatedAgentBody { agent: created.agent, webhook_secret: created.webhook_secret })))
 }
 
@@ -178,11 +180,11 @@ pub async fn create_agent(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn rotate_webhook_secret(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<RotatedSecretBody>, ApiError> {
-    let rotated = chat(&app)?.agents.rotate_secret(&caller, &id).await?;
+    let rotated = chat.agents.rotate_secret(&caller, &id).await?;
     Ok(Json(RotatedSecretBody { webhook_secret: rotated.webhook_secret, previous_secret_expires_at: rotated.previous_secret_expires_at }))
 }
 
@@ -194,8 +196,8 @@ pub async fn rotate_webhook_secret(
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
-pub async fn list_agents(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<AgentList>, ApiError> {
-    let agents = chat(&app)?.agents.list(&caller).await?;
+pub async fn list_agents(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<Json<AgentList>, ApiError> {
+    let agents = chat.agents.list(&caller).await?;
     Ok(Json(AgentList { agents }))
 }
 
@@ -210,11 +212,11 @@ pub async fn list_agents(State(app): State<AppState>, AuthUser(caller): AuthUser
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn get_agent(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
-    Ok(Json(chat(&app)?.agents.get(&caller, &id).await?))
+    Ok(Json(chat.agents.get(&caller, &id).await?))
 }
 
 /// `PATCH /api/v1/agents/{id}`: changes the given fields (its owner).
@@ -234,7 +236,7 @@ pub async fn get_agent(
         (status = 503, description = "Maintenance mode, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn update_agent(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
     body: Bytes,
@@ -250,7 +252,7 @@ pub async fn update_agent(
         on_busy: body.on_busy,
         webhook_url: body.webhook_url,
     };
-    Ok(Json(chat(&app)?.agents.update(&caller, &id, patch).await?))
+    Ok(Json(chat.agents.update(&caller, &id, patch).await?))
 }
 
 /// `DELETE /api/v1/agents/{id}`: deletes the agent and its channel
@@ -267,10 +269,10 @@ pub async fn update_agent(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn delete_agent(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    chat(&app)?.agents.delete(&caller, &id).await?;
+    chat.agents.delete(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,11 +18,10 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::parse_json;
-use crate::rest::AuthUser;
+use crate::rest::{AuthUser, RestState};
 use crate::rest::openapi::ErrorBody;
-use crate::state::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new()
         .routes(routes!(get_run))
         .routes(routes!(cancel_run))
@@ -31,8 +30,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The agent runtime, or 503 on a server running without one.
-fn runtime(app: &AppState) -> Result<&Runtime, ApiError> {
-    app.agents().ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "this server runs no agent runtime"))
+fn runtime(rest: &RestState) -> Result<&Runtime, ApiError> {
+    rest.agents().ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "this server runs no agent runtime"))
 }
 
 /// Starts a run of the agent in a channel.
@@ -72,8 +71,8 @@ pub struct RunListParams {
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "No agent runtime, or the store is unavailable", body = ErrorBody),
     ))]
-pub async fn get_run(State(app): State<AppState>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
-    Ok(Json(runtime(&app)?.get_run(&caller, &id).await?))
+pub async fn get_run(State(rest): State<RestState>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
+    Ok(Json(runtime(&rest)?.get_run(&caller, &id).await?))
 }
 
 /// `POST /api/v1/runs/{id}/cancel`: cancels a run (idempotent). Its
@@ -89,8 +88,8 @@ pub async fn get_run(State(app): State<AppState>, AuthUser(caller): AuthUser, Pa
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "No agent runtime, or the store is unavailable", body = ErrorBody),
     ))]
-pub async fn cancel_run(State(app): State<AppState>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
-    Ok(Json(runtime(&app)?.cancel_run(&caller, &id).await?))
+pub async fn cancel_run(State(rest): State<RestState>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
+    Ok(Json(runtime(&rest)?.cancel_run(&caller, &id).await?))
 }
 
 /// `GET /api/v1/channels/{id}/runs?status=active`: a channel's runs.
@@ -105,7 +104,7 @@ pub async fn cancel_run(State(app): State<AppState>, AuthUser(caller): AuthUser,
         (status = 503, description = "No agent runtime, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn list_channel_runs(
-    State(app): State<AppState>,
+    State(rest): State<RestState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -126,7 +125,7 @@ pub async fn list_channel_runs(
             _ => return Err(bad("unknown query parameter (known: status, limit)")),
         }
     }
-    let runs = runtime(&app)?.list_runs(&caller, &id, filter, limit).await?;
+    let runs = runtime(&rest)?.list_runs(&caller, &id, filter, limit).await?;
     Ok(Json(RunList { runs }))
 }
 
@@ -146,12 +145,12 @@ pub async fn list_channel_runs(
         (status = 503, description = "Maintenance mode (`maintenance`), shutting down, no agent runtime, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn start_run(
-    State(app): State<AppState>,
+    State(rest): State<RestState>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
     let body: StartRunBody = parse_json(&body)?;
-    let run = runtime(&app)?.start_run(&caller, &id, &body.channel_id).await?;
+    let run = runtime(&rest)?.start_run(&caller, &id, &body.channel_id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chorus_auth::{ApiKeys, AuthConfig, JwtVerifier, MintRequest, mint_token};
+use chorus_auth::{ApiKeys, AuthConfig, HmacSecret, JwtVerifier, MintRequest, mint_token};
+use chorus_chat::{Chat, ChatConfig, ChatParts};
+use chorus_clock::{Clock, SystemClock};
 use chorus_core::access::AccessPolicy;
 use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::broker::Backplane;
-use chorus_core::clock::SystemClock;
 use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
 use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics, OriginPolicy, ServerConfig};
+use chorus_store::StoreConfig;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -33,6 +35,9 @@ pub struct Options {
     pub server: ServerConfig,
     /// Share one broker between servers (multi-node tests).
     pub broker: Option<Arc<MemoryBroker>>,
+    /// Another engine and the node it serves (multi-node tests over Redis);
+    /// takes the place of `broker`.
+    pub backplane: Option<(NodeId, Backplane)>,
     /// The `[auth]` the verifier and API keys are built from (auth tests).
     /// Default: HS256 with [`SECRET`], [`API_KEY`], no leeway.
     pub auth: Option<AuthConfig>,
@@ -41,7 +46,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         let mut namespaces = Namespaces::default();
-        // These tests run without a store: `room:` channels are granted by tokens.
+        // `room:` channels are granted by tokens here: the hub gets no store membership check.
         if let Some(room) = namespaces.0.get_mut("room") {
             room.subscribe = chorus_core::config::SubscribeRule::Grants;
         }
@@ -72,6 +77,7 @@ impl Default for Options {
             origins: OriginPolicy::default(),
             server: ServerConfig { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServerConfig::default() },
             broker: None,
+            backplane: None,
             auth: None,
         }
     }
@@ -110,7 +116,9 @@ impl TestServer {
             ..AuthConfig::default()
         });
         let dir = std::env::temp_dir();
-        let (verifier, _) = JwtVerifier::from_config(&auth, &dir).expect("verifier");
+        // One clock for every component, as in the composition root.
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (verifier, _) = JwtVerifier::from_config(&auth, &dir, clock.clone()).expect("verifier");
         let mut registry = Registry::with_prefix("chorus");
         let core_metrics = CoreMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
@@ -118,20 +126,40 @@ impl TestServer {
         let (_limits_tx, limits_rx) = watch::channel(opts.limits.clone());
         let (_rates_tx, rates_rx) = watch::channel(opts.rates.clone());
         let (origins_tx, origins_rx) = watch::channel(opts.origins.clone());
+        let (node, backplane) = opts.backplane.clone().unwrap_or_else(|| (NodeId::random(), Backplane::memory(broker.clone())));
         let hub = Hub::start(HubParts {
-            config: HubConfig { node: NodeId::random(), timing: opts.timing.clone() },
+            config: HubConfig { node, timing: opts.timing.clone() },
             access: AccessPolicy::new(opts.namespaces.clone(), None),
             limits: limits_rx,
             rates: rates_rx,
-            backplane: Backplane::memory(broker.clone()),
+            backplane,
             metrics: core_metrics,
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
         })
         .await
         .expect("hub");
         hub.register_gauges(&mut registry);
         let registry = Arc::new(registry);
-        let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), None, None));
+        // The chat domain on an in-memory SQLite database: the REST routes and `send_message` work.
+        let store_config = StoreConfig { url: Some("sqlite::memory:".into()), ..StoreConfig::default() };
+        let store = chorus_store::open_store_with_clock(&store_config, &dir, clock.clone()).await.expect("store");
+        store.migrate().await.expect("migrations");
+        let chat = Chat::new(ChatParts {
+            store,
+            hub: hub.clone(),
+            config: ChatConfig::default(),
+            clock,
+            secret: auth.hmac_secret.as_deref().map(HmacSecret::new),
+            jwt: verifier.clone(),
+            run_guard: chorus_chat::RunGuard::default(),
+            run_intake: None,
+            webhooks: chorus_chat::agents::WebhookRules {
+                policy: Arc::new(chorus_external::AddressPolicy::default()),
+                key: Arc::new(chorus_external::SecretKey::from_bytes(&[7; 32], &chorus_external::KeyOrigin::Config).expect("key")),
+                previous_secret_ttl: std::time::Duration::from_secs(60),
+            },
+        });
+        let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), Arc::new(chat.messages.clone()), None));
         let state = AppState::new(AppParts {
             config: opts.server.clone(),
             hub: hub.clone(),
@@ -141,10 +169,8 @@ impl TestServer {
             registry,
             http_metrics,
             health: Vec::new(),
-            chat: None,
-            agents: None,
         });
-        let app = chorus_server::app(state);
+        let app = chorus_server::app(state, chat, None);
         let listener = tokio::net::TcpListener::bind(opts.server.bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
@@ -179,6 +205,7 @@ impl TestServer {
                 issuer: None,
                 session_id: None,
             },
+            &SystemClock,
         )
         .expect("mint")
     }

@@ -1,5 +1,7 @@
 //! Integration tests over real sockets on 127.0.0.1:0.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 mod common;
 
 mod auth;

@@ -24,7 +24,8 @@ fn position(p: &Value) -> Value {
 async fn missed_events_are_replayed_then_live_ones_follow() {
     let s = TestServer::start(Options::default()).await;
     let mut c = s.client("alice", &["room:r"]).await;
-    c.request(json!({"type": "subscribe", "channel": "room:r"})).await;
+    let r = c.request(json!({"type": "subscribe", "channel": "room:r"})).await;
+    assert!(r["result"].get("recovered").is_none() && r["result"].get("replaying").is_none(), "{r}");
     publish_n(&s, "room:r", 1, 3).await;
     let mut last = Value::Null;
     for n in 1..=3 {
@@ -37,6 +38,10 @@ async fn missed_events_are_replayed_then_live_ones_follow() {
     let mut c = s.client("alice", &["room:r"]).await;
     let r = c.request(json!({"type": "subscribe", "channel": "room:r", "since": position(&last)})).await;
     assert_eq!(r["result"]["recovered"], true, "{r}");
+    // The reply says how many events the replay carries: everything after `since` up to its position.
+    let replaying = r["result"]["offset"].as_u64().unwrap() - last["offset"].as_u64().unwrap();
+    assert!(replaying >= 5, "{r}");
+    assert_eq!(r["result"]["replaying"].as_u64(), Some(replaying), "{r}");
     // Every event of the channel (presence included) arrives once, with consecutive offsets.
     let mut offset = last["offset"].as_u64().unwrap();
     let mut seen = Vec::new();
@@ -78,6 +83,7 @@ async fn a_gap_beyond_history_is_reported_as_recovery_failed() {
     let mut c = s.client("alice", &["room:r"]).await;
     let r = c.request(json!({"type": "subscribe", "channel": "room:r", "since": position(&last)})).await;
     assert_eq!(r["result"]["recovered"], false);
+    assert_eq!(r["result"]["replaying"], 0, "{r}");
     let f = c.push().await;
     assert_eq!(f["type"], "recovery_failed");
     assert_eq!(f["channel"], "room:r");

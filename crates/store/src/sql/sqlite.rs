@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chorus_clock::Clock;
 use sqlx::Sqlite as Db;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -23,7 +24,6 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::oneshot;
 
-use crate::clock::Clock;
 use crate::model::PoolStats;
 use crate::{Engine, StoreError};
 use crate::config::{DEFAULT_SQLITE_READERS, SqliteSynchronous as SyncMode, StoreConfig};

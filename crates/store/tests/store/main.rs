@@ -1,6 +1,8 @@
 //! Store tests. Each `both_engines!` test runs once on SQLite and once on
 //! PostgreSQL (`<test>::sqlite`, `<test>::postgres`), each on a database of its own.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
+
 #[macro_use]
 mod common;
 

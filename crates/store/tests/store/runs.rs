@@ -118,7 +118,7 @@ async fn the_channel_run_rate_is_checked_in_the_transaction(t: Ctx) {
     let both = RunTriggers { runs: vec![trigger(&a, &alice), trigger(&b, &alice)], channel_runs_per_minute: 3 };
     let w = send_with(&t, &c, &alice, "one", &both).await;
     assert_eq!((w.runs.len(), w.limited.len()), (2, 0));
-    t.clock.advance(30_000);
+    t.clock.advance(std::time::Duration::from_millis(30_000));
     let w = send_with(&t, &c, &alice, "two", &both).await;
     assert_eq!(w.runs.len(), 1);
     assert_eq!(w.limited, vec![b.id.clone()], "the trigger past the rate creates no run");
@@ -126,7 +126,7 @@ async fn the_channel_run_rate_is_checked_in_the_transaction(t: Ctx) {
     let other = t.channel(&alice, "other").await;
     assert_eq!(send_with(&t, &other, &alice, "x", &both).await.runs.len(), 2);
     // A minute after the first runs, room again.
-    t.clock.advance(31_000);
+    t.clock.advance(std::time::Duration::from_millis(31_000));
     assert_eq!(send_with(&t, &c, &alice, "three", &both).await.runs.len(), 2);
     assert_eq!(t.store.list_channel_runs(&c.id, RunFilter::All { before: None }, 100).await.unwrap().len(), 5);
 }
@@ -272,7 +272,7 @@ async fn usage_adds_up_per_person_and_day(t: Ctx) {
     assert_eq!(t.store.user_run_cost_since(&alice.id, T0).await.unwrap(), 0.75);
     assert_eq!(t.store.user_run_cost_since(&bob.id, T0).await.unwrap(), 2.0);
     assert_eq!(t.store.user_run_cost_since("nobody", T0).await.unwrap(), 0.0);
-    t.clock.advance(24 * HOUR);
+    t.clock.advance(std::time::Duration::from_millis((24 * HOUR) as u64));
     spend(&alice, 0.125).await;
     assert_eq!(t.store.user_run_cost_since(&alice.id, T0 + 24 * HOUR).await.unwrap(), 0.125, "a new day");
 }
