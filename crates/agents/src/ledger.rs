@@ -477,7 +477,7 @@ impl RunLedger {
         let builder = |ended: &chorus_store::EndedRun<'_>| {
             let mut events = Vec::with_capacity(2);
             if let Some(message) = ended.message {
-                events.push(outbox_event(message, EventType::MessageCreated));
+                events.push(outbox_event(message, EventType::MessageCreated, None));
             }
             let header = RunHeader { run_id: &ended.run.id, thread_id, agent_id: &ended.run.agent_id, seq: ended.seq };
             let answer = ended.message.map(|m| (m.id.as_str(), m.text.as_str()));

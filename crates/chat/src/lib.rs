@@ -11,6 +11,7 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod keys;
 pub mod messages;
 pub mod response_policy;
 mod text;

@@ -27,7 +27,7 @@ use chorus_core::hub::{PublishError, UserLimiter};
 use chorus_core::publication::{Draft, Publication};
 use chorus_protocol::{ChannelName, EventType, Payload};
 use chorus_store::{
-    IDEMPOTENCY_WINDOW_MS, InsertOutcome, MemberRef, Message, MessagePage, MessageWrite, NewMessage, OutboxEvent,
+    IDEMPOTENCY_WINDOW_MS, InsertOutcome, MemberKind, MemberRef, Message, MessagePage, MessageWrite, NewMessage, OutboxEvent,
     OutboxRecord, StoreError,
 };
 use serde::Serialize;
@@ -47,6 +47,8 @@ pub const HISTORY_DEFAULT_LIMIT: u32 = 50;
 pub const HISTORY_MAX_LIMIT: u32 = 200;
 /// Batches per relay pass and per cleanup kind, so one pass always ends.
 const MAX_BATCHES_PER_PASS: u32 = 1_000;
+/// Usernames of message authors remembered at once.
+const USERNAME_CACHE: usize = 10_000;
 
 /// A sent message and where its `message_created` went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -109,6 +111,8 @@ enum RelayFailure {
 pub struct Messages {
     deps: Deps,
     triggers: Triggers,
+    /// User id → username (usernames never change), for message authors.
+    usernames: Arc<crate::accounts::cache::BoundedMap<String, String>>,
     /// Rows written before this instant come from an earlier run (Unix ms).
     started_ms: i64,
     /// One relay pass at a time.
@@ -118,7 +122,13 @@ pub struct Messages {
 impl Messages {
     pub fn new(deps: Deps, triggers: Triggers) -> Self {
         let started_ms = deps.now_ms();
-        Self { deps, triggers, started_ms, relaying: Arc::new(AtomicBool::new(false)) }
+        Self {
+            deps,
+            triggers,
+            started_ms,
+            relaying: Arc::new(AtomicBool::new(false)),
+            usernames: Arc::new(crate::accounts::cache::BoundedMap::new(USERNAME_CACHE)),
+        }
     }
 
     /// Sends a message as a user: checks, commits it with its event, publishes
@@ -141,13 +151,15 @@ impl Messages {
         // Decided before the transaction, committed in it: the runs exist if the message does.
         let decision = self.triggers.decide(channel_id, Speaker::Person { user_id }, &text).await?;
         let new = NewMessage { channel_id: channel_id.to_owned(), author: MemberRef::user(user_id), text };
+        let name = self.username(user_id).await?;
+        let event_name = name.clone();
         let outcome = self
             .deps
             .store
             .insert_message_with_runs(
                 new,
                 idempotency_key,
-                &|m| outbox_event(m, EventType::MessageCreated),
+                &move |m| outbox_event(m, EventType::MessageCreated, event_name.clone()),
                 &decision.triggers,
             )
             .await
@@ -159,10 +171,10 @@ impl Messages {
                         "idempotency_key: already used for a message in another channel".into(),
                     ));
                 }
-                Ok(SentMessage { message: MessageView::from(&original), offset: None, epoch: None, duplicate: true })
+                Ok(SentMessage { message: MessageView::named(&original, name), offset: None, epoch: None, duplicate: true })
             }
             InsertOutcome::Inserted(write) => {
-                let view = MessageView::from(&write.message);
+                let view = MessageView::named(&write.message, name);
                 let published = self.deliver(&write, EventType::MessageCreated, &MessageEvent { message: &view }).await;
                 if let Some(room) = room_channel(channel_id) {
                     self.deps.hub.stop_typing(&room, &UserId::new(user_id)).await;
@@ -185,13 +197,15 @@ impl Messages {
         let text = self.valid_text(text)?;
         self.require_message(user_id, channel_id, message_id).await?;
         self.check_rate(user_id)?;
+        let name = self.username(user_id).await?;
+        let event_name = name.clone();
         let write = self
             .deps
             .store
-            .edit_message(message_id, &MemberRef::user(user_id), &text, &|m| outbox_event(m, EventType::MessageUpdated))
+            .edit_message(message_id, &MemberRef::user(user_id), &text, &move |m| outbox_event(m, EventType::MessageUpdated, event_name.clone()))
             .await
             .map_err(message_store_error)?;
-        let view = MessageView::from(&write.message);
+        let view = MessageView::named(&write.message, name);
         self.deliver(&write, EventType::MessageUpdated, &MessageEvent { message: &view }).await;
         Ok(view)
     }
@@ -202,7 +216,7 @@ impl Messages {
         let write = self
             .deps
             .store
-            .delete_message(message_id, &MemberRef::user(user_id), &|m| outbox_event(m, EventType::MessageDeleted))
+            .delete_message(message_id, &MemberRef::user(user_id), &|m| outbox_event(m, EventType::MessageDeleted, None))
             .await
             .map_err(message_store_error)?;
         let event = MessageDeletedEvent { message_id: &write.message.id, channel_id: &write.message.channel_id };
@@ -238,7 +252,36 @@ impl Messages {
                 next_before = rows.last().map(|m| m.seq);
             }
         }
-        Ok(MessagePageView { messages: rows.iter().map(MessageView::from).collect(), next_before, next_after })
+        let mut names: std::collections::HashMap<(MemberKind, String), Option<String>> = std::collections::HashMap::new();
+        for m in &rows {
+            let key = (m.author.kind, m.author.id.clone());
+            if !names.contains_key(&key) {
+                let name = self.author_name(&m.author).await?;
+                names.insert(key, name);
+            }
+        }
+        let messages = rows.iter().map(|m| MessageView::named(m, names.get(&(m.author.kind, m.author.id.clone())).cloned().flatten())).collect();
+        Ok(MessagePageView { messages, next_before, next_after })
+    }
+
+    /// A user's username, remembered (usernames never change).
+    async fn username(&self, user_id: &str) -> Result<Option<String>, ChatError> {
+        if let Some(name) = self.usernames.get(user_id) {
+            return Ok(Some(name));
+        }
+        let name = self.deps.store.get_user(user_id).await?.map(|u| u.username);
+        if let Some(n) = &name {
+            self.usernames.insert(user_id.to_owned(), n.clone(), |_| false);
+        }
+        Ok(name)
+    }
+
+    /// What to show for a message's author: a username, or an agent's current name.
+    async fn author_name(&self, author: &MemberRef) -> Result<Option<String>, ChatError> {
+        match author.kind {
+            MemberKind::User => self.username(&author.id).await,
+            MemberKind::Agent => Ok(self.deps.store.get_agent(&author.id).await?.map(|a| a.name)),
+        }
     }
 
     /// Publishes outbox events that were committed but not delivered (oldest
@@ -409,8 +452,8 @@ where
 
 /// The outbox row committed with a message write: the event exactly as the
 /// request path publishes it.
-pub fn outbox_event(m: &Message, event: EventType) -> OutboxEvent {
-    let view = MessageView::from(m);
+pub fn outbox_event(m: &Message, event: EventType, author_name: Option<String>) -> OutboxEvent {
+    let view = MessageView::named(m, author_name);
     let payload = match event {
         EventType::MessageDeleted => {
             serde_json::to_string(&MessageDeletedEvent { message_id: &m.id, channel_id: &m.channel_id })

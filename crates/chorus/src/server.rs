@@ -24,7 +24,7 @@ use chorus_llm::{FaultInjection, Models, ModelsContext, ProcessEnv, TokenCounter
 use chorus_server::health::{AgentsCheck, StoreCheck};
 use chorus_tools::{ToolDeps, ToolMetrics, ToolRegistry};
 use chorus_server::listener::{Listener, Peer};
-use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics};
+use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics, KeyRights};
 use chorus_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -43,9 +43,19 @@ struct ServerKeys {
 impl ApiKeyCheck for ServerKeys {
     async fn check(&self, key: &str) -> Option<ApiPrincipal> {
         if let Some(key_id) = self.configured.check(key) {
-            return Some(ApiPrincipal { key_id });
+            return Some(ApiPrincipal::server(key_id));
         }
-        self.chat.accounts.check_api_key(key).await.map(|key_id| ApiPrincipal { key_id })
+        self.chat.accounts.check_api_key(key).await.map(|k| ApiPrincipal { key_id: k.key_id.clone(), rights: KeyRights::User(k) })
+    }
+
+    async fn authorize_user_key(
+        &self,
+        key: &chorus_chat::accounts::UserKey,
+        channel: &chorus_protocol::ChannelName,
+        event: chorus_protocol::EventType,
+        data: &chorus_protocol::Payload,
+    ) -> Result<(), chorus_chat::ChatError> {
+        self.chat.accounts.authorize_key_publish(key, channel, event, data).await
     }
 }
 
@@ -77,7 +87,7 @@ impl Server {
     /// component reads the time of day from (`chorus serve`: the system
     /// clock; tests move theirs by hand).
     pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        crate::cli::prepare_data_dir(&config.data_dir)?;
 
         // Auth.
         let (jwt, secret_origin) = JwtVerifier::from_config(&config.auth, &config.data_dir, clock.clone()).context("auth")?;
@@ -198,6 +208,7 @@ impl Server {
             run_intake: Some(Arc::new(intake)),
             webhooks,
         });
+        chat.accounts.password_checks().register(&mut registry);
         chat.accounts.bootstrap().await.context("bootstrapping accounts")?;
         let background = CancellationToken::new();
         let background_tasks = tokio_util::task::TaskTracker::new();

@@ -19,7 +19,7 @@ use crate::{error, firehose, health, metrics, origin, publish, request_id, rest,
 pub fn app(state: AppState, chat: Chat, agents: Option<chorus_agents::Runtime>) -> Router {
     let body_limit = state.config().body_limit_bytes;
     let cors = origin::cors(state.0.parts.origins.clone());
-    let rest = rest::routes().routes(routes!(firehose::upgrade)).with_state(RestState::new(chat, agents, state.clone()));
+    let rest = rest::routes().routes(routes!(firehose::upgrade)).with_state(RestState::new(chat.clone(), agents, state.clone()));
     let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::detailed))
@@ -32,7 +32,7 @@ pub fn app(state: AppState, chat: Chat, agents: Option<chorus_agents::Runtime>) 
         .routes(routes!(openapi::document))
         .merge(rest);
     let (router, doc) = api.split_for_parts();
-    state.set_openapi(doc);
+    state.set_openapi(doc, &chat);
     router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

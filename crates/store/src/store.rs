@@ -66,9 +66,12 @@ pub trait Store: Send + Sync + 'static {
     /// Sets `last_seen_at` to now if the session is live; returns whether it was.
     async fn touch_session(&self, id: &str) -> StoreResult<bool>;
     /// Replaces the refresh hash if the session is live and its current hash
-    /// is `old_hash` (so of two concurrent refreshes only one wins), and
-    /// touches it. NotFound otherwise.
+    /// is `old_hash` (so of two concurrent refreshes only one wins), touches
+    /// it, and remembers `old_hash` as used (while the session lives).
+    /// NotFound when it does not rotate.
     async fn rotate_session_refresh(&self, id: &str, old_hash: &str, new_hash: &str) -> StoreResult<AuthSession>;
+    /// The session (in any state) a refresh token already exchanged belonged to.
+    async fn get_session_by_used_refresh_hash(&self, refresh_token_hash: &str) -> StoreResult<Option<AuthSession>>;
     /// Revokes one session. With `owner`, only that user's session is found.
     /// Returns whether it was live (false: already revoked or expired).
     async fn revoke_session(&self, id: &str, owner: Option<&str>) -> StoreResult<bool>;

@@ -103,3 +103,26 @@ async fn nothing_generated_when_public_keys_are_configured() {
     assert!(matches!(origin, Some(SecretOrigin::DataDir(_))));
     assert!(v.verify(&hs256(SECRET.as_bytes(), &claims("x"))).await.is_ok());
 }
+
+#[test]
+fn find_never_creates_the_secret_and_says_where_it_looked() {
+    let tmp = TempDir::new();
+    let data_dir = tmp.path().join("data");
+    match HmacSecret::find(&AuthConfig::default(), &data_dir) {
+        Err(AuthConfigError::SecretNotFound { path }) => {
+            assert_eq!(path, data_dir.join(SECRET_FILE_NAME));
+            assert!(path.is_absolute());
+        }
+        other => panic!("expected SecretNotFound, got {other:?}"),
+    }
+    assert!(!data_dir.exists(), "nothing was created");
+    let message = HmacSecret::find(&AuthConfig::default(), &data_dir).unwrap_err().to_string();
+    assert!(message.contains(&data_dir.join(SECRET_FILE_NAME).display().to_string()) && message.contains("chorus serve"), "{message}");
+    // Once a server made it, it is found.
+    let made = HmacSecret::resolve(&AuthConfig::default(), &data_dir).unwrap();
+    let found = HmacSecret::find(&AuthConfig::default(), &data_dir).unwrap();
+    assert_eq!(found.secret, made.secret);
+    // A configured secret needs no file.
+    let configured = AuthConfig { hmac_secret: Some("a configured secret of at least 32 bytes".into()), ..AuthConfig::default() };
+    assert_eq!(HmacSecret::find(&configured, &tmp.path().join("none")).unwrap().origin, SecretOrigin::Config);
+}

@@ -12,13 +12,14 @@ use chorus_testkit::db::TestEngine;
 use chorus_testkit::webhook::{MockWebhook, Reply};
 use serde_json::{Value, json};
 
-use crate::common::{App, TestUser};
+use crate::common::{API_KEY, App, TestUser};
 use crate::harness::*;
 
 both_engines!(external_agent_runs_are_delivered_signed_and_answered_through_pushed_events, super::delivered_and_answered);
 both_engines!(pushed_events_follow_the_run_state_machine, super::state_machine);
 both_engines!(a_failing_webhook_opens_the_breaker_and_runs_end_agent_unavailable, super::breaker);
 both_engines!(a_service_that_never_answers_is_ended_by_the_silence_deadline, super::silent);
+both_engines!(services_push_events_over_rest_with_a_key_scoped_to_their_agent, super::rest_push);
 
 fn external(c: &mut Config) {
     fast_demo(c);
@@ -228,5 +229,70 @@ async fn silent(engine: TestEngine) {
         assert_well_formed(id, events);
         assert_eq!(watch.terminal(id)["data"]["code"], "timeout", "{events:?}");
     }
+    app.stop().await;
+}
+
+async fn scoped_key(app: &App, owner: &TestUser, agent_id: &str) -> String {
+    let r = app.post("/api/v1/api-keys", &owner.token, json!({ "name": format!("service {agent_id}"), "agent_id": agent_id })).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["key"].as_str().expect("key").to_owned()
+}
+
+async fn rest_push(engine: TestEngine) {
+    let app = App::start_with(engine, external).await;
+    let alice = app.user("alice").await;
+    let room = room(&app, &alice, "general").await;
+    let hook = MockWebhook::start(&[]).await;
+    let (agent_id, _) = external_agent(&app, &alice, &room, "Outside", &hook.url("/")).await;
+    let (other_id, _) = external_agent(&app, &alice, &room, "Other", &hook.url("/other")).await;
+    let key = scoped_key(&app, &alice, &agent_id).await;
+    let other_key = scoped_key(&app, &alice, &other_id).await;
+    let mut watch = Watch::new(&app, &alice, &room).await;
+    say(&app, &alice, &room, "@Outside hello").await;
+    let got = hook.wait_for(1).await;
+    let run_id = got[0].json["run"]["id"].as_str().expect("run id").to_owned();
+    let path = format!("/api/v1/runs/{run_id}/events");
+    let start = json!({ "seq": 1, "type": "agent_started", "data": { "model": "m" } });
+
+    // Authorization: no key, a server key, another agent's key, a user's token.
+    let r = app.call("POST", &path, None, Some(start.clone())).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (401, Some("unauthorized")), "{:?}", r.body);
+    for (who, status) in [(API_KEY, 403), (other_key.as_str(), 403), (alice.token.as_str(), 401)] {
+        let r = app.post(&path, who, start.clone()).await;
+        assert_eq!(r.status, status, "{:?}", r.body);
+        assert!(r.body["request_id"].is_string() && r.body["timestamp"].is_string(), "{:?}", r.body);
+    }
+    // A malformed event names its field.
+    let r = app.post(&path, &key, json!({ "events": [start, { "seq": 2, "type": "agent_text_delta", "data": {} }] })).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.body["message"].as_str().unwrap_or_default().starts_with("events[1].data"), "{:?}", r.body);
+
+    let r = app.post(&path, &key, start.clone()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body, json!({ "accepted": 1, "ignored": 0, "last_seq": 1, "ended": false }));
+    let r = app.post(&path, &key, json!({ "seq": 3, "type": "agent_text_delta", "data": { "delta": "x" } })).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (409, Some("conflict")), "{:?}", r.body);
+    let batch = json!({ "events": [
+        start,
+        { "seq": 2, "type": "tool_executing", "data": { "call_id": "c1", "tool": "lookup", "arguments": { "q": "x" } } },
+        { "seq": 3, "type": "tool_completed", "data": { "call_id": "c1", "tool": "lookup", "result": "found" } },
+        { "seq": 4, "type": "agent_text_delta", "data": { "delta": "Found it." } },
+        { "seq": 5, "type": "agent_completed", "data": { "usage": { "input_tokens": 3, "output_tokens": 2 } } }
+    ] });
+    let r = app.post(&path, &key, batch).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body, json!({ "accepted": 4, "ignored": 1, "last_seq": 5, "ended": true }));
+    let r = app.post(&path, &key, json!({ "seq": 6, "type": "agent_error", "data": { "code": "internal", "message": "late" } })).await;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+
+    watch.until_ended(1).await;
+    assert_well_formed(&run_id, &watch.runs[&run_id]);
+    assert_eq!(
+        watch.types(&run_id),
+        ["agent_queued", "agent_started", "tool_executing", "tool_completed", "agent_text_delta", "agent_completed"]
+    );
+    assert_eq!(watch.terminal(&run_id)["data"]["text"], "Found it.");
+    let r = app.post("/api/v1/runs/no-such-run/events", &key, json!({ "seq": 1, "type": "agent_started" })).await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
     app.stop().await;
 }

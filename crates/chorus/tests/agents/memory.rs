@@ -44,7 +44,7 @@ async fn long_channel(engine: TestEngine) {
     for i in 0..500 {
         let text = format!("Message {i}: the quick brown fox jumps over the lazy dog, and counts to {i}.");
         let new = NewMessage { channel_id: room.id.clone(), author: MemberRef::user(&alice.id), text };
-        let InsertOutcome::Inserted(_) = store.insert_message(new, None, &|m| chorus_chat::messages::outbox_event(m, chorus_protocol::EventType::MessageCreated)).await.unwrap() else {
+        let InsertOutcome::Inserted(_) = store.insert_message(new, None, &|m| chorus_chat::messages::outbox_event(m, chorus_protocol::EventType::MessageCreated, None)).await.unwrap() else {
             panic!("inserted")
         };
     }

@@ -119,10 +119,15 @@ impl App {
     /// Sends a request built on `self.http` (for headers or raw bodies
     /// `call` cannot express) and checks the response like `call`.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        self.send_with(&self.http, req).await
+    }
+
+    /// [`send`](Self::send) through another client (e.g. one bound to another source address).
+    pub async fn send_with(&self, client: &reqwest::Client, req: reqwest::RequestBuilder) -> Resp {
         let req = req.build().expect("request");
         let method = req.method().as_str().to_owned();
         let path = req.url().path().to_owned();
-        let res = self.http.execute(req).await.expect("request");
+        let res = client.execute(req).await.expect("request");
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let request_id = headers.get(conformance::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);

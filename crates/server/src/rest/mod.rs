@@ -9,6 +9,7 @@ pub mod admin;
 pub mod agents;
 pub mod channels;
 pub mod openapi;
+pub mod run_events;
 pub mod runs;
 
 use std::sync::Arc;

@@ -27,6 +27,7 @@ pub fn routes() -> OpenApiRouter<RestState> {
         .routes(routes!(cancel_run))
         .routes(routes!(list_channel_runs))
         .routes(routes!(start_run))
+        .routes(routes!(crate::rest::run_events::push_run_events))
 }
 
 /// The agent runtime, or 503 on a server running without one.

@@ -88,7 +88,7 @@ struct TestKeys(ApiKeys);
 #[async_trait]
 impl ApiKeyCheck for TestKeys {
     async fn check(&self, key: &str) -> Option<ApiPrincipal> {
-        self.0.check(key).map(|key_id| ApiPrincipal { key_id })
+        self.0.check(key).map(ApiPrincipal::server)
     }
 }
 

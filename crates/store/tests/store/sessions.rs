@@ -60,6 +60,10 @@ async fn session_rotation(t: Ctx) {
     assert_eq!(rotated.last_seen_at, T0 + 1000);
     assert_eq!(t.store.get_live_session_by_refresh_hash("old").await.unwrap(), None);
     assert_eq!(t.store.get_live_session_by_refresh_hash("new").await.unwrap(), Some(rotated));
+    // The exchanged hash is remembered with its session; the current one is not "used".
+    assert_eq!(t.store.get_session_by_used_refresh_hash("old").await.unwrap().map(|s| s.id), Some(s.id.clone()));
+    assert_eq!(t.store.get_session_by_used_refresh_hash("new").await.unwrap(), None);
+    assert_eq!(t.store.get_session_by_used_refresh_hash("never").await.unwrap(), None);
     // A replayed old token loses: compare-and-swap on the hash.
     assert_eq!(t.store.rotate_session_refresh(&s.id, "old", "other").await, Err(StoreError::NotFound));
     assert_eq!(t.store.rotate_session_refresh("missing", "new", "x").await, Err(StoreError::NotFound));
@@ -69,6 +73,8 @@ async fn session_rotation(t: Ctx) {
     // Revoked sessions cannot rotate.
     t.store.revoke_session(&s.id, None).await.unwrap();
     assert_eq!(t.store.rotate_session_refresh(&s.id, "new", "newer").await, Err(StoreError::NotFound));
+    // Found in any state, so a reuse after revocation is still recognised.
+    assert!(t.store.get_session_by_used_refresh_hash("old").await.unwrap().unwrap().revoked_at.is_some());
 }
 
 async fn session_revocation(t: Ctx) {
@@ -167,7 +173,11 @@ async fn api_keys(t: Ctx) {
         name: "ci".into(),
         prefix: "chk_ab12".into(),
         key_hash: hash.into(),
+        scope: None,
     };
+    let scoped = t.store.create_api_key(NewApiKey { scope: Some(r#"{"agent":"a1"}"#.into()), ..new_key(&bob, "kh0") }).await.unwrap();
+    assert_eq!(t.store.get_live_api_key_by_hash("kh0").await.unwrap().unwrap().scope.as_deref(), Some(r#"{"agent":"a1"}"#));
+    assert_eq!(t.store.list_api_keys(&bob.id).await.unwrap(), vec![scoped]);
     let k1 = t.store.create_api_key(new_key(&alice, "kh1")).await.unwrap();
     assert_eq!((k1.created_at, k1.last_used_at, k1.revoked_at), (T0, None, None));
     assert_eq!(t.store.get_live_api_key_by_hash("kh1").await.unwrap(), Some(k1.clone()));
