@@ -2,10 +2,11 @@
 # Runs the whole test suite: clippy over every target with the workspace's
 # lints (any warning fails), then starts real PostgreSQL and Redis servers on
 # loopback ports (installing them with apt first if they are missing and we
-# can), installs the MCP test server from npm into .test-tools/ when it is
-# missing, runs every Rust test with cargo-nextest, stops the servers, then
-# runs the web UI's and JavaScript SDK's tests (scripts/test-web.sh: Node, and
-# the system Chromium, installed with apt when missing).
+# can), installs the Node test tools (MCP server, AG-UI client) from npm into
+# .test-tools/ when they are missing, runs every Rust test with
+# cargo-nextest, stops the servers, then runs the web UI's and JavaScript
+# SDK's tests (scripts/test-web.sh: Node, and the system Chromium, installed
+# with apt when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,13 +29,17 @@ fi
 # Before any server starts: a lint failure needs none of them.
 cargo clippy --workspace --all-targets -- -D warnings
 
-# The MCP tests (crates/tools/tests/mcp) run @modelcontextprotocol/server-everything,
-# pinned with its dependencies in .test-tools/package-lock.json.
+# Node packages the tests run, pinned with their dependencies in
+# .test-tools/package-lock.json: the MCP tests (crates/tools/tests/mcp) run
+# @modelcontextprotocol/server-everything; the AG-UI tests run the official
+# @ag-ui/client through .test-tools/agui-check.mjs.
 everything=.test-tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js
-if [ ! -f "$everything" ]; then
+agui_client=.test-tools/node_modules/@ag-ui/client/package.json
+if [ ! -f "$everything" ] || [ ! -f "$agui_client" ]; then
   (cd .test-tools && npm ci --no-audit --no-fund --loglevel=error)
 fi
 export CHORUS_TEST_MCP_EVERYTHING="$PWD/$everything"
+export CHORUS_TEST_AGUI_CHECK="$PWD/.test-tools/agui-check.mjs"
 
 eval "$(scripts/test-services.sh start)"
 trap 'scripts/test-services.sh stop' EXIT

@@ -19,6 +19,7 @@
 mod coalesce;
 pub mod config;
 pub mod events;
+mod external;
 mod health;
 mod intake;
 pub mod ledger;
@@ -32,6 +33,7 @@ pub mod views;
 
 pub use config::{AgentsConfig, AgentsConfigError};
 pub use events::{Ending, RunEvent, UsageView};
+pub use external::{EXTERNAL_PROVIDER, PushError, PushReport, PushedEvent, PushedKind};
 pub use health::{AgentsHealth, McpHealth, ModelHealth};
 pub use intake::{INTAKE_CAPACITY, Intake, IntakeReceiver};
 pub use ledger::{AnswerPlan, EndOutcome, LedgerError, LiveRun, Origin, RunLedger, Stop, Streamed};

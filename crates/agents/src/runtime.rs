@@ -47,6 +47,8 @@ pub struct RuntimeParts {
     /// For panics caught in runs (`chorus_panics_total{task="agent_run"}`).
     pub core_metrics: CoreMetrics,
     pub intake: IntakeReceiver,
+    /// Delivers external agents' runs; `None`: their runs end with `agent_unavailable`.
+    pub webhooks: Option<chorus_external::WebhookClient>,
 }
 
 pub(crate) struct Shared {
@@ -70,6 +72,9 @@ pub(crate) struct Shared {
     closing: AtomicBool,
     /// A run task finished (shutdown waits on it).
     finished: Notify,
+    pub webhooks: Option<chorus_external::WebhookClient>,
+    /// External runs being delivered here, and what their services pushed.
+    pub inbound: crate::external::InboundRuns,
 }
 
 /// The agent runtime. Cheap to clone.
@@ -80,7 +85,7 @@ impl Runtime {
     /// Ends the runs a crash left `running` (`interrupted`), then starts the
     /// intake, the watchdog and the rescan (which resumes queued runs).
     pub async fn start(parts: RuntimeParts) -> Result<Runtime, chorus_store::StoreError> {
-        let RuntimeParts { store, hub, chat, models, tools, tokens, config, metrics, core_metrics, intake } = parts;
+        let RuntimeParts { store, hub, chat, models, tools, tokens, config, metrics, core_metrics, intake, webhooks } = parts;
         let limits = QueueLimits {
             max_running: config.max_concurrent_runs,
             max_waiting: config.max_queued_runs,
@@ -105,6 +110,8 @@ impl Runtime {
             stop_background: CancellationToken::new(),
             closing: AtomicBool::new(false),
             finished: Notify::new(),
+            webhooks,
+            inbound: crate::external::InboundRuns::default(),
         });
         let runtime = Runtime(shared);
         if !runtime.0.config.enabled {
@@ -269,7 +276,7 @@ impl Runtime {
         let shared = &self.0;
         if let Some(live) = shared.ledger.get(&ticket.run_id) {
             let span = tracing::info_span!("run", run_id = %ticket.run_id, agent_id = %ticket.agent_id, channel_id = %ticket.channel_id);
-            let work = run_loop::run(shared.clone(), live).instrument(span.clone());
+            let work = Self::work(shared.clone(), live).instrument(span.clone());
             let outcome = chorus_core::supervise::catch_panic(&shared.core_metrics, "agent_run", work).await;
             if outcome.is_none() {
                 let ending = Ending::failed(RunErrorCode::Internal, "the run failed unexpectedly; the logs have its id");
@@ -282,6 +289,16 @@ impl Runtime {
             self.dispatch();
         }
         self.update_gauges();
+    }
+
+    /// An external agent's run goes to its webhook; a hosted one to the run loop.
+    async fn work(shared: Arc<Shared>, live: Arc<crate::ledger::LiveRun>) {
+        if let Ok(Some(agent)) = shared.store.get_agent(&live.run().agent_id).await
+            && agent.is_external()
+        {
+            return crate::external::run(shared, live, agent).await;
+        }
+        run_loop::run(shared, live).await
     }
 
     fn update_gauges(&self) {

@@ -17,6 +17,7 @@
 //! leaves its channels, announced like any member removal
 //! (`channel_member_removed` on the room and each user member's `user:`).
 
+pub mod external;
 pub mod validate;
 
 use std::sync::Arc;
@@ -26,12 +27,14 @@ use chorus_core::limiter::{KeyedLimiter, Rate, RateLimited};
 use chorus_protocol::{ChannelName, EventType};
 use chorus_store::{Agent, AgentUpdate, ChannelMember, MemberKind, MemberRef, NewAgent, StoreError};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use utoipa::ToSchema;
+use tokio::time::Instant;
 
 pub use crate::response_policy::ResponsePolicy;
 use crate::events::{publish_all, room_channel, user_channel};
 use crate::views::{AgentView, MemberView};
+
+pub use external::{AgentKind, EXTERNAL_MODEL, WebhookRules};
 use crate::{Caller, ChatError, Deps};
 
 /// Users the creation limiter tracks; past it (after dropping entries that
@@ -96,6 +99,10 @@ pub struct NewAgentInput {
     pub tools: Vec<String>,
     pub response_policy: ResponsePolicy,
     pub on_busy: OnBusy,
+    /// Fixed at creation.
+    pub kind: AgentKind,
+    /// Required for an external agent, refused for a hosted one.
+    pub webhook_url: Option<String>,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -108,6 +115,24 @@ pub struct AgentPatch {
     pub tools: Option<Vec<String>>,
     pub response_policy: Option<ResponsePolicy>,
     pub on_busy: Option<OnBusy>,
+    /// External agents only.
+    pub webhook_url: Option<String>,
+}
+
+/// A created agent, with its signing secret when it is external (the only
+/// time it is shown, besides a rotation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedAgent {
+    pub agent: AgentView,
+    pub webhook_secret: Option<String>,
+}
+
+/// A new signing secret, and until when the previous one still signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotatedSecret {
+    pub webhook_secret: String,
+    /// RFC 3339.
+    pub previous_secret_expires_at: String,
 }
 
 impl AgentPatch {
@@ -136,28 +161,49 @@ struct MemberEvent<'a> {
 #[derive(Clone)]
 pub struct Agents {
     deps: Deps,
+    webhooks: WebhookRules,
     /// Creations per user, bounded to [`LIMITER_CAPACITY`] users.
     creates: Arc<KeyedLimiter<String>>,
 }
 
 impl Agents {
-    pub fn new(deps: Deps) -> Self {
-        Self { deps, creates: Arc::new(KeyedLimiter::new()) }
+    pub fn new(deps: Deps, webhooks: WebhookRules) -> Self {
+        Self { deps, webhooks, creates: Arc::new(KeyedLimiter::new()) }
+    }
+
+    /// What external agents' webhooks are checked against and signed with.
+    pub fn webhooks(&self) -> &WebhookRules {
+        &self.webhooks
     }
 
     /// Creates an agent owned by the caller and announces `agent_spawned`.
-    pub async fn create(&self, caller: &Caller, input: NewAgentInput) -> Result<AgentView, ChatError> {
+    /// An external agent's signing secret comes back with it, this once.
+    pub async fn create(&self, caller: &Caller, input: NewAgentInput) -> Result<CreatedAgent, ChatError> {
         self.deps.check_maintenance("creating agents")?;
         let cfg = &self.deps.config;
+        let (model, tools, webhook) = match input.kind {
+            AgentKind::Hosted => {
+                if input.webhook_url.is_some() {
+                    return Err(ChatError::invalid("webhook_url", "only external agents have a webhook (kind `external`)"));
+                }
+                (validate::model(cfg, input.model.as_deref())?, validate::tools(cfg, &input.tools)?, None)
+            }
+            AgentKind::External => {
+                external_only_fields(input.model.is_some(), !input.tools.is_empty())?;
+                let url = input.webhook_url.as_deref().ok_or_else(|| ChatError::invalid("webhook_url", "is required for an external agent"))?;
+                (EXTERNAL_MODEL.to_owned(), Vec::new(), Some(WebhookRules::new_webhook(self.webhooks.url(url)?)))
+            }
+        };
         let new = NewAgent {
             owner_id: caller.user_id.clone(),
             name: validate::name(cfg, &input.name)?,
             persona: validate::persona(cfg, &input.persona)?,
             quirks: validate::quirks(cfg, &input.quirks)?,
-            model: validate::model(cfg, input.model.as_deref())?,
-            tools: validate::tools(cfg, &input.tools)?,
+            model,
+            tools,
             response_policy: input.response_policy.as_str().to_owned(),
             on_busy: input.on_busy.as_str().to_owned(),
+            webhook,
         };
         // After validation, so a typo costs no creation.
         self.check_rate(&caller.user_id)?;
@@ -174,7 +220,28 @@ impl Agents {
         let view = AgentView::from(&agent);
         let targets: Vec<ChannelName> = user_channel(&agent.owner_id).into_iter().collect();
         publish_all(&self.deps.hub, &targets, EventType::AgentSpawned, &AgentEvent { agent: &view }).await;
-        Ok(view)
+        Ok(CreatedAgent { agent: view, webhook_secret: self.webhooks.reveal(&agent) })
+    }
+
+    /// Gives an external agent a new signing secret (its owner only); the
+    /// previous one keeps signing deliveries for `previous_secret_ttl`.
+    pub async fn rotate_secret(&self, caller: &Caller, id: &str) -> Result<RotatedSecret, ChatError> {
+        let agent = self.visible(caller, id).await?;
+        if agent.owner_id != caller.user_id {
+            return Err(ChatError::Forbidden("only its owner may rotate an agent's signing secret".into()));
+        }
+        if !agent.is_external() {
+            return Err(ChatError::Conflict("a hosted agent has no signing secret".into()));
+        }
+        let salt = chorus_external::SecretSalt::generate();
+        let until = self.webhooks.previous_until(self.deps.now_ms());
+        let agent = self.deps.store.rotate_agent_secret(id, salt.as_str(), until).await.map_err(|e| match e {
+            StoreError::NotFound => agent_not_found(),
+            StoreError::Conflict(m) => ChatError::Conflict(m),
+            other => other.into(),
+        })?;
+        let webhook_secret = self.webhooks.reveal(&agent).ok_or_else(|| ChatError::Internal("a rotated agent lost its webhook".into()))?;
+        Ok(RotatedSecret { webhook_secret, previous_secret_expires_at: chorus_protocol::timestamp::format_ms(until) })
     }
 
     /// The caller's own agents, oldest first.
@@ -196,6 +263,13 @@ impl Agents {
             return Err(ChatError::Forbidden("only its owner may change an agent".into()));
         }
         let cfg = &self.deps.config;
+        match AgentKind::of(&agent) {
+            AgentKind::Hosted if patch.webhook_url.is_some() => {
+                return Err(ChatError::invalid("webhook_url", "only external agents have a webhook"));
+            }
+            AgentKind::External => external_only_fields(patch.model.is_some(), patch.tools.is_some())?,
+            AgentKind::Hosted => {}
+        }
         let update = AgentUpdate {
             name: patch.name.as_deref().map(|n| validate::name(cfg, n)).transpose()?,
             persona: patch.persona.as_deref().map(|p| validate::persona(cfg, p)).transpose()?,
@@ -204,6 +278,7 @@ impl Agents {
             tools: patch.tools.as_deref().map(|t| validate::tools(cfg, t)).transpose()?,
             response_policy: patch.response_policy.map(|p| p.as_str().to_owned()),
             on_busy: patch.on_busy.map(|b| b.as_str().to_owned()),
+            webhook_url: patch.webhook_url.as_deref().map(|u| self.webhooks.url(u)).transpose()?,
         };
         if patch.is_empty() {
             return Ok(AgentView::from(&agent));
@@ -295,6 +370,17 @@ fn targets<'a>(owner_id: &str, channels: impl Iterator<Item = &'a str>) -> Vec<C
 
 pub(crate) fn agent_not_found() -> ChatError {
     ChatError::NotFound("agent not found".into())
+}
+
+/// External agents' services pick their own model and tools.
+fn external_only_fields(model: bool, tools: bool) -> Result<(), ChatError> {
+    if model {
+        return Err(ChatError::invalid("model", "an external agent's service picks its own model; leave it out"));
+    }
+    if tools {
+        return Err(ChatError::invalid("tools", "an external agent's service has its own tools; leave them out"));
+    }
+    Ok(())
 }
 
 fn name_taken(name: &str) -> ChatError {

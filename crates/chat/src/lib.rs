@@ -99,6 +99,8 @@ pub struct ChatParts {
     /// Where committed runs go; `None` on a server without an agent runtime
     /// (runs then wait in the store).
     pub run_intake: Option<Arc<dyn RunIntake>>,
+    /// External agents' URL policy and signing-secret key.
+    pub webhooks: agents::WebhookRules,
 }
 
 /// The chat domain's services. Cheap to clone.
@@ -120,7 +122,7 @@ impl Chat {
         let channels = Channels::new(deps.clone());
         let triggers = Triggers::new(deps.clone(), parts.run_guard, parts.run_intake);
         let messages = Messages::new(deps.clone(), triggers.clone());
-        let agents = Agents::new(deps.clone());
+        let agents = Agents::new(deps.clone(), parts.webhooks);
         let admin = Admin::new(deps.clone(), accounts.clone(), messages.clone(), agents.clone());
         Self { accounts, channels, messages, agents, admin, triggers, deps }
     }

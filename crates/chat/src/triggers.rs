@@ -251,6 +251,7 @@ mod tests {
             tools: vec![],
             response_policy: policy.into(),
             on_busy: "enqueue".into(),
+            webhook: None,
             created_at: 0,
             updated_at: 0,
         }

@@ -6,7 +6,7 @@ use chorus_store::{Agent, ApiKey, AuthSession, Channel, ChannelMember, Message, 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::agents::OnBusy;
+use crate::agents::{AgentKind, OnBusy};
 use crate::response_policy::ResponsePolicy;
 
 fn time(ms: i64) -> String {
@@ -221,6 +221,11 @@ pub struct AgentView {
     pub response_policy: ResponsePolicy,
     /// What a new trigger does while the agent is busy in the channel.
     pub on_busy: OnBusy,
+    /// `hosted` (Chorus runs it) or `external` (its owner's service does, reached by `webhook_url`).
+    pub kind: AgentKind,
+    /// Where an external agent's runs are sent; absent for a hosted agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -237,6 +242,8 @@ impl From<&Agent> for AgentView {
             tools: a.tools.clone(),
             response_policy: ResponsePolicy::from_stored(&a.response_policy),
             on_busy: OnBusy::from_stored(&a.on_busy),
+            kind: AgentKind::of(a),
+            webhook_url: a.webhook.as_ref().map(|w| w.url.clone()),
             created_at: time(a.created_at),
             updated_at: time(a.updated_at),
         }

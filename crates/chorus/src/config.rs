@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use chorus_agents::AgentsConfig;
 use chorus_auth::AuthConfig;
 use chorus_chat::ChatConfig;
+use chorus_external::ExternalAgentsConfig;
 use chorus_store::StoreConfig;
 use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
 use chorus_redis::RedisBrokerConfig;
@@ -20,6 +21,7 @@ use crate::logging::LogConfig;
 /// Top-level keys, the only ones `CHORUS_*` variables may set.
 const SECTIONS: &[&str] = &[
     "data_dir", "node_id", "log", "server", "cors", "limits", "rate_limits", "timing", "namespaces", "broker", "auth", "store", "chat", "web",
+    "external_agents",
     "agents",
 ];
 
@@ -41,6 +43,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub store: StoreConfig,
     pub chat: ChatConfig,
+    pub external_agents: ExternalAgentsConfig,
     pub agents: AgentsConfig,
     pub web: WebConfig,
 }
@@ -61,6 +64,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             store: StoreConfig::default(),
             chat: ChatConfig::default(),
+            external_agents: ExternalAgentsConfig::default(),
             agents: AgentsConfig::default(),
             web: WebConfig::default(),
         }
@@ -174,6 +178,7 @@ impl Config {
         }
         self.web.validate().map_err(ConfigError::Invalid)?;
         crate::logging::parse_directives(&self.log.level).map_err(|e| ConfigError::Invalid(format!("log.level: {e}")))?;
+        self.external_agents.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.agents.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.agents.tools_config().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
@@ -192,7 +197,7 @@ impl Config {
     /// Top-level sections that changed but only take effect after a restart.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<String> {
         let mut changed = Vec::new();
-        let sections: [(&str, serde_json::Value, serde_json::Value); 12] = [
+        let sections: [(&str, serde_json::Value, serde_json::Value); 13] = [
             ("data_dir", to_value(&self.data_dir), to_value(&new.data_dir)),
             ("node_id", to_value(&self.node_id), to_value(&new.node_id)),
             ("server", to_value(&self.server), to_value(&new.server)),
@@ -202,6 +207,7 @@ impl Config {
             ("auth", to_value(&self.auth), to_value(&new.auth)),
             ("store", to_value(&self.store), to_value(&new.store)),
             ("chat", to_value(&self.chat), to_value(&new.chat)),
+            ("external_agents", to_value(&self.external_agents), to_value(&new.external_agents)),
             ("agents", to_value(&self.agents), to_value(&new.agents)),
             ("web", to_value(&self.web), to_value(&new.web)),
             ("log.format", to_value(&self.log.format), to_value(&new.log.format)),

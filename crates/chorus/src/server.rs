@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use chorus_agents::{AgentMetrics, INTAKE_CAPACITY, Intake, Runtime, RuntimeParts};
 use chorus_auth::{ApiKeys, HmacSecret, JwtVerifier};
 use chorus_chat::channels::StoreMembership;
+use chorus_chat::agents::WebhookRules;
 use chorus_chat::{Chat, ChatParts};
 use chorus_clock::Clock;
+use chorus_external::SecretKey;
 use chorus_core::access::AccessPolicy;
 use chorus_core::broker::Backplane;
 use chorus_core::broker::memory::MemoryBroker;
@@ -146,6 +148,25 @@ impl Server {
         let store_check = Arc::new(chorus_server::health::register_store_metrics(&mut registry, store.clone()));
         tracing::info!(node = %node, "hub ready");
 
+        // External agents: the address policy their webhooks are held to and the key their secrets derive from.
+        let external = &config.external_agents;
+        let (webhook_key, key_origin) =
+            SecretKey::resolve(external.secret_key.as_deref(), external.secret_key_file.as_deref(), &config.data_dir).context("external_agents secret key")?;
+        tracing::info!(key = %key_origin, "webhook signing key");
+        let webhook_policy = Arc::new(external.address_policy().context("external_agents.allowed_networks")?);
+        let webhook_client = chorus_external::WebhookClient::new(
+            external,
+            webhook_policy.clone(),
+            clock.clone(),
+            chorus_external::WebhookMetrics::register(&mut registry),
+        )
+        .context("external_agents: the webhook client")?;
+        let webhooks = WebhookRules {
+            policy: webhook_policy,
+            key: Arc::new(webhook_key),
+            previous_secret_ttl: external.previous_secret_ttl,
+        };
+
         // Agents' models and tools (the chat domain validates agent records against them).
         let agent_metrics = AgentMetrics::register(&mut registry);
         let tool_metrics = ToolMetrics::register(&mut registry);
@@ -185,6 +206,7 @@ impl Server {
             jwt,
             run_guard: config.agents.run_guard(),
             run_intake: Some(Arc::new(intake)),
+            webhooks,
         });
         chat.accounts.password_checks().register(&mut registry);
         chat.accounts.bootstrap().await.context("bootstrapping accounts")?;
@@ -206,6 +228,7 @@ impl Server {
             metrics: agent_metrics,
             core_metrics: hub.metrics().clone(),
             intake: intake_rx,
+            webhooks: Some(webhook_client),
         })
         .await
         .context("starting the agent runtime")?;

@@ -131,6 +131,7 @@ pub struct Executor {
     hub: Hub,
     verifier: Arc<dyn TokenVerifier>,
     chat: Arc<dyn ChatCommands>,
+    /// `None`: no agent runtime here (`cancel_run` answers `unavailable`).
     runs: Option<Arc<dyn RunCommands>>,
 }
 

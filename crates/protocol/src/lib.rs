@@ -7,6 +7,7 @@
 //! `PROTOCOL.md` at the repository root documents the same things for client
 //! authors; keep both in step.
 
+pub mod agui;
 pub mod channel;
 pub mod close;
 pub mod command;

@@ -360,8 +360,28 @@ pub struct Agent {
     /// What a new trigger does while the agent is busy in the channel:
     /// `enqueue`, `reject` or `interrupt`.
     pub on_busy: String,
+    /// Set for an external agent (one that runs in its owner's service); `None` for a hosted one.
+    pub webhook: Option<AgentWebhook>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl Agent {
+    /// Runs in its owner's service, reached through its webhook.
+    pub fn is_external(&self) -> bool {
+        self.webhook.is_some()
+    }
+}
+
+/// Where an external agent is reached and what its signing secret derives from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentWebhook {
+    pub url: String,
+    /// The current signing secret's salt (the secret is derived, not stored).
+    pub secret_salt: String,
+    /// After a rotation: the previous secret's salt, honoured until `previous_until` (Unix ms).
+    pub previous_salt: Option<String>,
+    pub previous_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,6 +395,8 @@ pub struct NewAgent {
     pub tools: Vec<String>,
     pub response_policy: String,
     pub on_busy: String,
+    /// `Some` creates an external agent (no previous salt).
+    pub webhook: Option<AgentWebhook>,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -387,6 +409,8 @@ pub struct AgentUpdate {
     pub tools: Option<Vec<String>>,
     pub response_policy: Option<String>,
     pub on_busy: Option<String>,
+    /// A new webhook URL (external agents only; a hosted agent gets `Conflict`).
+    pub webhook_url: Option<String>,
 }
 
 // ---------------------------------------------------------------- operations

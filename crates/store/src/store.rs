@@ -189,6 +189,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_agents(&self, owner_id: &str) -> StoreResult<Vec<Agent>>;
     /// Changes the given fields and `updated_at`. Conflict on a taken name.
     async fn update_agent(&self, id: &str, update: AgentUpdate) -> StoreResult<Agent>;
+    /// Gives an external agent a new signing-secret salt; the current one
+    /// becomes the previous, honoured until `previous_until` (Unix ms).
+    /// NotFound for an unknown agent, Conflict for a hosted one.
+    async fn rotate_agent_secret(&self, id: &str, salt: &str, previous_until: i64) -> StoreResult<Agent>;
     /// Deletes the agent and its channel memberships; returns the ids of the
     /// channels it was a member of.
     async fn delete_agent(&self, id: &str) -> StoreResult<Vec<String>>;

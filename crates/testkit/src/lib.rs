@@ -1,6 +1,7 @@
 //! Test clients and fixtures shared by Chorus's integration tests: a
 //! WebSocket client, an SSE client, a WebSocket client that never answers
-//! pings, Prometheus text lookup, and throwaway databases.
+//! pings, Prometheus text lookup, throwaway databases, the official AG-UI
+//! client (through Node) and a mock webhook service for external agents.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers: a failure should stop the test where it happens.
 
@@ -15,7 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod agui;
 pub mod db;
+pub mod webhook;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -11,6 +11,7 @@ mod common;
 mod conformance;
 mod harness;
 
+mod external;
 mod flow;
 mod guard;
 mod lifecycle;

@@ -315,6 +315,7 @@ async fn members(engine: TestEngine) {
         tools: vec![],
         response_policy: "mention".into(),
         on_busy: "enqueue".into(),
+        webhook: None,
     };
     let mine = store.create_agent(agent(&alice.id, "helper"), 10).await.unwrap();
     let theirs = store.create_agent(agent(&dave.id, "other"), 10).await.unwrap();

@@ -45,6 +45,7 @@ async fn every_namespace_against_every_kind_of_key(engine: TestEngine) {
         tools: vec![],
         response_policy: "mention".into(),
         on_busy: "enqueue".into(),
+        webhook: None,
     };
     let helper = store.create_agent(agent(&alice.id, "helper"), 10).await.unwrap();
     let r = app.post(&format!("/api/v1/channels/{mine}/members"), &alice.token, json!({ "kind": "agent", "id": helper.id })).await;

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chorus_chat::Chat;
-use chorus_chat::agents::{AgentPatch, NewAgentInput, OnBusy, ResponsePolicy};
+use chorus_chat::agents::{AgentKind, AgentPatch, NewAgentInput, OnBusy, ResponsePolicy};
 use chorus_chat::views::AgentView;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -27,6 +27,7 @@ pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new()
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(get_agent, update_agent, delete_agent))
+        .routes(routes!(rotate_webhook_secret))
 }
 
 // ---------------------------------------------------------------- bodies
@@ -61,6 +62,16 @@ pub struct CreateAgentBody {
     /// (end the current run with `superseded`). `enqueue` when absent.
     #[serde(default)]
     pub on_busy: Option<OnBusy>,
+    /// `hosted` (Chorus runs it; the default) or `external` (it runs in your
+    /// service: each run is POSTed to `webhook_url`). Fixed at creation.
+    #[serde(default)]
+    pub kind: Option<AgentKind>,
+    /// Required for an external agent (and refused for a hosted one): an
+    /// `http`/`https` URL of a public address, at most 2,048 characters. An
+    /// external agent takes no `model` or `tools`: its service has its own.
+    #[serde(default)]
+    #[schema(example = "https://agents.example.com/chorus")]
+    pub webhook_url: Option<String>,
 }
 
 /// A partial update: absent (or null) fields are left as they are; rules as on create.
@@ -86,9 +97,32 @@ pub struct UpdateAgentBody {
     pub response_policy: Option<ResponsePolicy>,
     #[serde(default)]
     pub on_busy: Option<OnBusy>,
+    /// External agents only.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 // ---------------------------------------------------------------- responses
+
+/// A created agent; an external one comes with its signing secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedAgentBody {
+    #[serde(flatten)]
+    pub agent: AgentView,
+    /// External agents only: the secret deliveries to `webhook_url` are signed
+    /// with (`whsec_…`). Shown this once; rotate it to get a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+/// A new signing secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedSecretBody {
+    /// The new secret (`whsec_…`), shown this once. Deliveries carry its signature first.
+    pub webhook_secret: String,
+    /// Until then deliveries carry a second signature made with the previous secret.
+    pub previous_secret_expires_at: String,
+}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AgentList {
@@ -101,8 +135,8 @@ pub struct AgentList {
 /// `POST /api/v1/agents`: creates an agent owned by the caller.
 #[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = CreateAgentBody, security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created; `agent_spawned` goes to the owner's `user:` channel", body = AgentView),
-        (status = 400, description = "Malformed body or invalid field (name, persona, quirks, model, tools, response_policy)", body = ErrorBody),
+        (status = 201, description = "Created; `agent_spawned` goes to the owner's `user:` channel. An external agent's answer carries its `webhook_secret`", body = CreatedAgentBody),
+        (status = 400, description = "Malformed body or invalid field (name, persona, quirks, model, tools, response_policy, kind, webhook_url: scheme, credentials, a non-public address)", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 409, description = "The caller already has an agent with this name (ignoring case)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -113,7 +147,7 @@ pub async fn create_agent(
     State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     body: Bytes,
-) -> Result<(StatusCode, Json<AgentView>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedAgentBody>), ApiError> {
     let body: CreateAgentBody = parse_json(&body)?;
     let input = NewAgentInput {
         name: body.name,
@@ -123,9 +157,35 @@ pub async fn create_agent(
         tools: body.tools.unwrap_or_default(),
         response_policy: body.response_policy.unwrap_or_default(),
         on_busy: body.on_busy.unwrap_or_default(),
+        kind: body.kind.unwrap_or_default(),
+        webhook_url: body.webhook_url,
     };
-    let view = chat.agents.create(&caller, input).await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    let created = chat.agents.create(&caller, input).await?;
+    Ok((StatusCode::CREATED, Json(CreatedAgentBody { agent: created.agent, webhook_secret: created.webhook_secret })))
+}
+
+/// `POST /api/v1/agents/{id}/webhook-secret`: gives an external agent a new
+/// signing secret (its owner). The previous secret keeps signing deliveries,
+/// as a second signature, until `previous_secret_expires_at`
+/// (`external_agents.previous_secret_ttl`, a day by default).
+#[utoipa::path(post, path = "/api/v1/agents/{id}/webhook-secret", tag = "agents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Agent id")),
+    responses(
+        (status = 200, description = "The new secret, shown this once", body = RotatedSecretBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "An administrator rotating someone else's agent's secret", body = ErrorBody),
+        (status = 404, description = "No such agent, or it belongs to someone else", body = ErrorBody),
+        (status = 409, description = "A hosted agent, which has no signing secret", body = ErrorBody),
+        (status = 429, description = "Request rate limit", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ))]
+pub async fn rotate_webhook_secret(
+    State(chat): State<Arc<Chat>>,
+    AuthUser(caller): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<RotatedSecretBody>, ApiError> {
+    let rotated = chat.agents.rotate_secret(&caller, &id).await?;
+    Ok(Json(RotatedSecretBody { webhook_secret: rotated.webhook_secret, previous_secret_expires_at: rotated.previous_secret_expires_at }))
 }
 
 /// `GET /api/v1/agents`: the caller's own agents.
@@ -190,6 +250,7 @@ pub async fn update_agent(
         tools: body.tools,
         response_policy: body.response_policy,
         on_busy: body.on_busy,
+        webhook_url: body.webhook_url,
     };
     Ok(Json(chat.agents.update(&caller, &id, patch).await?))
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod agents;
 pub mod channels;
 pub mod openapi;
+pub mod run_events;
 pub mod runs;
 
 use std::sync::Arc;
@@ -38,6 +39,11 @@ pub struct RestState {
 impl RestState {
     pub fn new(chat: Chat, app: AppState) -> Self {
         Self { chat: Arc::new(chat), app }
+    }
+
+    /// The agent runtime (runs over REST); `None` answers those routes 503.
+    pub fn agents(&self) -> Option<&chorus_agents::Runtime> {
+        self.app.agents()
     }
 
     pub fn chat(&self) -> &Chat {

@@ -18,9 +18,8 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::parse_json;
-use crate::rest::AuthUser;
+use crate::rest::{AuthUser, RestState};
 use crate::rest::openapi::ErrorBody;
-use crate::rest::RestState;
 
 pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new()
@@ -28,6 +27,7 @@ pub fn routes() -> OpenApiRouter<RestState> {
         .routes(routes!(cancel_run))
         .routes(routes!(list_channel_runs))
         .routes(routes!(start_run))
+        .routes(routes!(crate::rest::run_events::push_run_events))
 }
 
 /// The agent runtime, or 503 on a server running without one.

@@ -153,6 +153,11 @@ impl TestServer {
             jwt: verifier.clone(),
             run_guard: chorus_chat::RunGuard::default(),
             run_intake: None,
+            webhooks: chorus_chat::agents::WebhookRules {
+                policy: Arc::new(chorus_external::AddressPolicy::default()),
+                key: Arc::new(chorus_external::SecretKey::from_bytes(&[7; 32], &chorus_external::KeyOrigin::Config).expect("key")),
+                previous_secret_ttl: std::time::Duration::from_secs(60),
+            },
         });
         let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), Arc::new(chat.messages.clone()), None));
         let state = AppState::new(AppParts {

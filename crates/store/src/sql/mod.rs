@@ -42,7 +42,8 @@ macro_rules! message_cols {
 }
 macro_rules! agent_cols {
     () => {
-        "id, owner_id, name, persona, quirks, model, tools, response_policy, on_busy, created_at, updated_at"
+        "id, owner_id, name, persona, quirks, model, tools, response_policy, on_busy, webhook_url, webhook_secret_salt, \
+         webhook_previous_salt, webhook_previous_until, created_at, updated_at"
     };
 }
 macro_rules! run_cols {

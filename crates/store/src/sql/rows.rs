@@ -103,6 +103,10 @@ pub(crate) struct AgentRow {
     tools: String,
     response_policy: String,
     on_busy: String,
+    webhook_url: Option<String>,
+    webhook_secret_salt: Option<String>,
+    webhook_previous_salt: Option<String>,
+    webhook_previous_until: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -121,6 +125,16 @@ impl TryFrom<AgentRow> for Agent {
             tools: from_json(&r.tools)?,
             response_policy: r.response_policy,
             on_busy: r.on_busy,
+            // `kind` is 'external' exactly when these two are set.
+            webhook: match (r.webhook_url, r.webhook_secret_salt) {
+                (Some(url), Some(secret_salt)) => Some(AgentWebhook {
+                    url,
+                    secret_salt,
+                    previous_salt: r.webhook_previous_salt,
+                    previous_until: r.webhook_previous_until,
+                }),
+                _ => None,
+            },
             created_at: r.created_at,
             updated_at: r.updated_at,
         })

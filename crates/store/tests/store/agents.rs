@@ -8,7 +8,8 @@ both_engines!(
     agent_limit_under_concurrency,
     agent_names,
     agent_delete_removes_memberships,
-    agent_memberships
+    agent_memberships,
+    external_agents
 );
 
 async fn agent_crud(t: Ctx) {
@@ -51,6 +52,7 @@ async fn agent_crud(t: Ctx) {
                 tools: Some(vec!["search".into(), "calc".into()]),
                 response_policy: Some("always".into()),
                 on_busy: Some("interrupt".into()),
+                webhook_url: None,
             },
         )
         .await
@@ -201,4 +203,46 @@ async fn agent_memberships(t: Ctx) {
     assert_eq!(t.store.list_agent_memberships(&bot.id).await.unwrap().len(), 1);
     t.store.delete_agent(&bot.id).await.unwrap();
     assert!(t.store.list_agent_memberships(&bot.id).await.unwrap().is_empty());
+}
+
+async fn external_agents(t: Ctx) {
+    let alice = t.user("alice").await;
+    let hosted = t.store.create_agent(new_agent(&alice, "Hosted"), 10).await.unwrap();
+    assert!(!hosted.is_external() && hosted.webhook.is_none());
+    let webhook = AgentWebhook {
+        url: "https://agents.example.com/hook".into(),
+        secret_salt: "salt-1".into(),
+        previous_salt: None,
+        previous_until: None,
+    };
+    let new = NewAgent { webhook: Some(webhook.clone()), ..new_agent(&alice, "Outside") };
+    let created = t.store.create_agent(new, 10).await.unwrap();
+    assert_eq!(created.webhook, Some(webhook.clone()));
+    assert_eq!(t.store.get_agent(&created.id).await.unwrap(), Some(created.clone()));
+    assert_eq!(t.store.list_agents(&alice.id).await.unwrap().iter().filter(|a| a.is_external()).count(), 1);
+
+    // The URL changes like any field; a hosted agent has none to change.
+    t.clock.advance(std::time::Duration::from_millis(5));
+    let moved = t
+        .store
+        .update_agent(&created.id, AgentUpdate { webhook_url: Some("https://agents.example.com/v2".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(moved.webhook.as_ref().map(|w| w.url.as_str()), Some("https://agents.example.com/v2"));
+    assert_eq!(moved.webhook.as_ref().map(|w| w.secret_salt.as_str()), Some("salt-1"));
+    assert!(matches!(
+        t.store.update_agent(&hosted.id, AgentUpdate { webhook_url: Some("https://x.example.com/".into()), ..Default::default() }).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Rotation: the new salt signs, the old one is kept until the given time; a second
+    // rotation drops the oldest.
+    let rotated = t.store.rotate_agent_secret(&created.id, "salt-2", T0 + 1_000).await.unwrap();
+    let w = rotated.webhook.clone().unwrap();
+    assert_eq!((w.secret_salt.as_str(), w.previous_salt.as_deref(), w.previous_until), ("salt-2", Some("salt-1"), Some(T0 + 1_000)));
+    assert_eq!(t.store.get_agent(&created.id).await.unwrap(), Some(rotated));
+    let again = t.store.rotate_agent_secret(&created.id, "salt-3", T0 + 2_000).await.unwrap().webhook.unwrap();
+    assert_eq!((again.secret_salt.as_str(), again.previous_salt.as_deref()), ("salt-3", Some("salt-2")));
+    assert!(matches!(t.store.rotate_agent_secret(&hosted.id, "s", T0).await, Err(StoreError::Conflict(_))));
+    assert_eq!(t.store.rotate_agent_secret("missing", "s", T0).await, Err(StoreError::NotFound));
 }

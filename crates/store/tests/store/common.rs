@@ -94,6 +94,7 @@ pub fn new_agent(owner: &User, name: &str) -> NewAgent {
         tools: vec!["clock".into()],
         response_policy: "mention".into(),
         on_busy: "enqueue".into(),
+        webhook: None,
     }
 }
 

@@ -19,6 +19,7 @@ pub(super) async fn create_agent(store: &This, new: NewAgent, max_per_owner: u32
         tools: new.tools,
         response_policy: new.response_policy,
         on_busy: new.on_busy,
+        webhook: new.webhook.map(|w| AgentWebhook { previous_salt: None, previous_until: None, ..w }),
         created_at: now,
         updated_at: now,
     };
@@ -33,7 +34,8 @@ pub(super) async fn create_agent(store: &This, new: NewAgent, max_per_owner: u32
     }
     sqlx::query(
         "INSERT INTO agents (id, owner_id, name, name_key, persona, quirks, model, tools, response_policy, on_busy, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+         created_at, updated_at, kind, webhook_url, webhook_secret_salt) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)",
     )
     .bind(&agent.id)
     .bind(&agent.owner_id)
@@ -46,6 +48,9 @@ pub(super) async fn create_agent(store: &This, new: NewAgent, max_per_owner: u32
     .bind(&agent.response_policy)
     .bind(&agent.on_busy)
     .bind(now)
+    .bind(if agent.is_external() { "external" } else { "hosted" })
+    .bind(agent.webhook.as_ref().map(|w| &w.url))
+    .bind(agent.webhook.as_ref().map(|w| &w.secret_salt))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -77,7 +82,13 @@ pub(super) async fn update_agent(store: &This, id: &str, update: AgentUpdate) ->
             .fetch_optional(&mut *tx)
             .await?;
     let mut agent = Agent::try_from(found.ok_or(StoreError::NotFound)?)?;
-    let AgentUpdate { name, persona, quirks, model, tools, response_policy, on_busy } = update;
+    let AgentUpdate { name, persona, quirks, model, tools, response_policy, on_busy, webhook_url } = update;
+    if let Some(url) = webhook_url {
+        match agent.webhook.as_mut() {
+            Some(w) => w.url = url,
+            None => return Err(StoreError::Conflict("a hosted agent has no webhook".into())),
+        }
+    }
     if let Some(v) = name {
         agent.name = v;
     }
@@ -102,7 +113,7 @@ pub(super) async fn update_agent(store: &This, id: &str, update: AgentUpdate) ->
     agent.updated_at = store.clock.now_ms();
     sqlx::query(
         "UPDATE agents SET name = $2, name_key = $3, persona = $4, quirks = $5, model = $6, tools = $7, \
-         response_policy = $8, on_busy = $9, updated_at = $10 WHERE id = $1",
+         response_policy = $8, on_busy = $9, updated_at = $10, webhook_url = $11 WHERE id = $1",
     )
     .bind(id)
     .bind(&agent.name)
@@ -113,6 +124,37 @@ pub(super) async fn update_agent(store: &This, id: &str, update: AgentUpdate) ->
     .bind(to_json(&agent.tools)?)
     .bind(&agent.response_policy)
     .bind(&agent.on_busy)
+    .bind(agent.updated_at)
+    .bind(agent.webhook.as_ref().map(|w| &w.url))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(agent)
+}
+
+pub(super) async fn rotate_agent_secret(store: &This, id: &str, salt: &str, previous_until: i64) -> StoreResult<Agent> {
+    let mut tx = store.begin_write().await?;
+    let found: Option<AgentRow> =
+        sqlx::query_as(for_no_key_update!(concat!("SELECT ", agent_cols!(), " FROM agents WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let mut agent = Agent::try_from(found.ok_or(StoreError::NotFound)?)?;
+    let Some(webhook) = agent.webhook.as_mut() else {
+        return Err(StoreError::Conflict("a hosted agent has no signing secret".into()));
+    };
+    // The secret in use until now stays honoured for a while; one rotated before that is dropped.
+    webhook.previous_salt = Some(std::mem::replace(&mut webhook.secret_salt, salt.to_owned()));
+    webhook.previous_until = Some(previous_until);
+    agent.updated_at = store.clock.now_ms();
+    sqlx::query(
+        "UPDATE agents SET webhook_secret_salt = $2, webhook_previous_salt = $3, webhook_previous_until = $4, \
+         updated_at = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&webhook.secret_salt)
+    .bind(&webhook.previous_salt)
+    .bind(webhook.previous_until)
     .bind(agent.updated_at)
     .execute(&mut *tx)
     .await?;

@@ -234,6 +234,9 @@ impl Store for This {
         agents::list_agent_memberships(self, agent_id).await
     }
 
+    async fn rotate_agent_secret(&self, id: &str, salt: &str, previous_until: i64) -> StoreResult<Agent> {
+        agents::rotate_agent_secret(self, id, salt, previous_until).await
+    }
     async fn list_channel_agents(&self, channel_id: &str) -> StoreResult<Vec<Agent>> {
         agents::list_channel_agents(self, channel_id).await
     }
