@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs rows of the bar (PRODUCT.md) against a fresh release server on loopback.
+# Runs rows of the bar (docs/decisions.md) against a fresh release server on loopback.
 #
 #   bash scripts/bench.sh fanout-1000x50            one row
 #   bash scripts/bench.sh idle-5000 idle-15000      several rows
@@ -49,14 +49,16 @@ row_args() {
     recovery-storm)    echo "recovery-storm --users 1000 --rate-per-user 10 --before 5s --outage 5s --after 5s" ;;
     sse)               echo "sse --users 1000 --rate-per-user 10 --duration 10s --p99-ms 10 --outage 5s --after 5s" ;;
     churn)             echo "churn --cycles 100000 --concurrency 200" ;;
+    churn-fresh)       echo "churn --cycles 100000 --concurrency 200 --fresh-users" ;;
+    logins)            echo "logins --logins 1000 --users 10 --concurrency 16" ;;
     soak)              echo "soak --connections 5000 --rate 10000 --duration ${SOAK_DURATION:-1h} --baseline-after ${SOAK_BASELINE:-5m}" ;;
     message-rtt-sqlite)   echo "message-rtt --users 50 --channels 10 --rate-per-user 4 --duration 10s --p99-ms 5" ;;
     message-rtt-postgres) echo "message-rtt --users 50 --channels 10 --rate-per-user 4 --duration 10s --p99-ms 10" ;;
     *) return 1 ;;
   esac
 }
-ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn message-rtt-sqlite message-rtt-postgres)
-ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn message-rtt-sqlite message-rtt-postgres soak"
+ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres)
+ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres soak"
 
 if [ $# -eq 0 ]; then
   sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'

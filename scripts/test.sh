@@ -36,8 +36,26 @@ export CHORUS_TEST_MCP_EVERYTHING="$PWD/$everything"
 eval "$(scripts/test-services.sh start)"
 trap 'scripts/test-services.sh stop' EXIT
 
+# The README followed as written, against a real server (scripts/readme.sh),
+# with the debug binary the tests use instead of the README's release build
+# (the commands are the README's; a second build would double CI time). Then
+# the schema-driven fuzzer against the served OpenAPI document
+# (scripts/fuzz-api.sh, at most 120 s). Both run before the Rust tests so that
+# the test runner's summary is the last thing printed; a failure of either
+# fails the run after the Rust tests.
+failed=()
+cargo build -q -p chorus --bin chorus
+bash scripts/readme.sh target/debug/chorus || failed+=(readme.sh)
+bash scripts/fuzz-api.sh target/debug/chorus || failed+=(fuzz-api.sh)
+
+rc=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+  cargo nextest run --workspace --all-targets --no-fail-fast "$@" || rc=$?
 else
-  cargo test --workspace --all-targets --no-fail-fast "$@"
+  cargo test --workspace --all-targets --no-fail-fast "$@" || rc=$?
 fi
+if ((${#failed[@]})); then
+  echo "failed besides the Rust tests: ${failed[*]}" >&2
+  exit 1
+fi
+exit "$rc"

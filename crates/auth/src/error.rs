@@ -41,6 +41,16 @@ pub enum AuthConfigError {
         "no HMAC secret is configured (auth.hmac_secret, auth.hmac_secret_file or <data_dir>/jwt-secret); this server verifies tokens with public keys only"
     )]
     NoHmacSecret,
+    /// Only a server creates the secret; a tool that needs it found none.
+    #[error(
+        "no token signing secret: auth.hmac_secret and auth.hmac_secret_file are not set and {} does not exist; \
+         it is created by the first `chorus serve` with this configuration and data directory",
+        path.display()
+    )]
+    SecretNotFound {
+        /// Where the generated secret was looked for.
+        path: PathBuf,
+    },
     /// An entry of `auth.public_keys` is unusable.
     #[error("auth.public_keys[{index}]: {reason}")]
     PublicKey {

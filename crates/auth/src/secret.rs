@@ -63,6 +63,27 @@ impl HmacSecret {
         Self::try_resolve(config, data_dir)?.ok_or(AuthConfigError::NoHmacSecret)
     }
 
+    /// Finds the secret a server uses, without ever creating one: for tools
+    /// (`chorus token`) that must sign exactly as the running server does.
+    /// A missing `<data_dir>/jwt-secret` is [`AuthConfigError::SecretNotFound`],
+    /// naming the absolute path looked at.
+    pub fn find(config: &AuthConfig, data_dir: &Path) -> Result<ResolvedSecret, AuthConfigError> {
+        if let Some(value) = &config.hmac_secret {
+            return checked(HmacSecret::new(value), SecretOrigin::Config);
+        }
+        if let Some(path) = &config.hmac_secret_file {
+            return checked(read_secret_file(path)?, SecretOrigin::File(path.clone()));
+        }
+        let path = data_dir.join(SECRET_FILE_NAME);
+        match read_secret_file(&path) {
+            Ok(secret) => checked(secret, SecretOrigin::DataDir(path)),
+            Err(AuthConfigError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(AuthConfigError::SecretNotFound { path: std::path::absolute(&path).unwrap_or(path) })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Like [`HmacSecret::resolve`], but `None` when public-key sources are
     /// configured and no secret exists (HS256 is then simply not accepted).
     pub fn try_resolve(config: &AuthConfig, data_dir: &Path) -> Result<Option<ResolvedSecret>, AuthConfigError> {

@@ -3,11 +3,11 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chorus_clock::Clock;
 use chorus_core::{Identity, TokenError, TokenVerifier};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
@@ -42,6 +42,8 @@ struct Inner {
     static_keys: Vec<VerifyKey>,
     jwks: Option<Arc<JwksSource>>,
     rules: ClaimRules,
+    /// What `exp` and `nbf` are compared with.
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -61,8 +63,13 @@ impl JwtVerifier {
     ///
     /// Reads key files now; the JWKS URL is first fetched by the first
     /// verification (or [`JwtVerifier::refresh_jwks`]). With a JWKS URL, a
-    /// rustls crypto provider must already be installed.
-    pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<(Self, Option<SecretOrigin>), AuthConfigError> {
+    /// rustls crypto provider must already be installed. `exp` and `nbf`
+    /// are checked against `clock`.
+    pub fn from_config(
+        config: &AuthConfig,
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, Option<SecretOrigin>), AuthConfigError> {
         let rules = claim_rules(config)?;
         check_api_keys(&config.api_keys)?;
 
@@ -116,7 +123,7 @@ impl JwtVerifier {
             Some(url) => Some(Arc::new(JwksSource::new(url, config.jwks_refresh, config.jwks_min_refetch)?)),
             None => None,
         };
-        let verifier = Self { inner: Arc::new(Inner { static_keys, jwks, rules }) };
+        let verifier = Self { inner: Arc::new(Inner { static_keys, jwks, rules, clock }) };
         Ok((verifier, origin))
     }
 
@@ -182,13 +189,8 @@ impl TokenVerifier for JwtVerifier {
         let parsed = Parsed::parse(token)?;
         self.check_signature(&parsed).await?;
         let claims = parsed.claims()?;
-        self.inner.rules.identity(&claims, now_ms())
+        self.inner.rules.identity(&claims, self.inner.clock.now_ms())
     }
-}
-
-fn now_ms() -> i64 {
-    // A clock before 1970 is treated as 1970; every exp then still works.
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn claim_rules(config: &AuthConfig) -> Result<ClaimRules, AuthConfigError> {

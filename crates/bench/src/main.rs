@@ -1,5 +1,5 @@
 //! `chorus-bench`: the load generator for the realtime rows of the bar in
-//! PRODUCT.md. It drives a running Chorus server over loopback only; every
+//! `docs/decisions.md`. It drives a running Chorus server over loopback only; every
 //! scenario is bounded in count and time and stops by itself, prints a
 //! result block with PASS/FAIL against the bar and can append a JSON line to
 //! a results file. See BENCHMARKS.md and `scripts/bench.sh`.
@@ -100,6 +100,9 @@ enum Cmd {
     /// a schedule; ack latency (committed and acknowledged) and delivery to
     /// every member (bar: p99 ≤ 5 ms on SQLite, ≤ 10 ms on PostgreSQL).
     MessageRtt(scenario::messages::MessageArgs),
+    /// Password logins over REST; server RSS before and after (bar: 1,000
+    /// logins leave RSS within 64 MB of the start).
+    Logins(scenario::logins::LoginArgs),
     /// Connect/subscribe/disconnect cycles; server counts back to baseline.
     Churn(scenario::churn::ChurnArgs),
     /// Long run with connection replacement and steady events; drift of RSS,
@@ -186,6 +189,7 @@ async fn run(cli: Cli) -> i32 {
         Cmd::RecoveryStorm(a) => scenario::streams::recovery_storm(&ctx, a).await,
         Cmd::Sse(a) => scenario::streams::sse(&ctx, a).await,
         Cmd::MessageRtt(a) => scenario::messages::run(&ctx, a).await,
+        Cmd::Logins(a) => scenario::logins::run(&ctx, a).await,
         Cmd::Churn(a) => scenario::churn::run(&ctx, a).await,
         Cmd::Soak(a) => scenario::soak::run(&ctx, a).await,
         Cmd::WsHold(_) => unreachable!("handled above"),

@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod external;
+pub mod limits;
 pub mod password;
 pub mod secrets;
 pub mod sessions;
@@ -24,12 +25,12 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chorus_auth::{HmacSecret, JwtVerifier, MintRequest, mint_token};
-use chorus_core::limiter::{KeyedLimiter, Rate, RateLimited};
 use chorus_core::UserId;
 use chorus_protocol::timestamp::format_ms;
+use chorus_protocol::{ChannelName, EventType, Payload};
 use chorus_store::{NewApiKey, NewAuthSession, NewUser, Store, StoreError, User, UserRole};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -37,15 +38,14 @@ use utoipa::ToSchema;
 
 use self::cache::BoundedMap;
 use self::external::Providers;
+use self::limits::AuthLimits;
 use self::password::Passwords;
 use self::sessions::{Ended, Sessions};
-use crate::views::{ApiKeyView, SessionView, UserView};
+use crate::keys::KeyScope;
+use crate::views::{ApiKeyView, PublicUserView, SessionView, UserView};
 use crate::{Caller, ChatError, Deps};
 
-/// Keys each login/sign-up limiter tracks; past it new keys are refused (429)
-/// rather than forgetting someone's recent attempts.
-const LIMITER_CAPACITY: usize = 50_000;
-/// Limiter entries idle this long are dropped by cleanup (every rate here refills within minutes).
+/// Agent-creation limiter entries idle this long are dropped by cleanup (that rate refills within a minute).
 pub(crate) const LIMITER_IDLE: Duration = Duration::from_secs(10 * 60);
 /// How long a store lookup of an API key is trusted.
 const API_KEY_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -164,44 +164,22 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-
-fn per_minute(n: u32) -> Rate {
-    let n = n.max(1);
-    Rate::per_minute(f64::from(n), n)
-}
-
-struct Limiters {
-    login_account: KeyedLimiter<String>,
-    login_address: KeyedLimiter<IpAddr>,
-    signup_address: KeyedLimiter<IpAddr>,
-    refresh_address: KeyedLimiter<IpAddr>,
-}
-
-impl Limiters {
-    fn all(&self) -> [&dyn Sweep; 4] {
-        [&self.login_account, &self.login_address, &self.signup_address, &self.refresh_address]
-    }
-}
-
-trait Sweep {
-    fn sweep_idle(&self, now: Instant) -> usize;
-    fn entries(&self) -> usize;
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Sweep for KeyedLimiter<K> {
-    fn sweep_idle(&self, now: Instant) -> usize {
-        self.sweep(LIMITER_IDLE, now)
-    }
-    fn entries(&self) -> usize {
-        self.len()
-    }
-}
-
 #[derive(Clone)]
 struct KnownKey {
     id: String,
+    owner: String,
+    scope: KeyScope,
     checked: Instant,
     touched: Instant,
+}
+
+/// A live API key a user created: who owns it and what narrows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKey {
+    /// `api_key:<id>`, for logs.
+    pub key_id: String,
+    pub owner: String,
+    pub scope: KeyScope,
 }
 
 struct Inner {
@@ -215,7 +193,7 @@ struct Inner {
     providers: Providers,
     /// Digest → key, for keys that were live when last read.
     api_keys: BoundedMap<String, KnownKey>,
-    limiters: Limiters,
+    limits: AuthLimits,
 }
 
 /// Accounts and authentication. Cheap to clone.
@@ -226,14 +204,8 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(deps: Deps, secret: Option<HmacSecret>, jwt: JwtVerifier) -> Self {
-        let sessions = Sessions::new(deps.store.clone(), deps.config.session_idle, deps.config.session_touch_interval);
+        let sessions = Sessions::new(deps.store.clone(), deps.clock.clone(), deps.config.session_idle, deps.config.session_touch_interval);
         let providers = Providers::new(deps.store.clone());
-        let limiters = Limiters {
-            login_account: KeyedLimiter::new(),
-            login_address: KeyedLimiter::new(),
-            signup_address: KeyedLimiter::new(),
-            refresh_address: KeyedLimiter::new(),
-        };
         let inner = Inner {
             deps,
             secret,
@@ -242,7 +214,7 @@ impl Accounts {
             sessions,
             providers,
             api_keys: BoundedMap::new(API_KEY_CACHE_CAPACITY),
-            limiters,
+            limits: AuthLimits::new(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -251,8 +223,13 @@ impl Accounts {
         self.inner.deps.store.as_ref()
     }
 
+    /// The count of password verifications, for `/metrics`.
+    pub fn password_checks(&self) -> &password::PasswordChecks {
+        self.inner.passwords.checks()
+    }
+
     fn now_ms(&self) -> i64 {
-        self.inner.deps.hub.now_ms()
+        self.inner.deps.now_ms()
     }
 
     // ------------------------------------------------------------ start
@@ -312,9 +289,13 @@ impl Accounts {
         users.iter().flat_map(|u| hub.user_connections(u)).filter_map(|c| c.session_id()).collect()
     }
 
-    async fn touch_connected(&self) {
+    /// Records the activity of the login sessions behind this node's live
+    /// connections (each at most every `session_touch_interval`), and closes
+    /// the connections whose session ended. The background loop runs it; so
+    /// does [`Accounts::cleanup`].
+    pub async fn touch_connected(&self) {
         for sid in self.connected_sessions() {
-            match self.inner.sessions.touch_if_due(&sid, self.now_ms()).await {
+            match self.inner.sessions.touch_if_due(&sid).await {
                 Ok(true) => {}
                 Ok(false) => self.close_session_connections(&sid).await,
                 Err(e) => tracing::warn!(error = %e, "touching a connected session failed"),
@@ -351,15 +332,14 @@ impl Accounts {
         Ok(deleted)
     }
 
-    /// Drops idle entries of the login and sign-up limiters; returns how many remain.
+    /// Drops refilled entries of the login, sign-up and refresh limiters; returns how many remain.
     pub fn sweep_limiters(&self) -> usize {
-        let now = Instant::now();
-        self.inner.limiters.all().iter().map(|l| l.sweep_idle(now)).sum()
+        self.inner.limits.sweep(&self.inner.deps.config)
     }
 
-    /// Entries held by the login and sign-up limiters.
+    /// Entries held by the login, sign-up and refresh limiters.
     pub fn limiter_entries(&self) -> usize {
-        self.inner.limiters.all().iter().map(|l| l.entries()).sum()
+        self.inner.limits.entries()
     }
 
     // ------------------------------------------------------------ sign-up and login
@@ -367,10 +347,7 @@ impl Accounts {
     /// Creates a user with role `user`.
     pub async fn sign_up(&self, account: NewAccount, client: &ClientInfo) -> Result<UserView, ChatError> {
         let email = check_account(&account)?;
-        if let Some(ip) = client.ip {
-            let rate = per_minute(self.inner.deps.config.signups_per_address_per_minute);
-            self.inner.limiters.signup_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| RateLimited::refused("sign-ups from this address", r, rate))?;
-        }
+        self.inner.limits.check_signup(&self.inner.deps.config, client.ip)?;
         // Saves a hash when the answer is already known; the insert still decides races.
         if self.store().get_user_by_username(&account.username).await?.is_some() {
             return Err(username_taken());
@@ -379,21 +356,6 @@ impl Accounts {
         let user = insert_user(self.store(), account.username, email, hash, UserRole::User).await?;
         tracing::info!(user = %user.id, "user signed up");
         Ok(UserView::from(&user))
-    }
-
-    fn check_login_rate(&self, username: &str, ip: Option<IpAddr>) -> Result<(), ChatError> {
-        let cfg = &self.inner.deps.config;
-        let now = Instant::now();
-        if let Some(ip) = ip {
-            let rate = per_minute(cfg.logins_per_address_per_minute);
-            self.inner.limiters.login_address.check(&ip, rate, LIMITER_CAPACITY, now).map_err(|r| RateLimited::refused("login attempts from this address", r, rate))?;
-        }
-        let rate = per_minute(cfg.logins_per_account_per_minute);
-        self.inner
-            .limiters
-            .login_account
-            .check(&username.to_lowercase(), rate, LIMITER_CAPACITY, now)
-            .map_err(|r| RateLimited::refused("login attempts for this account", r, rate).into())
     }
 
     /// Checks a username and password and starts a login session. A wrong
@@ -408,12 +370,15 @@ impl Accounts {
         if password.is_empty() || password.chars().count() > validate::PASSWORD_MAX {
             return Err(ChatError::invalid("password", format_args!("must be 1-{} characters", validate::PASSWORD_MAX)));
         }
-        self.check_login_rate(username, client.ip)?;
+        self.inner.limits.check_login(&self.inner.deps.config, username, client.ip)?;
         let user = self.store().get_user_by_username(username).await?;
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let matched = self.inner.passwords.verify(password, hash).await?;
         match user {
-            Some(user) if matched => self.start_session(user, client).await,
+            Some(user) if matched => {
+                self.inner.limits.signed_in(&self.inner.deps.config, username, client.ip);
+                self.start_session(user, client).await
+            }
             _ => Err(bad_credentials()),
         }
     }
@@ -433,7 +398,7 @@ impl Accounts {
                 ip: client.ip.map(|ip| ip.to_string()),
             })
             .await?;
-        self.inner.sessions.remember(&session, now);
+        self.inner.sessions.remember(&session);
         self.end_surplus_sessions(&user.id).await?;
         tracing::info!(user = %user.id, session = %session.id, "login session started");
         self.grant(&user, &session.id, refresh_token)
@@ -478,8 +443,9 @@ impl Accounts {
             session_id: Some(session_id.to_owned()),
         };
         // `exp` is computed the same way inside `mint_token`: whole seconds from now.
-        let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let access_token = mint_token(self.signer()?, &request).map_err(|e| ChatError::Internal(format!("minting an access token failed: {e}")))?;
+        let clock = self.inner.deps.clock.as_ref();
+        let now_secs = u64::try_from(clock.now_ms() / 1000).unwrap_or(0);
+        let access_token = mint_token(self.signer()?, &request, clock).map_err(|e| ChatError::Internal(format!("minting an access token failed: {e}")))?;
         let expires_ms = i64::try_from((now_secs + ttl.as_secs()) * 1000).unwrap_or(i64::MAX);
         Ok(TokenGrant {
             access_token,
@@ -495,15 +461,14 @@ impl Accounts {
     /// token; the one presented stops working.
     pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo) -> Result<TokenGrant, ChatError> {
         self.signer()?;
-        if let Some(ip) = client.ip {
-            let rate = per_minute(self.inner.deps.config.refreshes_per_address_per_minute);
-            self.inner.limiters.refresh_address.check(&ip, rate, LIMITER_CAPACITY, Instant::now()).map_err(|r| RateLimited::refused("token refreshes from this address", r, rate))?;
-        }
+        self.inner.limits.check_refresh(&self.inner.deps.config, client.ip)?;
         if !refresh_token.starts_with(secrets::REFRESH_PREFIX) || refresh_token.len() > secrets::MAX_SECRET_LEN {
             return Err(invalid_refresh());
         }
         let old_hash = secrets::digest(refresh_token);
-        let session = self.store().get_live_session_by_refresh_hash(&old_hash).await?.ok_or_else(invalid_refresh)?;
+        let Some(session) = self.store().get_live_session_by_refresh_hash(&old_hash).await? else {
+            return Err(self.refused_refresh(&old_hash).await);
+        };
         let now = self.now_ms();
         if session.is_idle(now, self.inner.sessions.idle_ms()) {
             return Err(Ended::Idle.error());
@@ -512,12 +477,33 @@ impl Accounts {
         let new_token = secrets::generate(secrets::REFRESH_PREFIX);
         let rotated = match self.store().rotate_session_refresh(&session.id, &old_hash, &secrets::digest(&new_token)).await {
             Ok(s) => s,
-            // A concurrent refresh with the same token won.
-            Err(StoreError::NotFound) => return Err(invalid_refresh()),
+            // A concurrent refresh with the same token won: the token was used twice.
+            Err(StoreError::NotFound) => return Err(self.refused_refresh(&old_hash).await),
             Err(e) => return Err(e.into()),
         };
-        self.inner.sessions.remember(&rotated, now);
+        self.inner.sessions.remember(&rotated);
         self.grant(&user, &rotated.id, new_token)
+    }
+
+    /// The answer to a refresh token that does not rotate. One that was
+    /// already exchanged means two parties hold it (the standard sign of a
+    /// stolen refresh token): its whole session is revoked and its live
+    /// connections closed, whoever presents it.
+    async fn refused_refresh(&self, hash: &str) -> ChatError {
+        let reused = match self.store().get_session_by_used_refresh_hash(hash).await {
+            Ok(found) => found,
+            Err(e) => return e.into(),
+        };
+        let Some(session) = reused else { return invalid_refresh() };
+        if session.revoked_at.is_none() {
+            tracing::warn!(user = %session.user_id, session = %session.id, "a refresh token was used twice; its session is revoked");
+            if let Err(e) = self.end_session(&session.id, &session.user_id).await {
+                return e;
+            }
+        }
+        ChatError::Unauthorized(
+            "this refresh token was already used, so a copy of it may be in other hands: its login session has been revoked; sign in again".into(),
+        )
     }
 
     // ------------------------------------------------------------ sessions
@@ -563,6 +549,17 @@ impl Accounts {
         Ok(ids.len())
     }
 
+    /// A user by exact username (ignoring case, as usernames are unique that
+    /// way), for adding them to a channel. Only signed-in callers reach it,
+    /// under the per-user REST rate.
+    pub async fn find_user(&self, username: &str) -> Result<PublicUserView, ChatError> {
+        if username.is_empty() || username.chars().count() > validate::USERNAME_MAX {
+            return Err(ChatError::invalid("username", format_args!("must be 1-{} characters", validate::USERNAME_MAX)));
+        }
+        let user = self.store().get_user_by_username(username).await?.ok_or_else(|| ChatError::NotFound("no user with this username".into()))?;
+        Ok(PublicUserView::from(&user))
+    }
+
     pub async fn me(&self, caller: &Caller) -> Result<UserView, ChatError> {
         let user = self.store().get_user(&caller.user_id).await?.ok_or_else(|| ChatError::NotFound("no such user".into()))?;
         Ok(UserView::from(&user))
@@ -570,8 +567,20 @@ impl Accounts {
 
     // ------------------------------------------------------------ API keys
 
-    pub async fn create_api_key(&self, caller: &Caller, name: &str) -> Result<ApiKeyCreated, ChatError> {
+    /// Creates a key for the caller, narrowed by `scope` (an agent must be
+    /// the caller's own; anyone else's is answered as a missing one).
+    pub async fn create_api_key(&self, caller: &Caller, name: &str, scope: KeyScope) -> Result<ApiKeyCreated, ChatError> {
         validate::api_key_name(name)?;
+        match &scope {
+            KeyScope::Owner => {}
+            KeyScope::Channels(channels) => crate::keys::valid_channels(channels)?,
+            KeyScope::Agent(agent_id) => {
+                let agent = self.store().get_agent(agent_id).await?;
+                if agent.is_none_or(|a| a.owner_id != caller.user_id) {
+                    return Err(ChatError::NotFound("agent_id: no agent of yours with this id".into()));
+                }
+            }
+        }
         let max = usize::try_from(self.inner.deps.config.api_keys_per_user).unwrap_or(usize::MAX);
         // Not race-free: two concurrent creations may pass together, which a limit of this kind tolerates.
         let live = self.store().list_api_keys(&caller.user_id).await?.iter().filter(|k| k.revoked_at.is_none()).count();
@@ -586,6 +595,7 @@ impl Accounts {
                 name: name.to_owned(),
                 prefix: key.chars().take(secrets::API_KEY_DISPLAY_LEN).collect(),
                 key_hash: secrets::digest(&key),
+                scope: scope.encode(),
             })
             .await?;
         tracing::info!(user = %caller.user_id, key = %stored.id, "API key created");
@@ -607,24 +617,32 @@ impl Accounts {
         Ok(())
     }
 
-    /// A non-secret id (`api_key:<id>`) for a live key created through the
-    /// API, or `None`. A store failure refuses the key.
-    pub async fn check_api_key(&self, key: &str) -> Option<String> {
+    /// A live key created through the API: its non-secret id
+    /// (`api_key:<id>`), owner and scope; `None` otherwise. A store failure
+    /// refuses the key.
+    pub async fn check_api_key(&self, key: &str) -> Option<UserKey> {
         if !key.starts_with(secrets::API_KEY_PREFIX) || key.len() > secrets::MAX_SECRET_LEN {
             return None;
         }
         let hash = secrets::digest(key);
         let known = self.inner.api_keys.get(&hash);
-        let id = match known {
-            Some(k) if k.checked.elapsed() < API_KEY_CACHE_TTL => k.id,
+        let entry = match known {
+            Some(k) if k.checked.elapsed() < API_KEY_CACHE_TTL => k,
             _ => match self.store().get_live_api_key_by_hash(&hash).await {
                 Ok(Some(stored)) => {
                     let now = Instant::now();
                     // Never touched by this node yet: due now.
                     let touched = known.map_or(now.checked_sub(API_KEY_TOUCH_EVERY).unwrap_or(now), |k| k.touched);
-                    let entry = KnownKey { id: stored.id.clone(), checked: now, touched };
-                    self.inner.api_keys.insert(hash.clone(), entry, |k| k.checked.elapsed() >= API_KEY_CACHE_TTL);
-                    stored.id
+                    let scope = match KeyScope::decode(stored.scope.as_deref()) {
+                        Ok(scope) => scope,
+                        Err(e) => {
+                            tracing::error!(error = %e, key = %stored.id, "API key refused");
+                            return None;
+                        }
+                    };
+                    let entry = KnownKey { id: stored.id.clone(), owner: stored.user_id.clone(), scope, checked: now, touched };
+                    self.inner.api_keys.insert(hash.clone(), entry.clone(), |k| k.checked.elapsed() >= API_KEY_CACHE_TTL);
+                    entry
                 }
                 Ok(None) => {
                     self.inner.api_keys.remove(&hash);
@@ -636,8 +654,13 @@ impl Accounts {
                 }
             },
         };
-        self.touch_api_key(hash, &id).await;
-        Some(format!("api_key:{id}"))
+        self.touch_api_key(hash, &entry.id).await;
+        Some(UserKey { key_id: format!("api_key:{}", entry.id), owner: entry.owner, scope: entry.scope })
+    }
+
+    /// Whether a user's key may publish this event there ([`crate::keys`]).
+    pub async fn authorize_key_publish(&self, key: &UserKey, channel: &ChannelName, event: EventType, data: &Payload) -> Result<(), ChatError> {
+        crate::keys::authorize_publish(&self.inner.deps, &key.owner, &key.scope, channel, event, data).await
     }
 
     /// Records a key's use, at most once per [`API_KEY_TOUCH_EVERY`] per node.

@@ -198,7 +198,7 @@ impl Admin {
         let mode = match (enabled, hub.maintenance()) {
             (false, _) => MaintenanceMode::Off,
             (true, MaintenanceMode::On { since_ms, .. }) => MaintenanceMode::On { message, since_ms },
-            (true, MaintenanceMode::Off) => MaintenanceMode::On { message, since_ms: hub.now_ms() },
+            (true, MaintenanceMode::Off) => MaintenanceMode::On { message, since_ms: self.deps.now_ms() },
         };
         tracing::info!(admin = %caller.user_id, enabled, "maintenance mode set by an administrator");
         hub.set_maintenance(mode.clone()).await.map_err(|e| {

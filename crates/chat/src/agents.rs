@@ -8,7 +8,7 @@
 //!   but not change it (403): its persona is its owner's words;
 //! - to anyone else an agent does not exist (`not_found`).
 //!
-//! Rules are in [`validate`] and PRODUCT.md "Defaults". Creating and changing
+//! Rules are in [`validate`] and `docs/decisions.md` ("Content rules"). Creating and changing
 //! write content, so maintenance mode refuses them; deleting stays allowed.
 //!
 //! Events: `agent_spawned`, `agent_updated` and `agent_despawned` go to the
@@ -218,7 +218,7 @@ impl Agents {
                 channel_id: channel_id.to_owned(),
                 member: MemberRef::agent(agent_id),
                 role: chorus_store::MemberRole::Member,
-                added_at: self.deps.hub.clock().now_ms(),
+                added_at: self.deps.now_ms(),
             }),
         };
         let users = match self.deps.store.list_members(channel_id).await {

@@ -220,17 +220,15 @@ impl Channels {
             if role == MemberRole::Owner {
                 return Err(ChatError::invalid("role", "an agent can only be a member"));
             }
+            // Someone else's agent and no agent at all get the same answer:
+            // an id that cannot be used says nothing about whether it exists.
             let agent = self.deps.store.get_agent(&member.id).await?;
-            match agent {
-                None => return Err(ChatError::NotFound("no such agent".into())),
-                Some(a) if a.owner_id != user_id => {
-                    return Err(ChatError::Forbidden("you may add only agents you own".into()));
-                }
-                Some(_) => {}
+            if agent.is_none_or(|a| a.owner_id != user_id) {
+                return Err(not_addable(member.kind));
             }
         }
         let added = self.deps.store.add_member(channel_id, &member, role).await.map_err(|e| match e {
-            chorus_store::StoreError::NotFound => ChatError::NotFound(format!("no such {}", member.kind)),
+            chorus_store::StoreError::NotFound => not_addable(member.kind),
             other => other.into(),
         })?;
         let view = MemberView::from(&added);
@@ -302,6 +300,14 @@ impl Channels {
                 tracing::warn!(error = %e, channel = %room, user = %user, "subscription not revoked");
             }
         }
+    }
+}
+
+/// The one answer for a member id the caller cannot add, whatever the reason.
+fn not_addable(kind: MemberKind) -> ChatError {
+    match kind {
+        MemberKind::User => ChatError::NotFound("id: no user with this id".into()),
+        MemberKind::Agent => ChatError::NotFound("id: no agent of yours with this id".into()),
     }
 }
 

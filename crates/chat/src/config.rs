@@ -1,4 +1,4 @@
-//! Settings of the chat domain (`[chat]`). Defaults are those of PRODUCT.md.
+//! Settings of the chat domain (`[chat]`). Defaults and where they come from: `docs/decisions.md`.
 
 use std::time::Duration;
 
@@ -34,8 +34,12 @@ pub struct ChatConfig {
     /// A login session ends this long after login, whatever its activity.
     #[serde(with = "humantime_serde")]
     pub session_max_age: Duration,
-    /// Login attempts per account per minute (burst the same).
-    pub logins_per_account_per_minute: u32,
+    /// Login attempts per account and client address pair per minute (burst the same).
+    pub logins_per_account_address_per_minute: u32,
+    /// Login attempts per account per hour (burst the same) from addresses
+    /// that have not signed in to it within `session_max_age`; addresses
+    /// that have are never held back by this limit.
+    pub logins_per_account_per_hour: u32,
     /// Login attempts per client address per minute (burst the same).
     pub logins_per_address_per_minute: u32,
     /// Sign-ups per client address per minute (burst the same).
@@ -96,7 +100,8 @@ impl Default for ChatConfig {
             access_token_ttl: Duration::from_secs(15 * 60),
             session_idle: Duration::from_secs(30 * 60),
             session_max_age: Duration::from_secs(30 * 24 * 3600),
-            logins_per_account_per_minute: 10,
+            logins_per_account_address_per_minute: 10,
+            logins_per_account_per_hour: 100,
             logins_per_address_per_minute: 30,
             signups_per_address_per_minute: 10,
             refreshes_per_address_per_minute: 60,

@@ -15,6 +15,9 @@ pub enum ChatError {
     Invalid(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// The bearer token's `exp` (plus the leeway) has passed: refresh it.
+    #[error("{0}")]
+    TokenExpired(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -40,6 +43,7 @@ impl ChatError {
         match self {
             ChatError::Invalid(_) => ErrorCode::InvalidField,
             ChatError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ChatError::TokenExpired(_) => ErrorCode::TokenExpired,
             ChatError::Forbidden(_) => ErrorCode::Forbidden,
             ChatError::NotFound(_) => ErrorCode::NotFound,
             ChatError::Conflict(_) => ErrorCode::Conflict,

@@ -11,6 +11,7 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod keys;
 pub mod messages;
 pub mod response_policy;
 mod text;
@@ -19,6 +20,7 @@ pub mod views;
 use std::sync::Arc;
 
 use chorus_auth::{HmacSecret, JwtVerifier};
+use chorus_clock::Clock;
 use chorus_core::Hub;
 use chorus_store::{Store, UserRole};
 
@@ -60,9 +62,16 @@ pub struct Deps {
     pub store: Arc<dyn Store>,
     pub hub: Hub,
     pub config: Arc<ChatConfig>,
+    /// The composition root's one clock (the store and the hub read it too).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Deps {
+    /// The time of day, Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// `Err(Maintenance)` while maintenance mode is on (on any node); `what`
     /// names the refused action ("sending messages"). Sign-in, reads and
     /// administration never call this.
@@ -76,6 +85,8 @@ pub struct ChatParts {
     pub store: Arc<dyn Store>,
     pub hub: Hub,
     pub config: ChatConfig,
+    /// The clock the store and the hub were given.
+    pub clock: Arc<dyn Clock>,
     /// Signs access tokens issued at login; `None` turns local sign-in off
     /// (only an external identity provider's keys are configured).
     pub secret: Option<HmacSecret>,
@@ -96,7 +107,7 @@ pub struct Chat {
 
 impl Chat {
     pub fn new(parts: ChatParts) -> Self {
-        let deps = Deps { store: parts.store, hub: parts.hub, config: Arc::new(parts.config) };
+        let deps = Deps { store: parts.store, hub: parts.hub, config: Arc::new(parts.config), clock: parts.clock };
         let accounts = Accounts::new(deps.clone(), parts.secret, parts.jwt);
         let channels = Channels::new(deps.clone());
         let messages = Messages::new(deps.clone());

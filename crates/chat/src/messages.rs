@@ -27,7 +27,7 @@ use chorus_core::hub::{PublishError, UserLimiter};
 use chorus_core::publication::{Draft, Publication};
 use chorus_protocol::{ChannelName, EventType, Payload};
 use chorus_store::{
-    IDEMPOTENCY_WINDOW_MS, InsertOutcome, MemberRef, Message, MessagePage, MessageWrite, NewMessage, OutboxEvent,
+    IDEMPOTENCY_WINDOW_MS, InsertOutcome, MemberKind, MemberRef, Message, MessagePage, MessageWrite, NewMessage, OutboxEvent,
     OutboxClaim, OutboxRecord, StoreError,
 };
 use serde::Serialize;
@@ -49,6 +49,8 @@ const MAX_BATCHES_PER_PASS: u32 = 1_000;
 /// How long a relay holds the rows it claimed: long enough to publish a
 /// batch; a node that dies mid-pass leaves them to others after it.
 const RELAY_LEASE: Duration = Duration::from_secs(60);
+/// Usernames of message authors remembered at once.
+const USERNAME_CACHE: usize = 10_000;
 
 /// A sent message and where its `message_created` went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -110,6 +112,8 @@ enum RelayFailure {
 #[derive(Clone)]
 pub struct Messages {
     deps: Deps,
+    /// User id → username (usernames never change), for message authors.
+    usernames: Arc<crate::accounts::cache::BoundedMap<String, String>>,
     /// Rows written before this instant come from an earlier run (Unix ms).
     started_ms: i64,
     /// One relay pass at a time.
@@ -118,8 +122,8 @@ pub struct Messages {
 
 impl Messages {
     pub fn new(deps: Deps) -> Self {
-        let started_ms = deps.hub.now_ms();
-        Self { deps, started_ms, relaying: Arc::new(AtomicBool::new(false)) }
+        let started_ms = deps.now_ms();
+        Self { deps, started_ms, relaying: Arc::new(AtomicBool::new(false)), usernames: Arc::new(crate::accounts::cache::BoundedMap::new(USERNAME_CACHE)) }
     }
 
     /// Sends a message as a user: checks, commits it with its event, publishes
@@ -140,10 +144,12 @@ impl Messages {
         self.require_member(user_id, channel_id).await?;
         self.check_rate(user_id)?;
         let new = NewMessage { channel_id: channel_id.to_owned(), author: MemberRef::user(user_id), text };
+        let name = self.username(user_id).await?;
+        let event_name = name.clone();
         let outcome = self
             .deps
             .store
-            .insert_message(new, idempotency_key, &|m| outbox_event(m, EventType::MessageCreated))
+            .insert_message(new, idempotency_key, &move |m| outbox_event(m, EventType::MessageCreated, event_name.clone()))
             .await
             .map_err(message_store_error)?;
         match outcome {
@@ -153,10 +159,10 @@ impl Messages {
                         "idempotency_key: already used for a message in another channel".into(),
                     ));
                 }
-                Ok(SentMessage { message: MessageView::from(&original), offset: None, epoch: None, duplicate: true })
+                Ok(SentMessage { message: MessageView::named(&original, name), offset: None, epoch: None, duplicate: true })
             }
             InsertOutcome::Inserted(write) => {
-                let view = MessageView::from(&write.message);
+                let view = MessageView::named(&write.message, name);
                 let published = self.deliver(&write, EventType::MessageCreated, &MessageEvent { message: &view }).await;
                 if let Some(room) = room_channel(channel_id) {
                     self.deps.hub.stop_typing(&room, &UserId::new(user_id)).await;
@@ -177,13 +183,15 @@ impl Messages {
         let text = self.valid_text(text)?;
         self.require_message(user_id, channel_id, message_id).await?;
         self.check_rate(user_id)?;
+        let name = self.username(user_id).await?;
+        let event_name = name.clone();
         let write = self
             .deps
             .store
-            .edit_message(message_id, &MemberRef::user(user_id), &text, &|m| outbox_event(m, EventType::MessageUpdated))
+            .edit_message(message_id, &MemberRef::user(user_id), &text, &move |m| outbox_event(m, EventType::MessageUpdated, event_name.clone()))
             .await
             .map_err(message_store_error)?;
-        let view = MessageView::from(&write.message);
+        let view = MessageView::named(&write.message, name);
         self.deliver(&write, EventType::MessageUpdated, &MessageEvent { message: &view }).await;
         Ok(view)
     }
@@ -194,7 +202,7 @@ impl Messages {
         let write = self
             .deps
             .store
-            .delete_message(message_id, &MemberRef::user(user_id), &|m| outbox_event(m, EventType::MessageDeleted))
+            .delete_message(message_id, &MemberRef::user(user_id), &|m| outbox_event(m, EventType::MessageDeleted, None))
             .await
             .map_err(message_store_error)?;
         let event = MessageDeletedEvent { message_id: &write.message.id, channel_id: &write.message.channel_id };
@@ -230,7 +238,36 @@ impl Messages {
                 next_before = rows.last().map(|m| m.seq);
             }
         }
-        Ok(MessagePageView { messages: rows.iter().map(MessageView::from).collect(), next_before, next_after })
+        let mut names: std::collections::HashMap<(MemberKind, String), Option<String>> = std::collections::HashMap::new();
+        for m in &rows {
+            let key = (m.author.kind, m.author.id.clone());
+            if !names.contains_key(&key) {
+                let name = self.author_name(&m.author).await?;
+                names.insert(key, name);
+            }
+        }
+        let messages = rows.iter().map(|m| MessageView::named(m, names.get(&(m.author.kind, m.author.id.clone())).cloned().flatten())).collect();
+        Ok(MessagePageView { messages, next_before, next_after })
+    }
+
+    /// A user's username, remembered (usernames never change).
+    async fn username(&self, user_id: &str) -> Result<Option<String>, ChatError> {
+        if let Some(name) = self.usernames.get(user_id) {
+            return Ok(Some(name));
+        }
+        let name = self.deps.store.get_user(user_id).await?.map(|u| u.username);
+        if let Some(n) = &name {
+            self.usernames.insert(user_id.to_owned(), n.clone(), |_| false);
+        }
+        Ok(name)
+    }
+
+    /// What to show for a message's author: a username, or an agent's current name.
+    async fn author_name(&self, author: &MemberRef) -> Result<Option<String>, ChatError> {
+        match author.kind {
+            MemberKind::User => self.username(&author.id).await,
+            MemberKind::Agent => Ok(self.deps.store.get_agent(&author.id).await?.map(|a| a.name)),
+        }
     }
 
     /// Publishes outbox events that were committed but not delivered (oldest
@@ -252,7 +289,7 @@ impl Messages {
         let batch = self.deps.config.relay_batch.max(1);
         let mut published = 0;
         for _ in 0..MAX_BATCHES_PER_PASS {
-            let now = self.deps.hub.now_ms();
+            let now = self.deps.now_ms();
             // Ready: past the grace of the request that wrote it, or written
             // before this process started (left by an earlier run).
             let created_until_ms = now.saturating_sub(grace).max(self.started_ms.saturating_sub(1));
@@ -329,7 +366,7 @@ impl Messages {
         let batch = self.deps.config.cleanup_batch.max(1);
         let pause = self.deps.config.cleanup_pause;
         let store = &self.deps.store;
-        let cutoff = self.deps.hub.now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS);
+        let cutoff = self.deps.now_ms().saturating_sub(IDEMPOTENCY_WINDOW_MS);
         let keys = in_batches(batch, pause, || store.delete_idempotency_keys_before(cutoff, batch)).await?;
         let messages = in_batches(batch, pause, || store.delete_expired_messages(batch)).await?;
         Ok((keys, messages))
@@ -418,8 +455,8 @@ where
 
 /// The outbox row committed with a message write: the event exactly as the
 /// request path publishes it.
-fn outbox_event(m: &Message, event: EventType) -> OutboxEvent {
-    let view = MessageView::from(m);
+fn outbox_event(m: &Message, event: EventType, author_name: Option<String>) -> OutboxEvent {
+    let view = MessageView::named(m, author_name);
     let payload = match event {
         EventType::MessageDeleted => {
             serde_json::to_string(&MessageDeletedEvent { message_id: &m.id, channel_id: &m.channel_id })

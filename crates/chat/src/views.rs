@@ -29,6 +29,19 @@ impl From<&User> for UserView {
     }
 }
 
+/// What any signed-in user may see of another: enough to add them to a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PublicUserView {
+    pub id: String,
+    pub username: String,
+}
+
+impl From<&User> for PublicUserView {
+    fn from(u: &User) -> Self {
+        Self { id: u.id.clone(), username: u.username.clone() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SessionView {
     pub id: String,
@@ -68,6 +81,8 @@ pub struct ApiKeyView {
     pub last_used_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// What the key may publish beyond its owner's rights narrowing them.
+    pub scope: crate::keys::ScopeView,
 }
 
 impl From<&ApiKey> for ApiKeyView {
@@ -79,6 +94,10 @@ impl From<&ApiKey> for ApiKeyView {
             created_at: time(k.created_at),
             last_used_at: k.last_used_at.map(time),
             revoked_at: k.revoked_at.map(time),
+            // A scope that does not read back is shown as the narrowest.
+            scope: crate::keys::KeyScope::decode(k.scope.as_deref())
+                .map(|s| s.view())
+                .unwrap_or_else(|_| crate::keys::ScopeView { kind: "unreadable".into(), channels: None, agent_id: None }),
         }
     }
 }
@@ -137,6 +156,10 @@ pub struct AuthorView {
     /// `user` or `agent`.
     pub kind: String,
     pub id: String,
+    /// What to show for the author: a user's username, an agent's name.
+    /// Absent when the author no longer exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -161,12 +184,21 @@ impl From<&Message> for MessageView {
             id: m.id.clone(),
             channel_id: m.channel_id.clone(),
             seq: m.seq,
-            author: AuthorView { kind: m.author.kind.as_str().into(), id: m.author.id.clone() },
+            author: AuthorView { kind: m.author.kind.as_str().into(), id: m.author.id.clone(), name: None },
             text: m.text.clone(),
             created_at: time(m.created_at),
             edited_at: m.edited_at.map(time),
             deleted_at: m.deleted_at.map(time),
         }
+    }
+}
+
+impl MessageView {
+    /// The view with its author's display name.
+    pub fn named(m: &Message, name: Option<String>) -> Self {
+        let mut view = Self::from(m);
+        view.author.name = name;
+        view
     }
 }
 

@@ -28,11 +28,17 @@ enum Command {
         #[arg(long, env = "CHORUS_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Print a signed connection token made with the server's secret.
+    /// Print a signed connection token made with the server's secret (found
+    /// through the same configuration and data directory as `chorus serve`;
+    /// never created here).
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["user", "username"])))]
     Token {
         /// The user id (the token's `sub`).
         #[arg(long)]
-        user: String,
+        user: Option<String>,
+        /// An existing account's username, looked up in the server's store.
+        #[arg(long)]
+        username: Option<String>,
         /// Lifetime, e.g. `15m`, `24h`.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -106,10 +112,15 @@ pub fn main() -> ExitCode {
             let account = NewAccount { username, password, email };
             report("chorus admin create-user", run_blocking(create_user(config, account, role.into())))
         }
-        Command::Token { user, ttl, channels, config } => {
+        Command::Token { user, username, ttl, channels, config } => {
+            let who = match (user, username) {
+                (Some(id), _) => crate::token::Who::Id(id),
+                (None, Some(name)) => crate::token::Who::Username(name),
+                (None, None) => unreachable!("clap requires --user or --username"),
+            };
             let result = Config::load(config.as_deref())
                 .map_err(anyhow::Error::from)
-                .and_then(|c| crate::token::run(&c, crate::token::TokenArgs { user, ttl, channels }));
+                .and_then(|c| run_blocking(crate::token::run(&c, config.as_deref(), crate::token::TokenArgs { who, ttl, channels })));
             match result {
                 Ok(token) => {
                     println!("{token}");
@@ -186,10 +197,20 @@ fn read_password_line() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+/// Creates the data directory private to this user (0700) and narrows
+/// files of ours found in it with wider modes to 0600, whichever command
+/// runs first.
+pub(crate) fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    chorus_store::private::private_dir(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let secret = dir.join(chorus_auth::SECRET_FILE_NAME);
+    chorus_store::private::narrow(&secret).with_context(|| format!("narrowing the permissions of {}", secret.display()))?;
+    Ok(())
+}
+
 /// Opens the configured store (creating the data directory) and applies pending migrations.
 async fn open_migrated(path: Option<PathBuf>) -> anyhow::Result<std::sync::Arc<dyn chorus_store::Store>> {
     let config = Config::load(path.as_deref())?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    prepare_data_dir(&config.data_dir)?;
     let store = chorus_store::open_store(&config.store, &config.data_dir).await.context("opening the store")?;
     if let Err(e) = store.migrate().await {
         store.close().await;

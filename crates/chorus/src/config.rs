@@ -1,6 +1,6 @@
 //! The whole configuration: a TOML file plus `CHORUS_*` environment
 //! overrides (`CHORUS_LIMITS__CONNECTIONS_PER_USER=5` sets
-//! `[limits] connections_per_user`). Defaults are those of PRODUCT.md.
+//! `[limits] connections_per_user`). Defaults and where they come from: `docs/decisions.md`.
 
 use std::path::{Path, PathBuf};
 

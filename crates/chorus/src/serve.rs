@@ -42,7 +42,7 @@ fn reload(path: Option<&std::path::Path>, current: &mut Config, server: &Server,
 
 pub async fn run(path: Option<PathBuf>, mut config: Config, logging: &Logging) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting");
-    let mut server = Server::start(&config).await?;
+    let mut server = Server::start(&config, std::sync::Arc::new(chorus_clock::SystemClock)).await?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -11,15 +11,15 @@ use async_trait::async_trait;
 use chorus_auth::{ApiKeys, HmacSecret, JwtVerifier};
 use chorus_chat::channels::StoreMembership;
 use chorus_chat::{Chat, ChatParts};
+use chorus_clock::Clock;
 use chorus_core::access::AccessPolicy;
 use chorus_core::broker::Backplane;
 use chorus_core::broker::memory::MemoryBroker;
-use chorus_core::clock::SystemClock;
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
 use chorus_server::health::StoreCheck;
 use chorus_server::listener::{Listener, Peer};
-use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics};
+use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics, KeyRights};
 use chorus_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -38,9 +38,19 @@ struct ServerKeys {
 impl ApiKeyCheck for ServerKeys {
     async fn check(&self, key: &str) -> Option<ApiPrincipal> {
         if let Some(key_id) = self.configured.check(key) {
-            return Some(ApiPrincipal { key_id });
+            return Some(ApiPrincipal::server(key_id));
         }
-        self.chat.accounts.check_api_key(key).await.map(|key_id| ApiPrincipal { key_id })
+        self.chat.accounts.check_api_key(key).await.map(|k| ApiPrincipal { key_id: k.key_id.clone(), rights: KeyRights::User(k) })
+    }
+
+    async fn authorize_user_key(
+        &self,
+        key: &chorus_chat::accounts::UserKey,
+        channel: &chorus_protocol::ChannelName,
+        event: chorus_protocol::EventType,
+        data: &chorus_protocol::Payload,
+    ) -> Result<(), chorus_chat::ChatError> {
+        self.chat.accounts.authorize_key_publish(key, channel, event, data).await
     }
 }
 
@@ -67,12 +77,14 @@ pub struct Server {
 
 impl Server {
     /// Starts every component in order; the listener binds last, so `/health`
-    /// answers only once everything is up.
-    pub async fn start(config: &Config) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    /// answers only once everything is up. `clock` is the one clock every
+    /// component reads the time of day from (`chorus serve`: the system
+    /// clock; tests move theirs by hand).
+    pub async fn start(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
+        crate::cli::prepare_data_dir(&config.data_dir)?;
 
         // Auth.
-        let (jwt, secret_origin) = JwtVerifier::from_config(&config.auth, &config.data_dir).context("auth")?;
+        let (jwt, secret_origin) = JwtVerifier::from_config(&config.auth, &config.data_dir, clock.clone()).context("auth")?;
         if let Some(origin) = &secret_origin {
             tracing::info!(secret = %origin, "token signing secret");
         }
@@ -83,7 +95,7 @@ impl Server {
         }
 
         // Store.
-        let store = chorus_store::open_store(&config.store, &config.data_dir).await.context("opening the store")?;
+        let store = chorus_store::open_store_with_clock(&config.store, &config.data_dir, clock.clone()).await.context("opening the store")?;
         store.migrate().await.context("migrating the store")?;
         tracing::info!(engine = ?store.engine(), "store ready");
 
@@ -95,10 +107,10 @@ impl Server {
         // Broker.
         let node = config.node_id.as_deref().map_or_else(NodeId::random, NodeId::new);
         let backplane = match config.broker.kind {
-            BrokerKind::Memory => Backplane::memory(Arc::new(MemoryBroker::new(config.broker.memory.clone()))),
+            BrokerKind::Memory => Backplane::memory(Arc::new(MemoryBroker::with_clock(config.broker.memory.clone(), clock.clone()))),
             BrokerKind::Redis => {
                 let metrics = chorus_redis::RedisMetrics::default();
-                let redis = chorus_redis::RedisBroker::connect(config.broker.redis.clone(), node.clone(), Arc::new(SystemClock), metrics)
+                let redis = chorus_redis::RedisBroker::connect(config.broker.redis.clone(), node.clone(), clock.clone(), metrics)
                     .await
                     .context("configuring the Redis broker")?;
                 redis.register_metrics(&mut registry);
@@ -122,7 +134,7 @@ impl Server {
             rates: rates_rx,
             backplane,
             metrics: core_metrics,
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
         })
         .await
         .context("starting the hub")?;
@@ -131,7 +143,8 @@ impl Server {
         tracing::info!(node = %node, "hub ready");
 
         // Chat domain.
-        let chat = Chat::new(ChatParts { store: store.clone(), hub: hub.clone(), config: config.chat.clone(), secret, jwt });
+        let chat = Chat::new(ChatParts { store: store.clone(), hub: hub.clone(), config: config.chat.clone(), clock, secret, jwt });
+        chat.accounts.password_checks().register(&mut registry);
         chat.accounts.bootstrap().await.context("bootstrapping accounts")?;
         let background = CancellationToken::new();
         let background_tasks = tokio_util::task::TaskTracker::new();
@@ -140,7 +153,7 @@ impl Server {
         tracing::info!("chat domain ready");
 
         // Edge.
-        let executor = Arc::new(Executor::new(hub.clone(), chat.accounts.token_verifier(), Some(Arc::new(chat.messages.clone()))));
+        let executor = Arc::new(Executor::new(hub.clone(), chat.accounts.token_verifier(), Arc::new(chat.messages.clone())));
         let state = AppState::new(AppParts {
             config: config.server.clone(),
             hub: hub.clone(),
@@ -150,9 +163,8 @@ impl Server {
             registry: Arc::new(registry),
             http_metrics,
             health: vec![store_check],
-            chat: Some(chat.clone()),
         });
-        let app = chorus_server::app(state);
+        let app = chorus_server::app(state, chat.clone());
         let listener = listen(config.server.bind).with_context(|| format!("binding {}", config.server.bind))?;
         let addr = listener.local_addr()?;
         let stop_accepting = CancellationToken::new();

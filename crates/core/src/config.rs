@@ -1,4 +1,4 @@
-//! Settings of the realtime core. Defaults are those of PRODUCT.md.
+//! Settings of the realtime core. Defaults and where they come from: `docs/decisions.md`.
 //!
 //! [`Limits`] and [`RateLimits`] can change at run time (SIGHUP); the hub
 //! reads them through a `watch` channel. Everything else is fixed at start.
@@ -72,6 +72,13 @@ pub struct RateLimits {
     /// REST requests per minute per caller...
     pub rest_per_minute: f64,
     pub rest_burst: u32,
+    /// Publications per second through the server publish API per key a
+    /// user created (a batch counts each item)...
+    pub api_key_publishes_per_second: f64,
+    pub api_key_publish_burst: u32,
+    /// ...and per server key (`[auth] api_keys`).
+    pub server_key_publishes_per_second: f64,
+    pub server_key_publish_burst: u32,
     /// Frames refused for rate in a row before the connection is closed with 4007.
     pub flood_strikes: u32,
     /// Limiter entries idle this long are dropped...
@@ -93,6 +100,10 @@ impl Default for RateLimits {
             messages_burst: 5,
             rest_per_minute: 600.0,
             rest_burst: 60,
+            api_key_publishes_per_second: 100.0,
+            api_key_publish_burst: 200,
+            server_key_publishes_per_second: 10_000.0,
+            server_key_publish_burst: 20_000,
             flood_strikes: 50,
             limiter_idle: Duration::from_secs(2 * 3600),
             limiter_sweep: Duration::from_secs(3600),

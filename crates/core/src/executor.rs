@@ -122,11 +122,11 @@ pub struct Executed {
 pub struct Executor {
     hub: Hub,
     verifier: Arc<dyn TokenVerifier>,
-    chat: Option<Arc<dyn ChatCommands>>,
+    chat: Arc<dyn ChatCommands>,
 }
 
 impl Executor {
-    pub fn new(hub: Hub, verifier: Arc<dyn TokenVerifier>, chat: Option<Arc<dyn ChatCommands>>) -> Self {
+    pub fn new(hub: Hub, verifier: Arc<dyn TokenVerifier>, chat: Arc<dyn ChatCommands>) -> Self {
         Self { hub, verifier, chat }
     }
 
@@ -284,13 +284,9 @@ impl Executor {
                 ReplyBody::Typing { channel: channel.to_string(), active }
             }
             Command::SendMessage { channel, text, idempotency_key } => {
-                let chat = self
-                    .chat
-                    .as_ref()
-                    .ok_or_else(|| CommandError::new(ErrorCode::Unavailable, "chat messages need a store; this server runs without one"))?;
                 // Checked here too, so no chat implementation can forget it.
                 hub.check_maintenance("sending messages")?;
-                let result = chat.send_message(&conn.identity(), &channel, text, idempotency_key).await?;
+                let result = self.chat.send_message(&conn.identity(), &channel, text, idempotency_key).await?;
                 hub.stop_typing(&channel, &conn.user).await;
                 ReplyBody::MessageSent(result)
             }

@@ -9,7 +9,6 @@
 
 pub mod access;
 pub mod broker;
-pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod executor;

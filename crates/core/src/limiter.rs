@@ -36,6 +36,14 @@ impl TokenBucket {
         Self { tokens: f64::from(rate.burst.max(1)), last: now }
     }
 
+    /// Whether the bucket has refilled to its burst by `now`: it then carries
+    /// no state, since a new bucket would start the same.
+    pub fn is_full(&self, rate: Rate, now: Instant) -> bool {
+        let burst = f64::from(rate.burst.max(1));
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * rate.per_second >= burst
+    }
+
     /// Takes one token, or says how long until one is available.
     pub fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
         let burst = f64::from(rate.burst.max(1));
@@ -160,6 +168,29 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             .sum()
     }
 
+    /// Drops entries whose bucket has refilled at `rate` (they carry nothing
+    /// a new entry would not); returns how many remain.
+    pub fn drop_full(&self, rate: Rate, now: Instant) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let mut map = s.lock();
+                map.retain(|_, b| !b.is_full(rate, now));
+                map.len()
+            })
+            .sum()
+    }
+
+    /// Drops `key`'s entry if its bucket has refilled; true if it went.
+    pub fn forget_if_full(&self, key: &K, rate: Rate, now: Instant) -> bool {
+        let mut map = self.shard(key).lock();
+        let full = map.get(key).is_some_and(|b| b.is_full(rate, now));
+        if full {
+            map.remove(key);
+        }
+        full
+    }
+
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
@@ -231,6 +262,25 @@ mod tests {
         assert_eq!(RateLimited::refused("messages", Refusal::Full, rate).retry_after, Duration::from_secs(10));
         assert_eq!(RateLimited::new("frames", Duration::from_millis(3)).retry_after_secs(), 1);
         assert_eq!(RateLimited::new("logins", Duration::MAX).retry_after, MAX_RETRY_HINT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refilled_entries_are_dropped_and_the_others_kept() {
+        let rate = Rate::per_minute(60.0, 5);
+        let l = KeyedLimiter::<&str>::new();
+        l.check(&"once", rate, 100, Instant::now()).unwrap();
+        for _ in 0..5 {
+            l.check(&"drained", rate, 100, Instant::now()).unwrap();
+        }
+        // One token back a second: "once" is full again after one second, "drained" after five.
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(l.drop_full(rate, Instant::now()), 1);
+        // The kept entry still remembers it was drained.
+        l.check(&"drained", rate, 100, Instant::now()).unwrap();
+        assert!(matches!(l.check(&"drained", rate, 100, Instant::now()), Err(Refusal::Rate(_))));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(l.drop_full(rate, Instant::now()), 0);
+        assert!(l.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -157,6 +157,9 @@ fn default_true() -> bool {
 
 /// Decodes one text frame (or HTTP command body).
 pub fn decode_request(frame: &[u8]) -> Result<Request, DecodeError> {
+    if crate::depth::exceeds_max_depth(frame) {
+        return Err(DecodeError::new(peek_id(frame), ErrorCode::BadRequest, crate::depth::too_deep_message()));
+    }
     let envelope: Envelope<'_> = serde_json::from_slice(frame).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -259,6 +262,17 @@ mod tests {
 
     fn decode(s: &str) -> Result<Request, DecodeError> {
         decode_request(s.as_bytes())
+    }
+
+    #[test]
+    fn frames_nested_too_deeply_are_refused_with_their_id() {
+        let data = format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200));
+        let frame = format!(r#"{{"id":7,"type":"publish","channel":"chat:x","data":{data}}}"#);
+        let e = decode(&frame).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(7), ErrorCode::BadRequest), "{}", e.message);
+        assert!(e.message.contains("128"), "{}", e.message);
+        let ok = format!("{}1{}", r#"{"a":"#.repeat(100), "}".repeat(100));
+        assert!(decode(&format!(r#"{{"id":8,"type":"publish","channel":"chat:x","data":{ok}}}"#)).is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod close;
 pub mod command;
+pub mod depth;
 pub mod error;
 pub mod event;
 pub mod payload;
@@ -21,6 +22,7 @@ pub mod timestamp;
 pub use channel::{ChannelName, ChannelNameError};
 pub use close::CloseCode;
 pub use command::{Command, DecodeError, Request, StreamPosition, decode_request};
+pub use depth::{MAX_JSON_DEPTH, exceeds_max_depth};
 pub use error::{ErrorCode, ErrorObject};
 pub use event::{EventType, SchemaError};
 pub use payload::{Payload, PayloadError};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::broker::{BrokerError, NodeSink, PresenceEntry, RegisteredConnection};
-use chorus_core::clock::Clock;
+use chorus_clock::Clock;
 use chorus_core::config::MemoryBrokerConfig;
 use chorus_core::{NodeId, UserId};
 use chorus_protocol::ChannelName;

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use chorus_core::NodeId;
 use chorus_core::broker::Backplane;
-use chorus_core::clock::Clock;
+use chorus_clock::Clock;
 use fred::prelude::*;
 
 pub use config::RedisBrokerConfig;

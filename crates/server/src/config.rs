@@ -19,6 +19,9 @@ pub struct ServerConfig {
     pub ws_read_buffer_bytes: usize,
     /// Bytes buffered before a WebSocket write reaches the socket.
     pub ws_write_buffer_bytes: usize,
+    /// Resident memory this process is meant to stay within: `/health/detailed`
+    /// reports memory as degraded from 90 % of it and unhealthy above it.
+    pub memory_budget_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +32,7 @@ impl Default for ServerConfig {
             publish_batch_max: 1_000,
             ws_read_buffer_bytes: 512,
             ws_write_buffer_bytes: 8192,
+            memory_budget_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -7,7 +7,21 @@ use crate::error::ApiError;
 
 /// Parses a JSON body; syntax errors are `malformed_json`, wrong or missing
 /// fields are `invalid_field` with the field's path.
+/// Bodies nested deeper than [`chorus_protocol::MAX_JSON_DEPTH`] are refused
+/// (`bad_request`) before parsing, as client frames are.
 pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    if chorus_protocol::exceeds_max_depth(body) {
+        return Err(ApiError::new(ErrorCode::BadRequest, format!("body: {}", chorus_protocol::depth::too_deep_message())));
+    }
+    // Every body of ours is an object: serde would also take a struct's
+    // fields as an array (`["user","pass"]`), which the document does not allow.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+            return Err(ApiError::new(ErrorCode::InvalidField, "body: must be a JSON object"));
+        }
+        _ => {}
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -37,6 +51,32 @@ mod tests {
     struct T {
         #[allow(dead_code)]
         a: u32,
+    }
+
+    #[test]
+    fn bodies_nested_too_deeply_are_refused() {
+        #[derive(Debug, Deserialize)]
+        struct Data<'a> {
+            #[serde(borrow)]
+            #[allow(dead_code)]
+            data: &'a serde_json::value::RawValue,
+        }
+        let deep = format!(r#"{{"data":{}1{}}}"#, "[".repeat(30_000), "]".repeat(30_000));
+        let e = parse_json::<Data<'_>>(deep.as_bytes()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message);
+        assert!(e.message.contains("128"), "{}", e.message);
+        let fine = format!(r#"{{"data":{}1{}}}"#, "[".repeat(100), "]".repeat(100));
+        assert!(parse_json::<Data<'_>>(fine.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn only_objects_are_bodies() {
+        for body in [&br#"["user","pass"]"#[..], b"5", b"\"x\"", b"null", b" [1]"] {
+            let e = parse_json::<T>(body).unwrap_err();
+            assert_eq!((e.code, e.message.as_str()), (ErrorCode::InvalidField, "body: must be a JSON object"), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(parse_json::<T>(b"[1").unwrap_err().code, ErrorCode::MalformedJson);
+        assert!(parse_json::<T>(br#" {"a":1}"#).is_ok());
     }
 
     #[test]

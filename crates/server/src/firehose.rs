@@ -30,9 +30,8 @@ use tokio::time::Instant;
 
 use crate::credentials::bearer;
 use crate::error::ApiError;
-use crate::rest::chat;
+use crate::rest::RestState;
 use crate::rest::openapi::ErrorBody;
-use crate::state::AppState;
 use crate::ws_close::{linger, send_close};
 
 /// Firehose readers a node serves at once; each costs a socket write per event.
@@ -88,22 +87,21 @@ fn parse_query(raw: &str) -> Result<Params, ApiError> {
         (status = 503, description = "Too many firehose readers on this node, shutting down, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn upgrade(
-    State(app): State<AppState>,
+    State(rest): State<RestState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let params = parse_query(query.as_deref().unwrap_or(""))?;
-    let chat = chat(&app)?;
     let token = bearer(&headers)
         .map(str::to_owned)
         .or(params.token)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "an administrator's token is required (Authorization: Bearer or ?token=)"))?;
-    let caller = chat.accounts.authenticate(&token).await?;
+    let caller = rest.chat().accounts.authenticate(&token).await?;
     caller.require_admin()?;
     let ws = ws.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("not a WebSocket upgrade: {e}")))?;
-    crate::origin::check_upgrade_origin(&app, &headers)?;
-    let hub = app.hub().clone();
+    crate::origin::check_upgrade_origin(rest.app(), &headers)?;
+    let hub = rest.app().hub().clone();
     if hub.is_shutting_down() {
         return Err(ApiError::new(ErrorCode::Unavailable, "server is shutting down").retry_after(1));
     }
@@ -214,10 +212,10 @@ async fn send<S: Sink<Message> + Unpin>(hub: &Hub, sink: &mut S, msg: Message, s
 mod tests {
     use std::sync::Arc;
 
+    use chorus_clock::SystemClock;
     use chorus_core::access::AccessPolicy;
     use chorus_core::broker::Backplane;
     use chorus_core::broker::memory::MemoryBroker;
-    use chorus_core::clock::SystemClock;
     use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
     use chorus_core::metrics::CoreMetrics;
     use chorus_core::publication::Draft;

@@ -97,7 +97,7 @@ pub async fn detailed(State(app): State<AppState>) -> impl IntoResponse {
             "firehose_readers": hub.firehose_readers(),
         }),
     };
-    let memory = ComponentReport { status: Status::Healthy, details: json!({ "rss_bytes": rss_bytes() }) };
+    let memory = memory_report(rss_bytes(), app.config().memory_budget_bytes);
     for (name, report) in [("broker", broker), ("hub", hub_report), ("memory", memory)] {
         overall = overall.max(report.status);
         checks.insert(name.to_owned(), serde_json::to_value(report).unwrap_or_default());
@@ -110,7 +110,7 @@ pub async fn detailed(State(app): State<AppState>) -> impl IntoResponse {
     let code = if overall == Status::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = HealthReport {
         status: overall,
-        timestamp: chorus_protocol::timestamp::format_ms(chorus_protocol::timestamp::now_ms()),
+        timestamp: chorus_protocol::timestamp::format_ms(app.hub().now_ms()),
         uptime_seconds: app.uptime().as_secs(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         checks,
@@ -118,11 +118,46 @@ pub async fn detailed(State(app): State<AppState>) -> impl IntoResponse {
     (code, Json(body))
 }
 
+/// Memory against its budget: degraded from 90 % of it, unhealthy above it.
+/// A node that cannot read its RSS says so (degraded) rather than claiming health.
+pub fn memory_report(rss: Option<u64>, budget: u64) -> ComponentReport {
+    let Some(rss) = rss else {
+        return ComponentReport { status: Status::Degraded, details: json!({ "rss_bytes": null, "budget_bytes": budget, "detail": "resident memory could not be read" }) };
+    };
+    let used = if budget == 0 { f64::INFINITY } else { rss as f64 / budget as f64 };
+    let (status, detail) = if used > 1.0 {
+        (Status::Unhealthy, "resident memory is above its budget (server.memory_budget_bytes)")
+    } else if used >= 0.9 {
+        (Status::Degraded, "resident memory is above 90% of its budget (server.memory_budget_bytes)")
+    } else {
+        (Status::Healthy, "within budget")
+    };
+    let percent = (used * 1000.0).round() / 10.0;
+    ComponentReport { status, details: json!({ "rss_bytes": rss, "budget_bytes": budget, "budget_used_pct": if percent.is_finite() { json!(percent) } else { json!(null) }, "detail": detail }) }
+}
+
 /// Resident set size of this process, from `/proc/self/statm` (Linux).
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_judged_against_its_budget() {
+        let mib = 1024 * 1024;
+        assert_eq!(memory_report(Some(100 * mib), 1000 * mib).status, Status::Healthy);
+        assert_eq!(memory_report(Some(950 * mib), 1000 * mib).status, Status::Degraded);
+        let over = memory_report(Some(1001 * mib), 1000 * mib);
+        assert_eq!(over.status, Status::Unhealthy);
+        assert_eq!(over.details["budget_bytes"], 1000 * mib);
+        assert_eq!(over.details["rss_bytes"], 1001 * mib);
+        assert_eq!(memory_report(None, 1000 * mib).status, Status::Degraded);
+    }
 }
 
 /// The store in `/health/detailed`: a cheap query, its latency, the pool.

@@ -26,7 +26,7 @@ pub mod ws_close;
 
 pub use app::app;
 pub use config::{OriginPolicy, ServerConfig};
-pub use credentials::{ApiKeyCheck, ApiPrincipal};
+pub use credentials::{ApiKeyCheck, ApiPrincipal, KeyRights};
 pub use error::ApiError;
 pub use health::{ComponentReport, HealthCheck, Status};
 pub use state::{AppParts, AppState, HttpMetrics};

@@ -16,7 +16,8 @@ use chorus_protocol::{ChannelName, ErrorCode, ErrorObject, EventType, Payload};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::credentials::{ApiPrincipal, api_key};
+use crate::credentials::{ApiPrincipal, KeyRights, api_key};
+use chorus_core::limiter::Refusal;
 use crate::error::ApiError;
 use crate::rest::openapi::ErrorBody;
 use crate::extract::parse_json;
@@ -33,10 +34,11 @@ pub struct PublishItem<'a> {
     pub data: &'a RawValue,
 }
 
+/// Items stay raw until each is parsed on its own, as an object.
 #[derive(Debug, Deserialize)]
 struct BatchRequest<'a> {
     #[serde(borrow)]
-    items: Vec<PublishItem<'a>>,
+    items: Vec<&'a RawValue>,
 }
 
 /// The body of `POST /api/v1/publish` (and each batch item), for the document.
@@ -57,6 +59,8 @@ pub struct PublishBody {
 #[derive(Debug, utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct BatchBody {
+    /// 1 to `server.publish_batch_max` (1,000) events.
+    #[schema(min_items = 1, max_items = 1000)]
     pub items: Vec<PublishBody>,
 }
 
@@ -106,22 +110,24 @@ fn check_maintenance(app: &AppState) -> Result<(), ApiError> {
         (status = 200, description = "Published", body = Published),
         (status = 400, description = "Malformed body or invalid field", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "A user's key publishing where its owner may not read, or outside its scope (PROTOCOL.md, API key scopes)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Unknown event type or data not matching its schema", body = ErrorBody),
+        (status = 429, description = "The key's publish rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Maintenance mode (`maintenance`, with `Retry-After`), or the broker is unavailable", body = ErrorBody),
     ))]
 pub async fn publish(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Published>, ApiError> {
-    authorize(&app, &headers).await?;
+    let principal = authorize(&app, &headers).await?;
     check_maintenance(&app)?;
     let item: PublishItem<'_> = parse_json(&body)?;
-    Ok(Json(publish_one(&app, item).await?))
+    Ok(Json(publish_one(&app, &principal, item).await?))
 }
 
 /// `POST /api/v1/publish/batch`: up to `publish_batch_max` events, published
 /// in order; each gets its own result.
 #[utoipa::path(post, path = "/api/v1/publish/batch", tag = "publish", request_body = BatchBody, security(("api_key" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "One result per item: a position or an error object", body = BatchResponse),
+        (status = 200, description = "One result per item: a position or an error object (`forbidden` outside the key's rights, `rate_limited` past its publish rate)", body = BatchResponse),
         (status = 400, description = "Malformed body, or no or too many items", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -133,19 +139,26 @@ pub async fn publish_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    authorize(&app, &headers).await?;
+    let principal = authorize(&app, &headers).await?;
     check_maintenance(&app)?;
     let batch: BatchRequest<'_> = parse_json(&body)?;
     let max = app.config().publish_batch_max;
     if batch.items.is_empty() || batch.items.len() > max {
         return Err(ApiError::new(ErrorCode::InvalidField, format!("items: must hold 1 to {max} events")));
     }
-    let mut results = Vec::with_capacity(batch.items.len());
+    // A malformed item fails the whole request, naming it.
+    let items = batch
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| parse_json::<PublishItem<'_>>(raw.get().as_bytes()).map_err(|e| ApiError::new(e.code, format!("items[{i}].{}", e.message.trim_start_matches("body: ")))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut results = Vec::with_capacity(items.len());
     // Events per channel since the last yield.
     let mut burst: HashMap<ChannelName, usize> = HashMap::new();
-    for (i, item) in batch.items.into_iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         let channel = item.channel.clone();
-        results.push(match publish_one(&app, item).await {
+        results.push(match publish_one(&app, &principal, item).await {
             Ok(p) => ItemResult::Ok(p),
             Err(e) => ItemResult::Err { error: ErrorObject::new(e.code, e.message, format!("{}:{i}", request_id.as_str())) },
         });
@@ -163,7 +176,7 @@ pub async fn publish_batch(
     Ok(Json(BatchResponse { results }))
 }
 
-async fn publish_one(app: &AppState, item: PublishItem<'_>) -> Result<Published, ApiError> {
+async fn publish_one(app: &AppState, principal: &ApiPrincipal, item: PublishItem<'_>) -> Result<Published, ApiError> {
     let name = item.event.as_deref().unwrap_or("publication");
     let event = EventType::parse_publishable(name).map_err(|e| ApiError::new(ErrorCode::InvalidEvent, e.to_string()))?;
     let data = Payload::from_raw(item.data).map_err(|e| ApiError::new(ErrorCode::InvalidField, format!("data: {e}")))?;
@@ -173,6 +186,14 @@ async fn publish_one(app: &AppState, item: PublishItem<'_>) -> Result<Published,
         return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("data: {} bytes; an event's data may have at most {max}", data.len())));
     }
     event.validate(&data).map_err(|e| ApiError::new(ErrorCode::InvalidEvent, e.to_string()))?;
+    if let KeyRights::User(key) = &principal.rights {
+        app.api_keys().authorize_user_key(key, &item.channel, event, &data).await?;
+    }
+    app.check_publish_rate(principal).map_err(|refusal| match refusal {
+        Refusal::Rate(wait) => ApiError::new(ErrorCode::RateLimited, format!("publish rate limit of this API key reached; retry in {} ms", wait.as_millis()))
+            .retry_after(wait.as_secs() + 1),
+        Refusal::Full => ApiError::new(ErrorCode::RateLimited, "rate limiter is full; retry later").retry_after(1),
+    })?;
     let p = app.hub().publish(&item.channel, Draft::new(event, data)).await.map_err(|e| match e {
         PublishError::Access(AccessError::UnknownNamespace(ns)) => {
             ApiError::new(ErrorCode::InvalidField, format!("channel: unknown namespace `{ns}`"))

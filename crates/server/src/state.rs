@@ -3,7 +3,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use chorus_chat::Chat;
 use chorus_core::{Executor, Hub};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -63,14 +62,14 @@ pub struct AppParts {
     pub http_metrics: HttpMetrics,
     /// Extra components for `/health/detailed` (the store, ...).
     pub health: Vec<Arc<dyn HealthCheck>>,
-    /// The chat domain; without it the REST API is not mounted.
-    pub chat: Option<Chat>,
 }
 
 pub(crate) struct Inner {
     pub parts: AppParts,
     pub started: Instant,
     pub openapi: OnceLock<serde_json::Value>,
+    /// Publications per API key (server publish API).
+    pub publish_limiter: chorus_core::limiter::KeyedLimiter<String>,
 }
 
 /// Cheap to clone; shared by every handler.
@@ -79,7 +78,7 @@ pub struct AppState(pub(crate) Arc<Inner>);
 
 impl AppState {
     pub fn new(parts: AppParts) -> Self {
-        Self(Arc::new(Inner { parts, started: Instant::now(), openapi: OnceLock::new() }))
+        Self(Arc::new(Inner { parts, started: Instant::now(), openapi: OnceLock::new(), publish_limiter: chorus_core::limiter::KeyedLimiter::new() }))
     }
 
     pub fn hub(&self) -> &Hub {
@@ -114,18 +113,33 @@ impl AppState {
         &self.0.parts.health
     }
 
-    pub fn chat(&self) -> Option<&Chat> {
-        self.0.parts.chat.as_ref()
-    }
-
     /// The OpenAPI document of this server's routes.
     pub fn openapi(&self) -> &serde_json::Value {
         static EMPTY: serde_json::Value = serde_json::Value::Null;
         self.0.openapi.get().unwrap_or(&EMPTY)
     }
 
-    pub(crate) fn set_openapi(&self, doc: utoipa::openapi::OpenApi) {
-        let _ = self.0.openapi.set(serde_json::to_value(&doc).unwrap_or_default());
+    pub(crate) fn set_openapi(&self, doc: utoipa::openapi::OpenApi, chat: &chorus_chat::Chat) {
+        let mut value = serde_json::to_value(&doc).unwrap_or_default();
+        crate::rest::openapi::refine(&mut value, &chat.deps().config);
+        let _ = self.0.openapi.set(value);
+    }
+
+    /// Takes one publication from the key's budget: `Err` says how long until one is available.
+    /// Bounded like every keyed limiter (`limits.limiter_entries`); refilled entries make room.
+    pub fn check_publish_rate(&self, principal: &crate::credentials::ApiPrincipal) -> Result<(), chorus_core::limiter::Refusal> {
+        let r = self.hub().rates();
+        let rate = match principal.rights {
+            crate::credentials::KeyRights::Server => chorus_core::limiter::Rate { per_second: r.server_key_publishes_per_second, burst: r.server_key_publish_burst },
+            crate::credentials::KeyRights::User(_) => chorus_core::limiter::Rate { per_second: r.api_key_publishes_per_second, burst: r.api_key_publish_burst },
+        };
+        let cap = self.hub().limits().limiter_entries;
+        self.0.publish_limiter.check(&principal.key_id, rate, cap, tokio::time::Instant::now())
+    }
+
+    /// Keys tracked by the publish limiter.
+    pub fn publish_limiter_entries(&self) -> usize {
+        self.0.publish_limiter.len()
     }
 
     pub fn uptime(&self) -> Duration {

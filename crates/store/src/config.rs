@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// File name of the default SQLite database inside the data directory.
 pub const DEFAULT_SQLITE_FILE: &str = "chorus.db";
-/// PostgreSQL pool size when `max_connections` is not set (PRODUCT.md).
+/// PostgreSQL pool size when `max_connections` is not set (docs/decisions.md, "Store").
 pub const DEFAULT_POSTGRES_CONNECTIONS: u32 = 20;
 /// SQLite reader pool size when `max_connections` is not set. SQLite has one
 /// writer connection besides, so writers queue in the pool instead of

@@ -40,17 +40,18 @@
 //! # Ok(()) }
 //! ```
 
-mod clock;
 mod config;
 mod error;
 mod model;
+pub mod private;
 mod sql;
 mod store;
 
 use std::path::Path;
 use std::sync::Arc;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+use chorus_clock::{Clock, SystemClock};
+
 pub use config::{
     DEFAULT_POSTGRES_CONNECTIONS, DEFAULT_SQLITE_FILE, DEFAULT_SQLITE_READERS, Engine, SqliteSynchronous, StoreConfig,
     redact_url,
@@ -70,15 +71,36 @@ pub async fn open_store(config: &StoreConfig, data_dir: &Path) -> Result<Arc<dyn
     open_store_with_clock(config, data_dir, Arc::new(SystemClock)).await
 }
 
-/// [`open_store`] with the clock timestamps come from (tests move it by hand).
+/// Whether opening may create the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Creates a missing SQLite file (and its directory), private to this user.
+    Create,
+    /// Only an existing database: a missing SQLite file is an error naming
+    /// where it was looked for. For tools that read what a server wrote.
+    Existing,
+}
+
+/// Like [`open_store`], but a missing SQLite database is an error instead of
+/// a new empty one.
+pub async fn open_existing_store(config: &StoreConfig, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    open_store_in(config, data_dir, Arc::new(SystemClock), OpenMode::Existing).await
+}
+
+/// [`open_store`] with the clock timestamps come from: the composition
+/// root's one clock (tests move it by hand).
 pub async fn open_store_with_clock(
     config: &StoreConfig,
     data_dir: &Path,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn Store>, StoreError> {
+    open_store_in(config, data_dir, clock, OpenMode::Create).await
+}
+
+async fn open_store_in(config: &StoreConfig, data_dir: &Path, clock: Arc<dyn Clock>, mode: OpenMode) -> Result<Arc<dyn Store>, StoreError> {
     let store: Arc<dyn Store> = match config.target(data_dir)? {
         Target::Sqlite { url, default_file } => {
-            Arc::new(SqliteStore::open(config, url.as_deref(), &default_file, clock).await?)
+            Arc::new(SqliteStore::open(config, url.as_deref(), &default_file, clock, mode).await?)
         }
         Target::Postgres { url } => Arc::new(PostgresStore::open(config, &url, clock).await?),
     };

@@ -178,6 +178,9 @@ pub struct ApiKey {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// What narrows the key below its owner's rights, as the caller encoded
+    /// it (JSON); `None`: nothing does.
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +189,7 @@ pub struct NewApiKey {
     pub name: String,
     pub prefix: String,
     pub key_hash: String,
+    pub scope: Option<String>,
 }
 
 // ---------------------------------------------------------------- channels

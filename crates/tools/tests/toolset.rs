@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chorus_core::clock::ManualClock;
+use chorus_clock::ManualClock;
 use chorus_tools::{
     Outcome, Tool, ToolDeps, ToolMetrics, ToolRegistry, ToolResult, ToolSchema, ToolsConfig, UnknownTool,
 };

@@ -11,6 +11,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chorus_auth::{AuthConfig, JwtVerifier, PublicKeyAlgorithm, PublicKeyConfig};
+pub use chorus_clock::SystemClock;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -53,7 +54,7 @@ impl Drop for TempDir {
 /// A verifier from `config` with a fresh, empty data directory.
 pub fn verifier(config: &AuthConfig) -> JwtVerifier {
     let dir = TempDir::new();
-    JwtVerifier::from_config(config, dir.path()).unwrap().0
+    JwtVerifier::from_config(config, dir.path(), Arc::new(SystemClock)).unwrap().0
 }
 
 pub fn hmac_config() -> AuthConfig {

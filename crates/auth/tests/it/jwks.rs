@@ -1,5 +1,6 @@
 //! Key sets: from a URL (served by a tiny local HTTP server) and from a file.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -230,7 +231,7 @@ async fn key_set_from_a_file() {
     };
     std::fs::write(&path, json!({"keys": [rsa_jwk("rsa-private.pem", "f1"), ed25519_jwk("f2"), ec]}).to_string()).unwrap();
     let config = AuthConfig { jwks_file: Some(path.clone()), ..AuthConfig::default() };
-    let (v, origin) = JwtVerifier::from_config(&config, tmp.path()).unwrap();
+    let (v, origin) = JwtVerifier::from_config(&config, tmp.path(), Arc::new(SystemClock)).unwrap();
     assert_eq!(origin, None, "no secret is generated when a key set is configured");
     assert!(v.verify(&rs("rsa-private.pem", "f1", "u")).await.is_ok());
     assert!(v.verify(&sign(Algorithm::EdDSA, "ed25519-private.pem", Some("f2"), &claims("u"))).await.is_ok());
@@ -238,7 +239,7 @@ async fn key_set_from_a_file() {
     assert_invalid(v.verify(&rs("rsa-private.pem", "f9", "u")).await, "no RS256 key with id `f9`");
 
     std::fs::write(&path, json!({"keys": [{"kty": "oct", "k": "AAAA"}]}).to_string()).unwrap();
-    assert!(matches!(JwtVerifier::from_config(&config, tmp.path()), Err(AuthConfigError::JwksFile { .. })));
+    assert!(matches!(JwtVerifier::from_config(&config, tmp.path(), Arc::new(SystemClock)), Err(AuthConfigError::JwksFile { .. })));
     std::fs::write(&path, "{").unwrap();
-    assert!(matches!(JwtVerifier::from_config(&config, tmp.path()), Err(AuthConfigError::JwksFile { .. })));
+    assert!(matches!(JwtVerifier::from_config(&config, tmp.path(), Arc::new(SystemClock)), Err(AuthConfigError::JwksFile { .. })));
 }

@@ -1,5 +1,6 @@
 //! Resolving and generating the HMAC secret.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_auth::{
@@ -10,7 +11,7 @@ use chorus_core::{TokenError, TokenVerifier};
 use crate::common::*;
 
 fn mint(secret: &HmacSecret) -> String {
-    mint_token(secret, &MintRequest { user: "neo".into(), ttl: Duration::from_secs(60), ..MintRequest::default() }).unwrap()
+    mint_token(secret, &MintRequest { user: "neo".into(), ttl: Duration::from_secs(60), ..MintRequest::default() }, &SystemClock).unwrap()
 }
 
 #[tokio::test]
@@ -20,7 +21,7 @@ async fn generated_once_then_found_again() {
     let data_dir = tmp.path().join("nested/data");
     let path = data_dir.join(SECRET_FILE_NAME);
 
-    let (server, origin) = JwtVerifier::from_config(&AuthConfig::default(), &data_dir).unwrap();
+    let (server, origin) = JwtVerifier::from_config(&AuthConfig::default(), &data_dir, Arc::new(SystemClock)).unwrap();
     assert_eq!(origin, Some(SecretOrigin::Generated(path.clone())));
     assert!(origin.unwrap().to_string().contains("generated"));
 
@@ -45,7 +46,7 @@ async fn generated_once_then_found_again() {
     assert_eq!(server.verify(&mint(&cli.secret)).await.unwrap().user_id.as_str(), "neo");
 
     // A restarted server finds it too and does not regenerate.
-    let (again, origin) = JwtVerifier::from_config(&AuthConfig::default(), &data_dir).unwrap();
+    let (again, origin) = JwtVerifier::from_config(&AuthConfig::default(), &data_dir, Arc::new(SystemClock)).unwrap();
     assert_eq!(origin, Some(SecretOrigin::DataDir(path.clone())));
     assert!(again.verify(&mint(&cli.secret)).await.is_ok());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
@@ -90,7 +91,7 @@ fn precedence_config_then_file_then_data_dir() {
 async fn nothing_generated_when_public_keys_are_configured() {
     let tmp = TempDir::new();
     let config = AuthConfig { public_keys: vec![public_key(PublicKeyAlgorithm::RS256, "rsa-public.pem", None)], ..AuthConfig::default() };
-    let (v, origin) = JwtVerifier::from_config(&config, tmp.path()).unwrap();
+    let (v, origin) = JwtVerifier::from_config(&config, tmp.path(), Arc::new(SystemClock)).unwrap();
     assert_eq!(origin, None);
     assert!(!tmp.path().join(SECRET_FILE_NAME).exists());
     assert!(matches!(HmacSecret::resolve(&config, tmp.path()), Err(AuthConfigError::NoHmacSecret)));
@@ -98,7 +99,30 @@ async fn nothing_generated_when_public_keys_are_configured() {
 
     // An existing data-dir secret is still used next to the public keys.
     std::fs::write(tmp.path().join(SECRET_FILE_NAME), format!("{SECRET}\n")).unwrap();
-    let (v, origin) = JwtVerifier::from_config(&config, tmp.path()).unwrap();
+    let (v, origin) = JwtVerifier::from_config(&config, tmp.path(), Arc::new(SystemClock)).unwrap();
     assert!(matches!(origin, Some(SecretOrigin::DataDir(_))));
     assert!(v.verify(&hs256(SECRET.as_bytes(), &claims("x"))).await.is_ok());
+}
+
+#[test]
+fn find_never_creates_the_secret_and_says_where_it_looked() {
+    let tmp = TempDir::new();
+    let data_dir = tmp.path().join("data");
+    match HmacSecret::find(&AuthConfig::default(), &data_dir) {
+        Err(AuthConfigError::SecretNotFound { path }) => {
+            assert_eq!(path, data_dir.join(SECRET_FILE_NAME));
+            assert!(path.is_absolute());
+        }
+        other => panic!("expected SecretNotFound, got {other:?}"),
+    }
+    assert!(!data_dir.exists(), "nothing was created");
+    let message = HmacSecret::find(&AuthConfig::default(), &data_dir).unwrap_err().to_string();
+    assert!(message.contains(&data_dir.join(SECRET_FILE_NAME).display().to_string()) && message.contains("chorus serve"), "{message}");
+    // Once a server made it, it is found.
+    let made = HmacSecret::resolve(&AuthConfig::default(), &data_dir).unwrap();
+    let found = HmacSecret::find(&AuthConfig::default(), &data_dir).unwrap();
+    assert_eq!(found.secret, made.secret);
+    // A configured secret needs no file.
+    let configured = AuthConfig { hmac_secret: Some("a configured secret of at least 32 bytes".into()), ..AuthConfig::default() };
+    assert_eq!(HmacSecret::find(&configured, &tmp.path().join("none")).unwrap().origin, SecretOrigin::Config);
 }

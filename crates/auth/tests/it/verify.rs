@@ -1,5 +1,6 @@
 //! Token verification with configured keys.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_auth::{
@@ -36,6 +37,7 @@ async fn hs256_minted_token_round_trips() {
             issuer: None,
             session_id: Some("sess-1".into()),
         },
+        &SystemClock,
     )
     .unwrap();
     let id = v.verify(&token).await.unwrap();
@@ -59,20 +61,20 @@ async fn minted_audience_and_issuer_are_checked() {
         ..MintRequest::default()
     };
     let secret = HmacSecret::new(SECRET);
-    assert!(v.verify(&mint_token(&secret, &req("chorus", "https://me")).unwrap()).await.is_ok());
-    assert_invalid(v.verify(&mint_token(&secret, &req("other", "https://me")).unwrap()).await, "audience");
-    assert_invalid(v.verify(&mint_token(&secret, &req("chorus", "https://evil")).unwrap()).await, "issuer");
+    assert!(v.verify(&mint_token(&secret, &req("chorus", "https://me"), &SystemClock).unwrap()).await.is_ok());
+    assert_invalid(v.verify(&mint_token(&secret, &req("other", "https://me"), &SystemClock).unwrap()).await, "audience");
+    assert_invalid(v.verify(&mint_token(&secret, &req("chorus", "https://evil"), &SystemClock).unwrap()).await, "issuer");
 }
 
 #[test]
 fn mint_refuses_what_the_verifier_would_refuse() {
     let secret = HmacSecret::new(SECRET);
     let ok = MintRequest { user: "bob".into(), ttl: Duration::from_secs(60), ..MintRequest::default() };
-    assert!(mint_token(&secret, &ok).is_ok());
-    assert!(mint_token(&secret, &MintRequest { user: "bob smith".into(), ..ok.clone() }).is_err());
-    assert!(mint_token(&secret, &MintRequest { channels: vec!["*".into()], ..ok.clone() }).is_err());
-    assert!(mint_token(&secret, &MintRequest { ttl: Duration::ZERO, ..ok.clone() }).is_err());
-    assert!(mint_token(&HmacSecret::new(""), &ok).is_err());
+    assert!(mint_token(&secret, &ok, &SystemClock).is_ok());
+    assert!(mint_token(&secret, &MintRequest { user: "bob smith".into(), ..ok.clone() }, &SystemClock).is_err());
+    assert!(mint_token(&secret, &MintRequest { channels: vec!["*".into()], ..ok.clone() }, &SystemClock).is_err());
+    assert!(mint_token(&secret, &MintRequest { ttl: Duration::ZERO, ..ok.clone() }, &SystemClock).is_err());
+    assert!(mint_token(&HmacSecret::new(""), &ok, &SystemClock).is_err());
 }
 
 #[tokio::test]
@@ -343,7 +345,7 @@ async fn claim_mapping_for_external_providers() {
 #[test]
 fn bad_configurations_are_refused() {
     let dir = TempDir::new();
-    let build = |config: AuthConfig| JwtVerifier::from_config(&config, dir.path()).map(|_| ());
+    let build = |config: AuthConfig| JwtVerifier::from_config(&config, dir.path(), Arc::new(SystemClock)).map(|_| ());
 
     let private = AuthConfig {
         public_keys: vec![PublicKeyConfig {
@@ -403,7 +405,7 @@ fn bad_configurations_are_refused() {
 #[test]
 fn debug_output_hides_secrets() {
     let dir = TempDir::new();
-    let (v, origin) = JwtVerifier::from_config(&hmac_config(), dir.path()).unwrap();
+    let (v, origin) = JwtVerifier::from_config(&hmac_config(), dir.path(), Arc::new(SystemClock)).unwrap();
     assert_eq!(origin.unwrap().to_string(), "auth.hmac_secret");
     for shown in [format!("{v:?}"), format!("{:?}", HmacSecret::new(SECRET)), format!("{:?}", hmac_config())] {
         assert!(!shown.contains(SECRET), "{shown}");

@@ -46,6 +46,12 @@ pub struct ChurnArgs {
     /// Bar: RSS growth allowed after the checkpoint, percent.
     #[arg(long, default_value_t = 10.0)]
     pub rss_tolerance_pct: f64,
+    /// Every cycle is a user never seen before, on its own `user:` channel
+    /// (nothing is ever published there) instead of rotating over `--users`:
+    /// whatever the server keeps per user or per channel after they leave
+    /// shows up as growth.
+    #[arg(long)]
+    pub fresh_users: bool,
 }
 
 #[derive(Default)]
@@ -61,8 +67,9 @@ async fn run_cycles(ctx: &Arc<Ctx>, a: &ChurnArgs, tokens: &Arc<Vec<Arc<str>>>, 
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency.max(1) {
         let (ctx, tokens, next, tally) = (ctx.clone(), tokens.clone(), next.clone(), tally.clone());
-        let (users, rooms) = (a.users.max(1), a.rooms.max(1));
+        let (users, rooms, fresh) = (a.users.max(1), a.rooms.max(1), a.fresh_users);
         let ns = a.room_namespace.clone();
+        let grant = format!("{ns}:churn-*");
         tasks.push(tokio::spawn(async move {
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
@@ -71,9 +78,16 @@ async fn run_cycles(ctx: &Arc<Ctx>, a: &ChurnArgs, tokens: &Arc<Vec<Arc<str>>>, 
                 }
                 let u = (k % users as u64) as usize;
                 let result = async {
-                    let mut ws = open_ws(&ctx, &tokens[u]).await.map_err(|e| format!("connect:{}", e.label()))?;
-                    subscribe_and_wait(&mut ws, 1, &format!("user:churn-{u}")).await?;
-                    subscribe_and_wait(&mut ws, 2, &format!("{ns}:churn-{}", u % rooms)).await?;
+                    let (user, token) = if fresh {
+                        let user = format!("fresh-{k}");
+                        let token: Arc<str> = ctx.minter.mint(&user, &[grant.as_str()]).map_err(|_| "mint".to_owned())?.into();
+                        (user, token)
+                    } else {
+                        (format!("churn-{u}"), tokens[u].clone())
+                    };
+                    let mut ws = open_ws(&ctx, &token).await.map_err(|e| format!("connect:{}", e.label()))?;
+                    subscribe_and_wait(&mut ws, 1, &format!("user:{user}")).await?;
+                    subscribe_and_wait(&mut ws, 2, &format!("{ns}:churn-{}", k as usize % rooms)).await?;
                     if k % 2 == 0 {
                         ws.close(1000, Duration::from_secs(2)).await.map_err(|e| format!("close:{:?}", e.kind()))?;
                     }
@@ -161,8 +175,9 @@ pub async fn run(ctx: &Arc<Ctx>, a: &ChurnArgs) -> anyhow::Result<Report> {
     let failed = tally.failed.load(Ordering::Relaxed);
     let errors = tally.errors.lock().clone();
     let rate = a.cycles as f64 / (first_s + rest_s);
-    let mut r = Report::new("churn", ctx.row(format!("churn, {} cycles", a.cycles)));
-    r.param("cycles", a.cycles).param("concurrency", a.concurrency).param("users", a.users).param("rooms", a.rooms).param("room_namespace", a.room_namespace.as_str()).param("checkpoint", a.checkpoint);
+    let label = if a.fresh_users { "churn (a new user and channel per cycle)" } else { "churn" };
+    let mut r = Report::new("churn", ctx.row(format!("{label}, {} cycles", a.cycles)));
+    r.param("cycles", a.cycles).param("concurrency", a.concurrency).param("users", if a.fresh_users { a.cycles } else { a.users as u64 }).param("fresh_users", a.fresh_users).param("rooms", a.rooms).param("room_namespace", a.room_namespace.as_str()).param("checkpoint", a.checkpoint);
     r.metric("ok", ok).metric("failed", failed).metric("errors", &errors).metric("cycles_per_s", rate.round());
     r.metric("baseline", &base).metric("checkpoint", &mid).metric("end", &end);
     r.line(format!("{ok} cycles ok, {failed} failed{} — {rate:.0} cycles/s", if errors.is_empty() { String::new() } else { format!(" {errors:?}") }));
@@ -182,12 +197,19 @@ pub async fn run(ctx: &Arc<Ctx>, a: &ChurnArgs) -> anyhow::Result<Report> {
     same("registered users", base.registered_users, end.registered_users, &mut r);
     same("outbound queued", base.outbound_queued, end.outbound_queued, &mut r);
     same("tasks", base.tasks, end.tasks, &mut r);
-    // Limiter entries live until idle for 2 h (swept hourly) by design; with a
-    // fixed pool of users they must stop growing once every user was seen.
+    // Limiter entries that have refilled carry nothing and are dropped by
+    // the cleanup pass: whether users repeat or are new, they must not grow.
     r.check(
-        "limiter entries bounded (not above the checkpoint, all users already seen there)",
+        "limiter entries bounded (not above the checkpoint)",
         matches!((mid.limiter_entries, end.limiter_entries), (Some(m), Some(e)) if e <= m),
         format!("baseline {} → checkpoint {} → end {}", opt(base.limiter_entries), opt(mid.limiter_entries), opt(end.limiter_entries)),
+    );
+    // Streams of channels nothing was ever published on are dropped once
+    // nobody listens; those with history stay for their TTL.
+    r.check(
+        "broker streams bounded (not above the checkpoint)",
+        matches!((mid.broker_streams, end.broker_streams), (Some(m), Some(e)) if e <= m),
+        format!("baseline {} → checkpoint {} → end {}", opt(base.broker_streams), opt(mid.broker_streams), opt(end.broker_streams)),
     );
     match (mid.rss_kib, end.rss_kib) {
         (Some(m), Some(e)) => {

@@ -3,6 +3,7 @@
 pub mod churn;
 pub mod fanout;
 pub mod idle;
+pub mod logins;
 pub mod messages;
 pub mod soak;
 pub mod streams;

@@ -10,12 +10,16 @@
 //! on another node is seen within that time (live connections everywhere are
 //! closed at once through the hub). An idle verdict is always confirmed
 //! against the store, since another node may have seen activity.
+//!
+//! Every time here is the injected clock's, like the store's `last_seen_at`
+//! it is compared with; a clock that went back counts as a long time (the
+//! cache reloads, the session is touched again).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chorus_clock::Clock;
 use chorus_store::{AuthSession, Store};
-use tokio::time::Instant;
 
 use super::cache::BoundedMap;
 use crate::ChatError;
@@ -61,10 +65,10 @@ impl Ended {
 struct Entry {
     user_id: String,
     state: State,
-    /// When the store was last read (or written) for it.
-    checked: Instant,
-    /// When this node last wrote its `last_seen_at`.
-    touched: Option<Instant>,
+    /// When the store was last read (or written) for it (Unix ms).
+    checked: i64,
+    /// When this node last wrote its `last_seen_at` (Unix ms).
+    touched: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +84,7 @@ struct Times {
 }
 
 impl Entry {
-    fn from_store(s: &AuthSession, now_ms: i64, touched: Option<Instant>) -> Self {
+    fn from_store(s: &AuthSession, now_ms: i64, touched: Option<i64>) -> Self {
         let state = if s.revoked_at.is_some() {
             State::Ended(Ended::Revoked)
         } else if s.expires_at <= now_ms {
@@ -88,16 +92,22 @@ impl Entry {
         } else {
             State::Live(Times { expires_at: s.expires_at, last_seen_at: s.last_seen_at })
         };
-        Entry { user_id: s.user_id.clone(), state, checked: Instant::now(), touched }
+        Entry { user_id: s.user_id.clone(), state, checked: now_ms, touched }
     }
 
-    fn gone(user_id: String) -> Self {
-        Entry { user_id, state: State::Ended(Ended::Revoked), checked: Instant::now(), touched: None }
+    fn gone(user_id: String, now_ms: i64) -> Self {
+        Entry { user_id, state: State::Ended(Ended::Revoked), checked: now_ms, touched: None }
     }
+}
+
+/// Whether at least `span` went by from `since` to `now`; a clock that went back says yes.
+fn passed(since: i64, now: i64, span: Duration) -> bool {
+    now < since || now - since >= millis(span)
 }
 
 pub(crate) struct Sessions {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     cache: BoundedMap<String, Entry>,
     idle_ms: i64,
     touch_every: Duration,
@@ -108,10 +118,14 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl Sessions {
-    pub fn new(store: Arc<dyn Store>, idle: Duration, touch_every: Duration) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, idle: Duration, touch_every: Duration) -> Self {
         // Touches must come well within the idle window, or use would not keep a session alive.
         let touch_every = touch_every.min(idle / 4).max(Duration::from_millis(100));
-        Self { store, cache: BoundedMap::new(CAPACITY), idle_ms: millis(idle), touch_every }
+        Self { store, clock, cache: BoundedMap::new(CAPACITY), idle_ms: millis(idle), touch_every }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn touch_every(&self) -> Duration {
@@ -122,37 +136,40 @@ impl Sessions {
         self.idle_ms
     }
 
-    fn stale(&self) -> impl Fn(&Entry) -> bool + '_ {
-        move |e: &Entry| e.checked.elapsed() >= CACHE_TTL && e.touched.is_none_or(|t| t.elapsed() >= self.touch_every)
+    fn stale(&self, now_ms: i64) -> impl Fn(&Entry) -> bool + '_ {
+        move |e: &Entry| passed(e.checked, now_ms, CACHE_TTL) && e.touched.is_none_or(|t| passed(t, now_ms, self.touch_every))
     }
 
     /// Records a session just created or rotated (its activity is now).
-    pub fn remember(&self, s: &AuthSession, now_ms: i64) {
-        self.cache.insert(s.id.clone(), Entry::from_store(s, now_ms, Some(Instant::now())), self.stale());
+    pub fn remember(&self, s: &AuthSession) {
+        let now_ms = self.now_ms();
+        self.cache.insert(s.id.clone(), Entry::from_store(s, now_ms, Some(now_ms)), self.stale(now_ms));
     }
 
     /// Records that a session ended here (revoked or deleted).
     pub fn forget(&self, id: &str, user_id: &str) {
-        self.cache.insert(id.to_owned(), Entry::gone(user_id.to_owned()), self.stale());
+        let now_ms = self.now_ms();
+        self.cache.insert(id.to_owned(), Entry::gone(user_id.to_owned(), now_ms), self.stale(now_ms));
     }
 
-    async fn load(&self, id: &str, now_ms: i64, touched: Option<Instant>) -> Result<Entry, ChatError> {
+    async fn load(&self, id: &str, now_ms: i64, touched: Option<i64>) -> Result<Entry, ChatError> {
         let entry = match self.store.get_session(id).await? {
             Some(s) => Entry::from_store(&s, now_ms, touched),
             // Unknown ids are remembered as gone too: a replayed token must not reach the store each time.
-            None => Entry::gone(String::new()),
+            None => Entry::gone(String::new(), now_ms),
         };
-        self.cache.insert(id.to_owned(), entry.clone(), self.stale());
+        self.cache.insert(id.to_owned(), entry.clone(), self.stale(now_ms));
         Ok(entry)
     }
 
     /// Checks that session `id` belongs to `user_id` and is live and not idle;
     /// with [`Activity::Use`], records the activity.
-    pub async fn check(&self, id: &str, user_id: &str, now_ms: i64, activity: Activity) -> Result<Result<(), Ended>, ChatError> {
+    pub async fn check(&self, id: &str, user_id: &str, activity: Activity) -> Result<Result<(), Ended>, ChatError> {
+        let now_ms = self.now_ms();
         let cached = self.cache.get(id);
         let touched = cached.as_ref().and_then(|e| e.touched);
         let (mut entry, fresh) = match cached {
-            Some(e) if e.checked.elapsed() < CACHE_TTL => (e, false),
+            Some(e) if !passed(e.checked, now_ms, CACHE_TTL) => (e, false),
             _ => (self.load(id, now_ms, touched).await?, true),
         };
         let mut verdict = self.judge(&entry, user_id, now_ms);
@@ -163,7 +180,7 @@ impl Sessions {
         if verdict.is_err() || activity == Activity::Look {
             return Ok(verdict);
         }
-        if entry.touched.is_none_or(|t| t.elapsed() >= self.touch_every) && !self.touch(id, now_ms).await? {
+        if entry.touched.is_none_or(|t| passed(t, now_ms, self.touch_every)) && !self.touch(id, now_ms).await? {
             // It ended since it was read: say why.
             let entry = self.load(id, now_ms, None).await?;
             return Ok(Err(self.judge(&entry, user_id, now_ms).err().unwrap_or(Ended::Revoked)));
@@ -188,13 +205,12 @@ impl Sessions {
         }
     }
 
-    /// Writes the session's activity now; false if it is no longer live.
-    pub async fn touch(&self, id: &str, now_ms: i64) -> Result<bool, ChatError> {
+    /// Writes the session's activity at `now_ms`; false if it is no longer live.
+    async fn touch(&self, id: &str, now_ms: i64) -> Result<bool, ChatError> {
         let live = self.store.touch_session(id).await?;
-        let now = Instant::now();
         if live {
             self.cache.update(id, |e| {
-                e.touched = Some(now);
+                e.touched = Some(now_ms);
                 if let State::Live(t) = &mut e.state {
                     t.last_seen_at = t.last_seen_at.max(now_ms);
                 }
@@ -208,16 +224,17 @@ impl Sessions {
 
     /// Touches a session in use by a live connection, unless this node wrote
     /// its activity recently. False if it is no longer live.
-    pub async fn touch_if_due(&self, id: &str, now_ms: i64) -> Result<bool, ChatError> {
+    pub async fn touch_if_due(&self, id: &str) -> Result<bool, ChatError> {
+        let now_ms = self.now_ms();
         match self.cache.get(id) {
-            Some(e) if matches!(e.state, State::Ended(_)) && e.checked.elapsed() < CACHE_TTL => Ok(false),
-            Some(e) if e.touched.is_some_and(|t| t.elapsed() < self.touch_every) => Ok(true),
+            Some(e) if matches!(e.state, State::Ended(_)) && !passed(e.checked, now_ms, CACHE_TTL) => Ok(false),
+            Some(e) if e.touched.is_some_and(|t| !passed(t, now_ms, self.touch_every)) => Ok(true),
             Some(_) => self.touch(id, now_ms).await,
             None => {
                 let live = self.store.touch_session(id).await?;
                 if live {
                     // Reads it so the next checks are served from the cache.
-                    self.load(id, now_ms, Some(Instant::now())).await?;
+                    self.load(id, now_ms, Some(now_ms)).await?;
                 }
                 Ok(live)
             }
@@ -226,7 +243,7 @@ impl Sessions {
 
     /// Drops entries that carry nothing worth keeping.
     pub fn sweep(&self) {
-        let stale = self.stale();
+        let stale = self.stale(self.now_ms());
         self.cache.retain(|_, e| !stale(e));
     }
 }

@@ -27,7 +27,7 @@ impl Accounts {
         match external::signer(token) {
             Signer::Local => {
                 if let Some(sid) = &identity.session_id {
-                    let verdict = self.inner.sessions.check(sid, identity.user_id.as_str(), self.now_ms(), Activity::Use).await?;
+                    let verdict = self.inner.sessions.check(sid, identity.user_id.as_str(), Activity::Use).await?;
                     verdict.map_err(|ended| Refused::Chat(ended.error()))?;
                 }
             }
@@ -45,6 +45,8 @@ impl Accounts {
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ChatError> {
         let identity = self.identity(token).await.map_err(|r| match r {
             Refused::Token(TokenError::Unavailable(m)) => ChatError::Unavailable(m),
+            // The same code as on `/ws` and `/sse`: the client knows to refresh.
+            Refused::Token(TokenError::Expired) => ChatError::TokenExpired("token expired; refresh it".into()),
             Refused::Token(other) => ChatError::Unauthorized(other.to_string()),
             Refused::Chat(e) => e,
         })?;

@@ -1,5 +1,5 @@
-//! Input rules for agent records. Bounds come from `ChatConfig` (PRODUCT.md
-//! Defaults); every error names its field.
+//! Input rules for agent records. Bounds come from `ChatConfig` (defaults
+//! and their origin in `docs/decisions.md`); every error names its field.
 
 use std::collections::HashSet;
 

@@ -3,11 +3,11 @@
 //! WebSocket. (A firehose reader falling behind is tested deterministically
 //! in `chorus-server`'s `firehose` unit tests.)
 
-use std::sync::Arc;
+use std::time::Duration;
 
+use chorus_clock::Clock as _;
 use chorus_core::config::{NamespaceConfig, PublishRule, SubscribeRule};
-use chorus_protocol::timestamp::now_ms;
-use chorus_store::{EventBuilder, InsertOutcome, ManualClock, MemberRef, Message, NewAuthSession, NewMessage, OutboxEvent};
+use chorus_store::{EventBuilder, InsertOutcome, MemberRef, Message, NewAuthSession, NewMessage, OutboxEvent};
 use chorus_testkit::WsClient;
 use chorus_testkit::db::TestEngine;
 use serde_json::{Value, json};
@@ -109,6 +109,8 @@ async fn connections(engine: TestEngine) {
     let mut ws = app.ws(&alice.token).await;
     subscribe(&mut ws, &format!("room:{id}")).await;
     subscribe(&mut ws, &format!("user:{}", alice.id)).await;
+    // The list is ordered by opening time (ms): the second opens a millisecond later.
+    app.clock.advance(Duration::from_millis(1));
     let _second = app.ws(&alice.token).await;
     // The firehose is not a connection.
     let _fh = firehose(&app, &format!("?token={}", admin.token)).await;
@@ -184,7 +186,20 @@ async fn cleanup(engine: TestEngine) {
     let alice = app.user("alice").await;
     let id = channel(&app, &alice, "general").await;
     let store = app.server().store().clone();
-    let now = now_ms();
+
+    // An idempotency key claimed 25 h ago: claimed now, then the server's clock moves on.
+    let builder: &EventBuilder = &|m: &Message| OutboxEvent {
+        channel: format!("room:{}", m.channel_id),
+        event_type: "message_created".into(),
+        payload: json!({ "message": { "id": m.id, "channel_id": m.channel_id, "seq": m.seq, "text": m.text } }).to_string(),
+    };
+    let new = NewMessage { channel_id: id.clone(), author: MemberRef::user(&alice.id), text: "yesterday".into() };
+    let InsertOutcome::Inserted(_) = store.insert_message(new, Some("old-key"), builder).await.unwrap() else { panic!("inserted") };
+    app.clock.advance(Duration::from_secs(25 * 3600));
+    let now = app.clock.now_ms();
+    // Tokens that are current on the moved clock.
+    let admin = TestUser { token: app.token_for(&admin.id, None), ..admin };
+    let alice = TestUser { token: app.token_for(&alice.id, None), ..alice };
 
     // A session past its expiry, and a live one.
     let session = |hash: &str, expires_at: i64| NewAuthSession {
@@ -197,18 +212,7 @@ async fn cleanup(engine: TestEngine) {
     let expired = store.create_session(session("h-expired", now - 1_000)).await.unwrap();
     let live = store.create_session(session("h-live", now + 3_600_000)).await.unwrap();
 
-    // An idempotency key claimed 25 h ago, written through a store whose clock says so.
-    let clock = Arc::new(ManualClock::new(now - 25 * 3_600_000));
-    let past = chorus_store::open_store_with_clock(&app.config.store, app.dir.path(), clock).await.expect("second store");
-    let builder: &EventBuilder = &|m: &Message| OutboxEvent {
-        channel: format!("room:{}", m.channel_id),
-        event_type: "message_created".into(),
-        payload: json!({ "message": { "id": m.id, "channel_id": m.channel_id, "seq": m.seq, "text": m.text } }).to_string(),
-    };
-    let new = NewMessage { channel_id: id.clone(), author: MemberRef::user(&alice.id), text: "yesterday".into() };
-    let InsertOutcome::Inserted(_) = past.insert_message(new, Some("old-key"), builder).await.unwrap() else { panic!("inserted") };
-    past.close().await;
-    // And a fresh one.
+    // And a fresh key.
     let fresh = send(&app, &alice, &id, json!({ "text": "today", "idempotency_key": "new-key" })).await;
     assert_eq!(fresh.status, 201, "{}", fresh.body);
 

@@ -321,10 +321,16 @@ async fn members(engine: TestEngine) {
     assert_eq!((r.status, err(&r)), (400, "invalid_field"));
     let r = app.post(&path, &alice.token, json!({ "kind": "agent", "id": mine.id })).await;
     assert_eq!((r.status, r.body["kind"].as_str()), (201, Some("agent")), "{}", r.body);
-    let r = app.post(&path, &alice.token, json!({ "kind": "agent", "id": theirs.id })).await;
-    assert_eq!((r.status, err(&r)), (403, "forbidden"));
-    let r = app.post(&path, &alice.token, json!({ "kind": "agent", "id": "no-such-agent" })).await;
+    // Someone else's agent and no agent answer alike: nothing says which ids exist.
+    let theirs_answer = app.post(&path, &alice.token, json!({ "kind": "agent", "id": theirs.id })).await;
+    let none_answer = app.post(&path, &alice.token, json!({ "kind": "agent", "id": "no-such-agent" })).await;
+    assert_eq!((theirs_answer.status, err(&theirs_answer)), (404, "not_found"), "{}", theirs_answer.body);
+    assert_eq!((none_answer.status, err(&none_answer)), (404, "not_found"));
+    assert_eq!(theirs_answer.body["message"], none_answer.body["message"]);
+    // An unknown user is answered like an unknown agent: not found, naming the field.
+    let r = app.post(&path, &alice.token, json!({ "kind": "user", "id": "no-such-user" })).await;
     assert_eq!((r.status, err(&r)), (404, "not_found"));
+    assert!(r.body["message"].as_str().unwrap().starts_with("id: "), "{}", r.body);
     let r = app.delete(&format!("{path}/agent/{}", mine.id), &alice.token).await;
     assert_eq!(r.status, 204);
 

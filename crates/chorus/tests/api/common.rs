@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chorus::config::Config;
 use chorus::server::Server;
 use chorus_auth::{HmacSecret, MintRequest, mint_token};
+use chorus_clock::ManualClock;
 use chorus_store::{NewUser, UserRole};
 use chorus_testkit::WsClient;
 use chorus_testkit::db::{TestDatabase, TestEngine};
@@ -60,6 +61,9 @@ pub struct App {
     pub dir: tempfile::TempDir,
     conformance: Arc<Conformance>,
     pub config: Config,
+    /// The server's clock, starting at the wall clock's time: tests move it
+    /// instead of waiting.
+    pub clock: ManualClock,
 }
 
 pub fn install_crypto() {
@@ -83,11 +87,12 @@ impl App {
         config.auth.leeway = std::time::Duration::ZERO;
         config.store.url = db.url.clone();
         tweak(&mut config);
-        let server = Server::start(&config).await.expect("server start");
+        let clock = ManualClock::starting_now();
+        let server = Server::start(&config, Arc::new(clock.clone())).await.expect("server start");
         let base = format!("http://{}", server.addr());
         let http = reqwest::Client::builder().build().expect("http client");
         let doc: Value = http.get(format!("{base}/api/v1/openapi.json")).send().await.expect("openapi").json().await.expect("openapi json");
-        App { server: Some(server), base, http, db, dir, conformance: Conformance::shared(doc), config }
+        App { server: Some(server), base, http, db, dir, conformance: Conformance::shared(doc), config, clock }
     }
 
     pub fn server(&self) -> &Server {
@@ -114,10 +119,15 @@ impl App {
     /// Sends a request built on `self.http` (for headers or raw bodies
     /// `call` cannot express) and checks the response like `call`.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        self.send_with(&self.http, req).await
+    }
+
+    /// [`send`](Self::send) through another client (e.g. one bound to another source address).
+    pub async fn send_with(&self, client: &reqwest::Client, req: reqwest::RequestBuilder) -> Resp {
         let req = req.build().expect("request");
         let method = req.method().as_str().to_owned();
         let path = req.url().path().to_owned();
-        let res = self.http.execute(req).await.expect("request");
+        let res = client.execute(req).await.expect("request");
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let request_id = headers.get(conformance::REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -184,7 +194,8 @@ impl App {
         TestUser { id: user.id, username: username.into(), token }
     }
 
-    /// A token for a user id, optionally tied to a login session.
+    /// A token for a user id, optionally tied to a login session, valid
+    /// for an hour of the server's clock from now.
     pub fn token_for(&self, user_id: &str, session_id: Option<&str>) -> String {
         mint_token(
             &HmacSecret::new(SECRET),
@@ -194,6 +205,7 @@ impl App {
                 session_id: session_id.map(str::to_owned),
                 ..MintRequest::default()
             },
+            &self.clock,
         )
         .expect("mint")
     }

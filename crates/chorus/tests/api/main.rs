@@ -11,4 +11,6 @@ mod accounts;
 mod admin;
 mod agents;
 mod channels;
+mod keys;
+mod lookups;
 mod messages;

@@ -428,7 +428,8 @@ async fn retention(engine: TestEngine) {
         send(&app, &alice, &short, &format!("s{i}")).await;
         send(&app, &alice, &forever, &format!("f{i}")).await;
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past the short channel's retention, on the server's clock.
+    app.clock.advance(Duration::from_millis(1200));
     let fresh = send(&app, &alice, &short, "fresh").await;
     assert_eq!(fresh.status, 201);
     let (_, messages) = app.server().chat().messages.cleanup().await.unwrap();

@@ -15,6 +15,7 @@ fn token(user: &str) -> String {
     chorus_auth::mint_token(
         &chorus_auth::HmacSecret::new(SECRET),
         &chorus_auth::MintRequest { user: user.into(), ttl: Duration::from_secs(600), ..Default::default() },
+        &chorus_clock::SystemClock,
     )
     .unwrap()
 }

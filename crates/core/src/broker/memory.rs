@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use chorus_clock::{Clock, SystemClock};
 use chorus_protocol::ChannelName;
 use parking_lot::{Mutex, RwLock};
 
@@ -17,7 +18,6 @@ use super::{
     Broker, BrokerError, ConnectionRegistry, Control, Health, HistoryPage, HistoryQuery, NodeSink, PresenceEntry,
     PresenceStore, PresentUser, RegisteredConnection, Retention,
 };
-use crate::clock::{Clock, SystemClock};
 use crate::config::MemoryBrokerConfig;
 use crate::ids::{ConnId, NodeId, UserId};
 use crate::publication::{Draft, Position, Publication, new_epoch};
@@ -48,9 +48,9 @@ fn cost(p: &Publication) -> usize {
 }
 
 impl Stream {
-    fn new(retention: Retention, now_ms: i64) -> Self {
+    fn new(epoch: crate::publication::Epoch, retention: Retention, now_ms: i64) -> Self {
         Self {
-            epoch: new_epoch(),
+            epoch,
             top: 0,
             events: VecDeque::new(),
             bytes: 0,
@@ -83,9 +83,12 @@ impl Stream {
         Position { offset: self.top, epoch: self.epoch.clone() }
     }
 
+    /// Whether the stream may go: nobody listens, and it either never held
+    /// an event (it carries nothing: see [`MemoryBroker::fresh_epoch`]) or
+    /// was untouched for its history's lifetime.
     fn idle(&self, now_ms: i64) -> bool {
         let ttl_ms = i64::try_from(self.retention.ttl.as_millis()).unwrap_or(i64::MAX);
-        self.listeners.is_empty() && now_ms.saturating_sub(self.last_touch_ms) > ttl_ms
+        self.listeners.is_empty() && (self.top == 0 || now_ms.saturating_sub(self.last_touch_ms) > ttl_ms)
     }
 }
 
@@ -102,6 +105,13 @@ type RegistryShard = Mutex<HashMap<UserId, Vec<RegisteredConnection>>>;
 /// connections and are removed when they close.
 pub struct MemoryBroker {
     streams: Box<[StreamShard]>,
+    /// The epoch every new stream starts in. It changes whenever a stream
+    /// that held an event is dropped, and only then. So a stream that never
+    /// held one can be dropped and made again under the same epoch: a client
+    /// at its position (offset 0) resumes in the new stream with exactly what
+    /// was published since. If anything that held events went in between,
+    /// the epoch differs and that client gets `recovery_failed` instead.
+    fresh_epoch: Mutex<crate::publication::Epoch>,
     stream_count: AtomicUsize,
     max_streams: usize,
     /// History bytes held, and the budget for them.
@@ -135,6 +145,7 @@ impl MemoryBroker {
     pub fn with_clock(config: MemoryBrokerConfig, clock: Arc<dyn Clock>) -> Self {
         Self {
             streams: shards(),
+            fresh_epoch: Mutex::new(new_epoch()),
             stream_count: AtomicUsize::new(0),
             max_streams: config.max_streams.max(1),
             bytes: AtomicUsize::new(0),
@@ -161,7 +172,8 @@ impl MemoryBroker {
         let mut map = shard.lock();
         let entry = map.entry(channel.clone()).or_insert_with(|| {
             self.stream_count.fetch_add(1, Ordering::Relaxed);
-            Arc::new(Mutex::new(Stream::new(retention, now)))
+            let epoch = self.fresh_epoch.lock().clone();
+            Arc::new(Mutex::new(Stream::new(epoch, retention, now)))
         });
         entry.clone()
     }
@@ -186,6 +198,10 @@ impl MemoryBroker {
             s.removed = true;
             self.bytes.fetch_sub(s.bytes, Ordering::Relaxed);
             self.stream_count.fetch_sub(1, Ordering::Relaxed);
+            if s.top > 0 {
+                // Its positions must never match a later stream of that name.
+                *self.fresh_epoch.lock() = new_epoch();
+            }
         }
     }
 
@@ -377,10 +393,17 @@ impl Broker for MemoryBroker {
     }
 
     async fn unlisten(&self, node: &NodeId, channel: &ChannelName) -> Result<(), BrokerError> {
-        let shard = &self.streams[shard_of(channel.as_str())];
-        let stream = shard.lock().get(channel).cloned();
-        if let Some(stream) = stream {
-            stream.lock().listeners.retain(|(n, _)| n != node);
+        let mut map = self.streams[shard_of(channel.as_str())].lock();
+        let Some(stream) = map.get(channel).cloned() else { return Ok(()) };
+        let carries_nothing = {
+            let mut s = stream.lock();
+            s.listeners.retain(|(n, _)| n != node);
+            s.listeners.is_empty() && s.top == 0
+        };
+        // A stream that never held an event goes with its last listener, under
+        // the same rule as the sweep (see `fresh_epoch`): recovery stays exact.
+        if carries_nothing {
+            self.remove(&mut map, channel);
         }
         Ok(())
     }
@@ -514,7 +537,7 @@ mod tests {
     use chorus_protocol::{EventType, Payload};
 
     use super::*;
-    use crate::clock::ManualClock;
+    use chorus_clock::ManualClock;
 
     const KEEP: Retention = Retention { max_events: 3, ttl: Duration::from_secs(60) };
 
@@ -608,9 +631,60 @@ mod tests {
         b.sweep().await;
         assert!(stale.lock().removed);
         let p = b.publish(&c, draft(), KEEP).await.unwrap();
-        assert_ne!(p.epoch, stale.lock().epoch, "a new stream, not the swept one");
-        assert!(stale.lock().events.is_empty());
+        // A new stream (the swept one held nothing, so it keeps the epoch).
+        assert_eq!((p.offset, &p.epoch), (1, &stale.lock().epoch));
+        assert!(stale.lock().events.is_empty() && stale.lock().top == 0);
+        assert!(!Arc::ptr_eq(&stale, &b.stream(&c, KEEP)));
         assert_eq!(b.history(&c, HistoryQuery::Latest { limit: 10 }, KEEP).await.unwrap().publications.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn streams_that_never_held_an_event_go_once_unlistened_and_resume_exactly() {
+        let b = MemoryBroker::new(MemoryBrokerConfig::default());
+        let quiet = ch("user:quiet");
+        let node = NodeId::new("n");
+        // A subscriber's position on a stream nothing was published on.
+        let at = b.history(&quiet, HistoryQuery::Position, KEEP).await.unwrap().current;
+        assert_eq!(at.offset, 0);
+        b.sweep().await;
+        assert_eq!(b.streams(), 0, "an empty stream nobody listens to carries nothing");
+        // Published after it went: a client at offset 0 gets exactly that, in the same epoch.
+        b.publish(&quiet, draft(), KEEP).await.unwrap();
+        b.publish(&quiet, draft(), KEEP).await.unwrap();
+        let since = HistoryQuery::Since { position: at.clone(), limit: 10 };
+        let page = b.history(&quiet, since, KEEP).await.unwrap();
+        assert_eq!(page.current.epoch, at.epoch);
+        assert_eq!(page.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![1, 2]);
+        // A listened empty stream stays.
+        b.attach(&node, Arc::new(NullSink)).await.unwrap();
+        b.listen(&node, &ch("user:listened")).await.unwrap();
+        b.sweep().await;
+        assert_eq!(b.streams(), 2, "the listened stream and the one with events stay");
+    }
+
+    #[tokio::test]
+    async fn once_a_stream_with_events_is_dropped_old_empty_positions_fail_recovery() {
+        let clock = ManualClock::starting_at(0);
+        let b = MemoryBroker::with_clock(MemoryBrokerConfig::default(), Arc::new(clock.clone()));
+        let c = ch("user:a");
+        let at = b.history(&c, HistoryQuery::Position, KEEP).await.unwrap().current;
+        b.sweep().await;
+        // The channel gets an event, and that stream is dropped too (idle past its TTL).
+        b.publish(&c, draft(), KEEP).await.unwrap();
+        clock.advance_ms(61_000);
+        b.sweep().await;
+        assert_eq!(b.streams(), 0);
+        // What was published in the dropped stream is lost: the old position must not resume silently.
+        b.publish(&c, draft(), KEEP).await.unwrap();
+        let since = HistoryQuery::Since { position: at, limit: 10 };
+        assert!(matches!(b.history(&c, since, KEEP).await, Err(BrokerError::Unrecoverable { .. })));
+    }
+
+    struct NullSink;
+
+    impl NodeSink for NullSink {
+        fn publication(&self, _: Arc<Publication>) {}
+        fn control(&self, _: Control) {}
     }
 
     #[tokio::test]

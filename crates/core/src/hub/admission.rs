@@ -157,6 +157,24 @@ impl Admission {
         [UserLimiter::Frames, UserLimiter::Messages, UserLimiter::Rest].into_iter().map(|l| self.limiter(l).sweep(idle, now)).sum()
     }
 
+    /// Drops entries that have refilled (they carry nothing a new entry
+    /// would not); returns how many remain.
+    fn drop_refilled(&self) -> usize {
+        let now = tokio::time::Instant::now();
+        let rates = self.rates.borrow();
+        [UserLimiter::Frames, UserLimiter::Messages, UserLimiter::Rest].into_iter().map(|l| self.limiter(l).drop_full(l.rate(&rates), now)).sum()
+    }
+
+    /// Drops a user's entries that have refilled; the others wait for the
+    /// cleanup pass, which drops them once refilled.
+    fn forget_refilled(&self, user: &UserId) {
+        let now = tokio::time::Instant::now();
+        let rates = self.rates.borrow();
+        for l in [UserLimiter::Frames, UserLimiter::Messages, UserLimiter::Rest] {
+            self.limiter(l).forget_if_full(user, l.rate(&rates), now);
+        }
+    }
+
     pub(super) fn entries(&self) -> usize {
         self.user_frames.len() + self.user_messages.len() + self.user_rest.len()
     }
@@ -181,6 +199,17 @@ impl Hub {
     /// Drops limiter entries idle past the configured time; returns how many remain.
     pub fn sweep_limiters(&self) -> usize {
         self.0.admission.sweep()
+    }
+
+    /// Drops per-user limiter entries that have refilled (run by the cleanup
+    /// pass): a user who stopped sending holds no entry for long.
+    pub fn drop_refilled_limiters(&self) -> usize {
+        self.0.admission.drop_refilled()
+    }
+
+    /// Drops a user's refilled limiter entries (their last connection here ended).
+    pub(super) fn forget_refilled_limits(&self, user: &UserId) {
+        self.0.admission.forget_refilled(user);
     }
 
     pub fn connection_count(&self) -> usize {

@@ -115,6 +115,7 @@ impl Hub {
     pub async fn cleanup(&self) {
         self.unlisten_empty_channels().await;
         self.0.backplane.broker.sweep().await;
+        self.drop_refilled_limiters();
         self.0.metrics.channels.set(i64::try_from(self.channel_count()).unwrap_or(i64::MAX));
     }
 
@@ -123,23 +124,7 @@ impl Hub {
             let empty: Vec<(ChannelName, Arc<tokio::sync::Mutex<bool>>)> =
                 shard.read().iter().filter(|(_, e)| e.subscribers.is_empty()).map(|(n, e)| (n.clone(), e.gate.clone())).collect();
             for (name, gate) in empty {
-                let mut listening = gate.lock().await;
-                let still_empty = shard.read().get(&name).is_some_and(|e| e.subscribers.is_empty());
-                if !still_empty {
-                    continue;
-                }
-                if *listening {
-                    if let Err(e) = self.0.backplane.broker.unlisten(&self.0.node, &name).await {
-                        self.0.metrics.broker_errors.inc();
-                        tracing::warn!(error = %e, channel = %name, "unlisten failed; will retry");
-                        continue;
-                    }
-                    *listening = false;
-                }
-                let mut w = shard.write();
-                if w.get(&name).is_some_and(|e| e.subscribers.is_empty() && Arc::ptr_eq(&e.gate, &gate)) {
-                    w.remove(&name);
-                }
+                self.unlisten_if_empty(&name, &gate).await;
             }
         }
     }

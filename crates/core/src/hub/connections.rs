@@ -89,15 +89,20 @@ impl Hub {
             (std::mem::take(&mut st.subscriptions), std::mem::take(&mut st.typing), st.identity.clone())
         };
         conn.outbound.close(CloseCode::Normal);
-        {
+        let last = {
             let mut shard = self.0.conns[shard_index(conn.user.as_str())].lock();
-            if let Some(list) = shard.get_mut(&conn.user) {
-                list.retain(|c| c.id != conn.id);
-                if list.is_empty() {
-                    shard.remove(&conn.user);
+            match shard.get_mut(&conn.user) {
+                Some(list) => {
+                    list.retain(|c| c.id != conn.id);
+                    let last = list.is_empty();
+                    if last {
+                        shard.remove(&conn.user);
+                    }
+                    last
                 }
+                None => true,
             }
-        }
+        };
         self.0.admission.free_slot();
         // Typing stops before the user leaves.
         for channel in typing {
@@ -109,6 +114,9 @@ impl Hub {
         if let Err(e) = self.0.backplane.registry.unregister(&conn.user, conn.id).await {
             self.0.metrics.broker_errors.inc();
             tracing::warn!(error = %e, "could not unregister connection");
+        }
+        if last {
+            self.forget_refilled_limits(&conn.user);
         }
         let m = &self.0.metrics;
         m.connections.get(conn.transport).dec();

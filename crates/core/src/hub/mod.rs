@@ -49,7 +49,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::AccessPolicy;
 use crate::broker::{Backplane, BrokerError, Control, Health, NodeSink};
-use crate::clock::Clock;
+use chorus_clock::Clock;
 use crate::config::{Limits, RateLimits, Timing};
 use crate::connection::Connection;
 use crate::ids::{ConnId, NodeId, UserId};

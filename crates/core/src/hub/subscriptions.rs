@@ -149,20 +149,49 @@ impl Hub {
         Ok(())
     }
 
-    /// Takes the subscription out of fan-out and presence. The channel entry
-    /// stays until the cleanup pass unlistens it.
+    /// Takes the subscription out of fan-out and presence. The last
+    /// subscriber here unlistens the channel and drops its entry at once (a
+    /// failed unlisten is retried by the cleanup pass): a churn of users on
+    /// channels of their own leaves nothing behind.
     pub(super) async fn detach(&self, conn: &Arc<Connection>, sub: &Arc<Subscription>) {
         sub.deactivate();
-        {
+        let emptied = {
             let mut shard = self.0.channels[shard_index(sub.channel.as_str())].write();
-            if let Some(entry) = shard.get_mut(&sub.channel) {
+            shard.get_mut(&sub.channel).and_then(|entry| {
                 entry.subscribers.remove(&sub.conn);
-            }
-        }
+                entry.subscribers.is_empty().then(|| entry.gate.clone())
+            })
+        };
         self.0.sub_count.fetch_sub(1, Ordering::AcqRel);
         self.0.metrics.subscriptions.dec();
         if self.0.access.namespace(&sub.channel).map(|ns| ns.presence).unwrap_or(false) {
             self.leave_presence(conn, &sub.channel).await;
+        }
+        if let Some(gate) = emptied {
+            self.unlisten_if_empty(&sub.channel, &gate).await;
+        }
+    }
+
+    /// Stops listening to a channel nobody here subscribes to and forgets it.
+    /// A subscribe that raced in keeps the entry (and its listen).
+    pub(super) async fn unlisten_if_empty(&self, name: &ChannelName, gate: &Arc<tokio::sync::Mutex<bool>>) {
+        let shard = &self.0.channels[shard_index(name.as_str())];
+        let mut listening = gate.lock().await;
+        let still_empty = shard.read().get(name).is_some_and(|e| e.subscribers.is_empty());
+        if !still_empty {
+            return;
+        }
+        if *listening {
+            if let Err(e) = self.0.backplane.broker.unlisten(&self.0.node, name).await {
+                self.0.metrics.broker_errors.inc();
+                tracing::warn!(error = %e, channel = %name, "unlisten failed; the cleanup pass retries");
+                return;
+            }
+            *listening = false;
+        }
+        let mut w = shard.write();
+        if w.get(name).is_some_and(|e| e.subscribers.is_empty() && Arc::ptr_eq(&e.gate, gate)) {
+            w.remove(name);
         }
     }
 

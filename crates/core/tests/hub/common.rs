@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chorus_clock::ManualClock;
 use chorus_core::access::AccessPolicy;
 use chorus_core::broker::Backplane;
 use chorus_core::broker::memory::MemoryBroker;
-use chorus_core::clock::ManualClock;
 use chorus_core::config::{Limits, MemoryBrokerConfig, NamespaceConfig, Namespaces, RateLimits, SubscribeRule, Timing};
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::outbound::{Batch, Outbound, Outgoing};
-use chorus_core::{Executor, Flow, Hub, HubConfig, HubParts, Identity, NodeId, Session, TokenError, TokenVerifier, Transport, UserId};
-use chorus_protocol::CloseCode;
+use chorus_core::{ChatCommands, CommandError, Executor, Flow, Hub, HubConfig, HubParts, Identity, NodeId, Session, TokenError, TokenVerifier, Transport, UserId};
+use chorus_protocol::reply::MessageSentResult;
+use chorus_protocol::{ChannelName, CloseCode, ErrorCode};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -61,6 +62,17 @@ pub fn namespaces() -> Namespaces {
     ns
 }
 
+/// The hub tests have no chat domain: `send_message` is refused as it would
+/// be while the store is down.
+pub struct NoChat;
+
+#[async_trait]
+impl ChatCommands for NoChat {
+    async fn send_message(&self, _: &Identity, _: &ChannelName, _: String, _: Option<String>) -> Result<MessageSentResult, CommandError> {
+        Err(CommandError::new(ErrorCode::Unavailable, "no chat domain in the hub tests"))
+    }
+}
+
 pub struct Node {
     pub hub: Hub,
     pub executor: Arc<Executor>,
@@ -102,7 +114,7 @@ pub async fn node(opts: NodeOptions) -> Node {
     })
     .await
     .unwrap();
-    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), None));
+    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), Arc::new(NoChat)));
     Node { hub, executor, clock: opts.clock, limits }
 }
 

@@ -40,7 +40,7 @@ impl ConnectionRegistry for Stuck {
 
 #[tokio::test(start_paused = true)]
 async fn an_open_dropped_midway_releases_the_connection() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (memory, _) = memory_backplane(&clock);
     let backplane = Backplane { broker: memory.clone(), presence: memory.clone(), registry: Arc::new(Stuck(memory)) };
     let n = node(NodeOptions { backplane: Some(backplane), clock, ..Default::default() }).await;
@@ -76,11 +76,11 @@ async fn ending_a_session_releases_everything_it_held() {
 
 #[tokio::test(start_paused = true)]
 async fn the_oldest_connection_goes_across_hubs_whatever_their_clocks() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (_, backplane) = memory_backplane(&clock);
     let a = node(NodeOptions { backplane: Some(backplane.clone()), clock: clock.clone(), ..Default::default() }).await;
     // Node B's clock runs an hour behind: its connections look older by time.
-    let b = node(NodeOptions { backplane: Some(backplane), clock: chorus_core::clock::ManualClock::starting_at(T0 - 3_600_000), ..Default::default() }).await;
+    let b = node(NodeOptions { backplane: Some(backplane), clock: chorus_clock::ManualClock::starting_at(T0 - 3_600_000), ..Default::default() }).await;
     let first = Client::open(&a, &token("alice", &[])).await;
     let second = Client::open(&a, &token("alice", &[])).await;
     let third = Client::open(&b, &token("alice", &[])).await;
@@ -203,7 +203,7 @@ impl chorus_core::broker::Broker for PanicsOnce {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_background_pass_is_counted_and_restarted() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (memory, _) = memory_backplane(&clock);
     let broker = Arc::new(PanicsOnce { inner: memory.clone(), sweeps: AtomicU32::new(0) });
     let backplane = Backplane { broker: broker.clone(), presence: memory.clone(), registry: memory };
@@ -219,7 +219,13 @@ async fn a_panicking_background_pass_is_counted_and_restarted() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_limiter_entries_are_swept() {
-    let rates = RateLimits { limiter_idle: Duration::from_secs(120), limiter_sweep: Duration::from_secs(60), ..RateLimits::default() };
+    // A bucket that takes longer than the test to refill: only the idle sweep can drop it.
+    let rates = RateLimits {
+        limiter_idle: Duration::from_secs(120),
+        limiter_sweep: Duration::from_secs(60),
+        user_frames_per_second: 0.001,
+        ..RateLimits::default()
+    };
     let n = node(NodeOptions { rates, ..Default::default() }).await;
     let mut c = Client::open(&n, &token("alice", &[])).await;
     c.request(json!({"type": "ping"})).await;
@@ -231,6 +237,68 @@ async fn idle_limiter_entries_are_swept() {
     // ... and dropped by the first sweep after it has been idle for `limiter_idle`.
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(n.hub.limiter_entries(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refilled_limiter_entries_are_dropped_by_the_cleanup_pass() {
+    // One frame a second, burst 10; the idle sweep is far away.
+    let rates = RateLimits { user_frames_per_second: 1.0, user_frames_burst: 10, limiter_sweep: Duration::from_secs(3600), ..RateLimits::default() };
+    let timing = Timing { cleanup_interval: Duration::from_secs(3), ..Timing::default() };
+    let n = node(NodeOptions { rates, timing, ..Default::default() }).await;
+    let mut c = Client::open(&n, &token("alice", &[])).await;
+    for _ in 0..5 {
+        c.request(json!({"type": "ping"})).await;
+    }
+    c.close().await;
+    assert_eq!(n.hub.limiter_entries(), 1, "alice's frame limiter");
+    // Not refilled yet (at most 9 of 10 tokens): it still remembers the frames.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(n.hub.limiter_entries(), 1);
+    // Refilled: it carries nothing, and the next cleanup pass drops it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(n.hub.limiter_entries(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_users_last_connection_leaves_no_state_that_carries_nothing() {
+    use chorus_core::broker::Broker as _;
+    // No cleanup pass nor idle sweep runs during the test: what goes, goes on release.
+    let rates = RateLimits { limiter_sweep: Duration::from_secs(3600), ..RateLimits::default() };
+    let timing = Timing { cleanup_interval: Duration::from_secs(3600), ..Timing::default() };
+    let clock = chorus_clock::ManualClock::starting_at(T0);
+    let (broker, backplane) = memory_backplane(&clock);
+    let n = node(NodeOptions { rates, timing, backplane: Some(backplane), clock, ..Default::default() }).await;
+    let counts = |n: &Node| (n.hub.channel_count(), broker.streams(), n.hub.limiter_entries(), n.hub.connection_count());
+
+    // Two connections of one user on a channel of its own and a presence channel.
+    let mut a = Client::open(&n, &token("fresh", &[])).await;
+    let mut b = Client::open(&n, &token("fresh", &[])).await;
+    for c in [&mut a, &mut b] {
+        for channel in ["user:fresh", "chat:lobby"] {
+            let r = c.request(json!({"type": "subscribe", "channel": channel})).await;
+            assert!(r.get("error").is_none(), "{r}");
+        }
+    }
+    assert_eq!(counts(&n), (2, 2, 1, 2));
+    // The frame bucket refills (400 a second); the first connection's end keeps everything.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    a.close().await;
+    assert_eq!(counts(&n), (2, 2, 1, 1));
+    // The last one drops the channel entries, the bucket and the stream that never held an event
+    // (`user:fresh`); `chat:lobby` held the presence joins and leaves, so its history stays.
+    b.close().await;
+    assert_eq!(counts(&n), (0, 1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bucket_that_has_not_refilled_outlives_the_connection() {
+    let rates = RateLimits { user_frames_per_second: 0.001, limiter_sweep: Duration::from_secs(3600), ..RateLimits::default() };
+    let n = node(NodeOptions { rates, ..Default::default() }).await;
+    let mut c = Client::open(&n, &token("spender", &[])).await;
+    c.request(json!({"type": "ping"})).await;
+    c.close().await;
+    // It still remembers the frame: reconnecting does not reset the limit.
+    assert_eq!(n.hub.limiter_entries(), 1);
 }
 
 /// One admission answer for every transport: the node's limit, its connect

@@ -77,7 +77,7 @@ async fn presence_is_per_user_and_announced_once_each_way() {
 
 #[tokio::test(start_paused = true)]
 async fn a_leave_overtaken_by_a_join_ends_with_the_user_present() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (memory, _) = memory_backplane(&clock);
     let held = Arc::new(HeldLeave { inner: memory.clone(), hold: parking_lot::Mutex::new(None), reached: Notify::new() });
     let backplane = Backplane { broker: memory.clone(), presence: held.clone(), registry: memory.clone() };
@@ -109,7 +109,7 @@ async fn a_leave_overtaken_by_a_join_ends_with_the_user_present() {
 
 #[tokio::test(start_paused = true)]
 async fn expired_presence_of_a_dead_node_is_announced_as_left() {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (memory, backplane) = memory_backplane(&clock);
     let n = node(NodeOptions { backplane: Some(backplane), clock, ..Default::default() }).await;
     let mut watcher = Client::open(&n, &token("wendy", &[])).await;

@@ -89,7 +89,7 @@ impl Broker for Lossy {
 }
 
 async fn lossy_node() -> (Node, Arc<Lossy>) {
-    let clock = chorus_core::clock::ManualClock::starting_at(T0);
+    let clock = chorus_clock::ManualClock::starting_at(T0);
     let (memory, _) = memory_backplane(&clock);
     let lossy = Arc::new(Lossy { inner: memory.clone(), drop_delivery: Arc::default(), history_below: Mutex::new(None) });
     let backplane = Backplane { broker: lossy.clone(), presence: memory.clone(), registry: memory };

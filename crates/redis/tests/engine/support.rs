@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chorus_core::broker::{Control, NodeSink};
-use chorus_core::clock::SystemClock;
+use chorus_clock::SystemClock;
 use chorus_core::publication::Publication;
 use chorus_core::NodeId;
 use chorus_redis::{RedisBroker, RedisBrokerConfig, RedisMetrics};

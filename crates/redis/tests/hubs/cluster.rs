@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::access::AccessPolicy;
-use chorus_core::clock::{ManualClock, SystemClock};
+use chorus_clock::{ManualClock, SystemClock};
 use chorus_core::config::{Limits, NamespaceConfig, RateLimits, SubscribeRule, Timing};
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
@@ -16,7 +16,7 @@ use chorus_redis::{RedisBroker, RedisMetrics};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::common::{Client, Item, Node, TestVerifier, namespaces, publish, token};
+use crate::common::{Client, Item, NoChat, Node, TestVerifier, namespaces, publish, token};
 use crate::support::{RedisServer, config};
 
 /// A hub over its own Redis engine; `wide:` is open to everyone without
@@ -41,7 +41,7 @@ async fn hub(name: &str, url: &str) -> (Node, RedisBroker) {
     .await
     .unwrap();
     assert!(engine.until_up(Duration::from_secs(5)).await, "{name} up");
-    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), None));
+    let executor = Arc::new(Executor::new(hub.clone(), Arc::new(TestVerifier), Arc::new(NoChat)));
     (Node { hub, executor, clock: ManualClock::starting_at(0), limits: limits_tx }, engine)
 }
 

@@ -1,6 +1,7 @@
 //! REST routes: sign-up, login, token refresh, logout, login sessions, API
 //! keys, and the caller's own user.
 
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -9,21 +10,23 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
+use chorus_chat::Chat;
 use chorus_chat::accounts::{ApiKeyCreated, ClientInfo, NewAccount, TokenGrant};
-use chorus_chat::views::{ApiKeyView, SessionView, UserView};
+use chorus_chat::keys::KeyScope;
+use chorus_chat::views::{ApiKeyView, PublicUserView, SessionView, UserView};
+use chorus_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AuthUser, chat};
+use super::{AuthUser, RestState};
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::listener::Peer;
 use crate::rest::openapi::ErrorBody;
-use crate::state::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new()
         .routes(routes!(signup))
         .routes(routes!(login))
@@ -32,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_sessions))
         .routes(routes!(revoke_session))
         .routes(routes!(me))
+        .routes(routes!(find_user))
         .routes(routes!(create_api_key, list_api_keys))
         .routes(routes!(revoke_api_key))
 }
@@ -54,19 +58,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
 #[serde(deny_unknown_fields)]
 pub struct SignupBody {
     /// 3-32 characters of `A-Z a-z 0-9 _ . -`; unique ignoring case.
-    #[schema(example = "ann")]
+    #[schema(example = "ann", min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]+$")]
     pub username: String,
     /// 8-128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
-    /// Optional; at most 254 characters.
+    /// Optional; at most 254 characters, an address with one `@`.
     #[serde(default)]
+    #[schema(max_length = 254, pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+([.][A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?[.])+[A-Za-z][A-Za-z0-9]{0,61}[A-Za-z0-9]$")]
     pub email: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
+    #[schema(min_length = 1, max_length = 32)]
     pub username: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub password: String,
 }
 
@@ -81,8 +89,18 @@ pub struct RefreshBody {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyBody {
     /// 1-64 characters, to recognise the key by.
-    #[schema(example = "agent backend")]
+    #[schema(example = "agent backend", min_length = 1, max_length = 64)]
     pub name: String,
+    /// Narrows the key to these channels (1 to 32 names or `namespace:prefix*`
+    /// patterns), within what its owner may read. Not with `agent_id`.
+    #[serde(default)]
+    #[schema(min_items = 1, max_items = 32, example = json!(["room:0193a5b2-4c1d-7e00-8000-000000000001"]))]
+    pub channels: Option<Vec<String>>,
+    /// Narrows the key to one of the caller's agents: it publishes only that
+    /// agent's run events, into channels the agent is a member of. Not with `channels`.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
+    pub agent_id: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -107,8 +125,7 @@ pub struct ApiKeyList {
         (status = 429, description = "Too many sign-ups from this address (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store or password hashing unavailable", body = ErrorBody),
     ))]
-pub async fn signup(State(app): State<AppState>, Client(client): Client, body: Bytes) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let chat = chat(&app)?;
+pub async fn signup(State(chat): State<Arc<Chat>>, Client(client): Client, body: Bytes) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let b: SignupBody = parse_json(&body)?;
     let user = chat.accounts.sign_up(NewAccount { username: b.username, password: b.password, email: b.email }, &client).await?;
     Ok((StatusCode::CREATED, Json(user)))
@@ -124,8 +141,7 @@ pub async fn signup(State(app): State<AppState>, Client(client): Client, body: B
         (status = 429, description = "Too many attempts for this account or from this address (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store or password hashing unavailable, or local sign-in disabled (no HMAC secret configured)", body = ErrorBody),
     ))]
-pub async fn login(State(app): State<AppState>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
-    let chat = chat(&app)?;
+pub async fn login(State(chat): State<Arc<Chat>>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
     let b: LoginBody = parse_json(&body)?;
     Ok(Json(chat.accounts.login(&b.username, b.password, &client).await?))
 }
@@ -140,8 +156,7 @@ pub async fn login(State(app): State<AppState>, Client(client): Client, body: By
         (status = 429, description = "Too many refreshes from this address (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable, or local sign-in disabled", body = ErrorBody),
     ))]
-pub async fn refresh(State(app): State<AppState>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
-    let chat = chat(&app)?;
+pub async fn refresh(State(chat): State<Arc<Chat>>, Client(client): Client, body: Bytes) -> Result<Json<TokenGrant>, ApiError> {
     let b: RefreshBody = parse_json(&body)?;
     Ok(Json(chat.accounts.refresh(&b.refresh_token, &client).await?))
 }
@@ -155,8 +170,8 @@ pub async fn refresh(State(app): State<AppState>, Client(client): Client, body: 
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn logout(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<StatusCode, ApiError> {
-    chat(&app)?.accounts.logout(&caller).await?;
+pub async fn logout(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<StatusCode, ApiError> {
+    chat.accounts.logout(&caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -168,8 +183,8 @@ pub async fn logout(State(app): State<AppState>, AuthUser(caller): AuthUser) -> 
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn list_sessions(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<SessionList>, ApiError> {
-    let sessions = chat(&app)?.accounts.sessions(&caller).await?;
+pub async fn list_sessions(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<Json<SessionList>, ApiError> {
+    let sessions = chat.accounts.sessions(&caller).await?;
     Ok(Json(SessionList { sessions }))
 }
 
@@ -183,8 +198,8 @@ pub async fn list_sessions(State(app): State<AppState>, AuthUser(caller): AuthUs
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn revoke_session(State(app): State<AppState>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    chat(&app)?.accounts.revoke_session(&caller, &id).await?;
+pub async fn revoke_session(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    chat.accounts.revoke_session(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -197,8 +212,23 @@ pub async fn revoke_session(State(app): State<AppState>, AuthUser(caller): AuthU
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn me(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<UserView>, ApiError> {
-    Ok(Json(chat(&app)?.accounts.me(&caller).await?))
+pub async fn me(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<Json<UserView>, ApiError> {
+    Ok(Json(chat.accounts.me(&caller).await?))
+}
+
+/// `GET /api/v1/users/by-username/{username}`: finds a user to add as a member.
+#[utoipa::path(get, path = "/api/v1/users/by-username/{username}", tag = "auth", security(("bearer" = [])),
+    params(("username" = String, Path, description = "The exact username (case does not matter)", min_length = 1, max_length = 32)),
+    responses(
+        (status = 200, description = "The user's id and username", body = PublicUserView),
+        (status = 400, description = "Not a possible username", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No user has this username", body = ErrorBody),
+        (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ))]
+pub async fn find_user(State(chat): State<Arc<Chat>>, AuthUser(_caller): AuthUser, Path(username): Path<String>) -> Result<Json<PublicUserView>, ApiError> {
+    Ok(Json(chat.accounts.find_user(&username).await?))
 }
 
 /// `POST /api/v1/api-keys`.
@@ -207,14 +237,20 @@ pub async fn me(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Resu
         (status = 201, description = "The key, shown this once, and its record", body = ApiKeyCreated),
         (status = 400, description = "Malformed body or invalid field", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "`agent_id` is not one of the caller's agents", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 429, description = "Too many keys (`limit_exceeded`), or request rate limit (`rate_limited`, `Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn create_api_key(State(app): State<AppState>, AuthUser(caller): AuthUser, body: Bytes) -> Result<(StatusCode, Json<ApiKeyCreated>), ApiError> {
-    let chat = chat(&app)?;
+pub async fn create_api_key(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser, body: Bytes) -> Result<(StatusCode, Json<ApiKeyCreated>), ApiError> {
     let b: ApiKeyBody = parse_json(&body)?;
-    Ok((StatusCode::CREATED, Json(chat.accounts.create_api_key(&caller, &b.name).await?)))
+    let scope = match (b.channels, b.agent_id) {
+        (Some(_), Some(_)) => return Err(ApiError::new(ErrorCode::InvalidField, "channels, agent_id: give at most one of them")),
+        (Some(channels), None) => KeyScope::Channels(channels),
+        (None, Some(agent)) => KeyScope::Agent(agent),
+        (None, None) => KeyScope::Owner,
+    };
+    Ok((StatusCode::CREATED, Json(chat.accounts.create_api_key(&caller, &b.name, scope).await?)))
 }
 
 /// `GET /api/v1/api-keys`.
@@ -225,8 +261,8 @@ pub async fn create_api_key(State(app): State<AppState>, AuthUser(caller): AuthU
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn list_api_keys(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<ApiKeyList>, ApiError> {
-    let api_keys = chat(&app)?.accounts.api_keys(&caller).await?;
+pub async fn list_api_keys(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<Json<ApiKeyList>, ApiError> {
+    let api_keys = chat.accounts.api_keys(&caller).await?;
     Ok(Json(ApiKeyList { api_keys }))
 }
 
@@ -240,7 +276,7 @@ pub async fn list_api_keys(State(app): State<AppState>, AuthUser(caller): AuthUs
         (status = 429, description = "Request rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ))]
-pub async fn revoke_api_key(State(app): State<AppState>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    chat(&app)?.accounts.revoke_api_key(&caller, &id).await?;
+pub async fn revoke_api_key(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    chat.accounts.revoke_api_key(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

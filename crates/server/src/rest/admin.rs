@@ -1,10 +1,13 @@
 //! REST routes: administration (administrators only: 401 without a token,
 //! 403 for anyone else). Connections, disconnects, the cleanup pass,
-//! maintenance mode, and the firehose WebSocket (in `crate::firehose`).
+//! maintenance mode. (The admin firehose WebSocket is `crate::firehose`.)
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use chorus_chat::Chat;
 use chorus_chat::admin::{CleanupReport, ConnectionList, DisconnectResult, MaintenanceView};
 use chorus_protocol::ErrorCode;
 use serde::Deserialize;
@@ -15,16 +18,14 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::rest::openapi::ErrorBody;
-use crate::rest::{AdminUser, chat};
-use crate::state::AppState;
+use crate::rest::{AdminUser, RestState};
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new()
         .routes(routes!(list_connections))
         .routes(routes!(disconnect_user))
         .routes(routes!(cleanup))
         .routes(routes!(get_maintenance, set_maintenance))
-        .routes(routes!(crate::firehose::upgrade))
 }
 
 /// Maintenance mode on or off.
@@ -62,7 +63,7 @@ pub struct ConnectionsParams {
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
-pub async fn list_connections(State(app): State<AppState>, AdminUser(caller): AdminUser, RawQuery(query): RawQuery) -> Result<Json<ConnectionList>, ApiError> {
+pub async fn list_connections(State(chat): State<Arc<Chat>>, AdminUser(caller): AdminUser, RawQuery(query): RawQuery) -> Result<Json<ConnectionList>, ApiError> {
     let mut limit = None;
     for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
         match k.as_ref() {
@@ -70,7 +71,7 @@ pub async fn list_connections(State(app): State<AppState>, AdminUser(caller): Ad
             _ => return Err(ApiError::new(ErrorCode::InvalidField, format!("{k}: unknown query parameter (known: limit)"))),
         }
     }
-    Ok(Json(chat(&app)?.admin.connections(&caller, limit)?))
+    Ok(Json(chat.admin.connections(&caller, limit)?))
 }
 
 /// `POST /api/v1/admin/users/{id}/disconnect`: closes every connection of the
@@ -85,8 +86,8 @@ pub async fn list_connections(State(app): State<AppState>, AdminUser(caller): Ad
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "The store or the broker is unavailable (this node's connections are closed all the same)", body = ErrorBody),
     ))]
-pub async fn disconnect_user(State(app): State<AppState>, AdminUser(caller): AdminUser, Path(id): Path<String>) -> Result<Json<DisconnectResult>, ApiError> {
-    Ok(Json(chat(&app)?.admin.disconnect_user(&caller, &id).await?))
+pub async fn disconnect_user(State(chat): State<Arc<Chat>>, AdminUser(caller): AdminUser, Path(id): Path<String>) -> Result<Json<DisconnectResult>, ApiError> {
+    Ok(Json(chat.admin.disconnect_user(&caller, &id).await?))
 }
 
 /// `POST /api/v1/admin/cleanup`: runs a cleanup pass now (expired sessions,
@@ -101,8 +102,8 @@ pub async fn disconnect_user(State(app): State<AppState>, AdminUser(caller): Adm
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
-pub async fn cleanup(State(app): State<AppState>, AdminUser(caller): AdminUser) -> Result<Json<CleanupReport>, ApiError> {
-    Ok(Json(chat(&app)?.admin.force_cleanup(&caller).await?))
+pub async fn cleanup(State(chat): State<Arc<Chat>>, AdminUser(caller): AdminUser) -> Result<Json<CleanupReport>, ApiError> {
+    Ok(Json(chat.admin.force_cleanup(&caller).await?))
 }
 
 /// `GET /api/v1/admin/maintenance`: whether maintenance mode is on.
@@ -114,8 +115,8 @@ pub async fn cleanup(State(app): State<AppState>, AdminUser(caller): AdminUser) 
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
-pub async fn get_maintenance(State(app): State<AppState>, AdminUser(caller): AdminUser) -> Result<Json<MaintenanceView>, ApiError> {
-    Ok(Json(chat(&app)?.admin.maintenance(&caller)?))
+pub async fn get_maintenance(State(chat): State<Arc<Chat>>, AdminUser(caller): AdminUser) -> Result<Json<MaintenanceView>, ApiError> {
+    Ok(Json(chat.admin.maintenance(&caller)?))
 }
 
 /// `PUT /api/v1/admin/maintenance`: switches maintenance mode on every node.
@@ -132,7 +133,7 @@ pub async fn get_maintenance(State(app): State<AppState>, AdminUser(caller): Adm
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "Applied on this node but other nodes could not be told, or the store is unavailable", body = ErrorBody),
     ))]
-pub async fn set_maintenance(State(app): State<AppState>, AdminUser(caller): AdminUser, body: Bytes) -> Result<Json<MaintenanceView>, ApiError> {
+pub async fn set_maintenance(State(chat): State<Arc<Chat>>, AdminUser(caller): AdminUser, body: Bytes) -> Result<Json<MaintenanceView>, ApiError> {
     let body: MaintenanceBody = parse_json(&body)?;
-    Ok(Json(chat(&app)?.admin.set_maintenance(&caller, body.enabled, body.message).await?))
+    Ok(Json(chat.admin.set_maintenance(&caller, body.enabled, body.message).await?))
 }

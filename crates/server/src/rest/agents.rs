@@ -4,10 +4,13 @@
 //! else gets 404, so ids cannot be probed. Administrators may delete others'
 //! agents but get 403 when they try to change one.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use chorus_chat::Chat;
 use chorus_chat::agents::{AgentPatch, NewAgentInput, ResponsePolicy};
 use chorus_chat::views::AgentView;
 use serde::{Deserialize, Serialize};
@@ -18,10 +21,9 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::rest::openapi::ErrorBody;
-use crate::rest::{AuthUser, chat};
-use crate::state::AppState;
+use crate::rest::{AuthUser, RestState};
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new()
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(get_agent, update_agent, delete_agent))
@@ -101,7 +103,7 @@ pub struct AgentList {
         (status = 503, description = "Maintenance mode, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn create_agent(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     body: Bytes,
 ) -> Result<(StatusCode, Json<AgentView>), ApiError> {
@@ -114,7 +116,7 @@ pub async fn create_agent(
         tools: body.tools.unwrap_or_default(),
         response_policy: body.response_policy.unwrap_or_default(),
     };
-    let view = chat(&app)?.agents.create(&caller, input).await?;
+    let view = chat.agents.create(&caller, input).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -126,8 +128,8 @@ pub async fn create_agent(
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
-pub async fn list_agents(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<AgentList>, ApiError> {
-    let agents = chat(&app)?.agents.list(&caller).await?;
+pub async fn list_agents(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<Json<AgentList>, ApiError> {
+    let agents = chat.agents.list(&caller).await?;
     Ok(Json(AgentList { agents }))
 }
 
@@ -142,11 +144,11 @@ pub async fn list_agents(State(app): State<AppState>, AuthUser(caller): AuthUser
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn get_agent(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
-    Ok(Json(chat(&app)?.agents.get(&caller, &id).await?))
+    Ok(Json(chat.agents.get(&caller, &id).await?))
 }
 
 /// `PATCH /api/v1/agents/{id}`: changes the given fields (its owner).
@@ -166,7 +168,7 @@ pub async fn get_agent(
         (status = 503, description = "Maintenance mode, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn update_agent(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
     body: Bytes,
@@ -180,7 +182,7 @@ pub async fn update_agent(
         tools: body.tools,
         response_policy: body.response_policy,
     };
-    Ok(Json(chat(&app)?.agents.update(&caller, &id, patch).await?))
+    Ok(Json(chat.agents.update(&caller, &id, patch).await?))
 }
 
 /// `DELETE /api/v1/agents/{id}`: deletes the agent and its channel
@@ -197,10 +199,10 @@ pub async fn update_agent(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn delete_agent(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    chat(&app)?.agents.delete(&caller, &id).await?;
+    chat.agents.delete(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,10 +4,13 @@
 //! for it and everything under it, so ids cannot be probed. Members who lack
 //! a right (owner actions, editing another's message) get 403.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use chorus_chat::Chat;
 use chorus_chat::channels::{ChannelPatch, MyChannelView, NewChannelInput};
 use chorus_chat::messages::{HistoryQuery, MessagePageView, SentMessage};
 use chorus_chat::views::{ChannelView, MemberView, MessageView};
@@ -21,10 +24,9 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::rest::openapi::ErrorBody;
-use crate::rest::{AuthUser, chat};
-use crate::state::AppState;
+use crate::rest::{AuthUser, RestState};
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new()
         .routes(routes!(list_channels, create_channel))
         .routes(routes!(get_channel, update_channel, delete_channel))
@@ -176,13 +178,13 @@ pub struct MemberList {
         (status = 503, description = "Maintenance mode, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn create_channel(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ChannelView>), ApiError> {
     let body: CreateChannelBody = parse_json(&body)?;
     let input = NewChannelInput { name: body.name, topic: body.topic, retention_ms: body.retention_ms };
-    let view = chat(&app)?.channels.create(&caller.user_id, input).await?;
+    let view = chat.channels.create(&caller.user_id, input).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -194,8 +196,8 @@ pub async fn create_channel(
         (status = 429, description = "Request rate limit", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
-pub async fn list_channels(State(app): State<AppState>, AuthUser(caller): AuthUser) -> Result<Json<ChannelList>, ApiError> {
-    let channels = chat(&app)?.channels.list(&caller.user_id).await?;
+pub async fn list_channels(State(chat): State<Arc<Chat>>, AuthUser(caller): AuthUser) -> Result<Json<ChannelList>, ApiError> {
+    let channels = chat.channels.list(&caller.user_id).await?;
     Ok(Json(ChannelList { channels }))
 }
 
@@ -210,11 +212,11 @@ pub async fn list_channels(State(app): State<AppState>, AuthUser(caller): AuthUs
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn get_channel(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<ChannelView>, ApiError> {
-    Ok(Json(chat(&app)?.channels.get(&caller.user_id, &id).await?))
+    Ok(Json(chat.channels.get(&caller.user_id, &id).await?))
 }
 
 /// `PATCH /api/v1/channels/{id}`: renames, changes the topic or retention,
@@ -232,14 +234,14 @@ pub async fn get_channel(
         (status = 503, description = "Maintenance mode (renames and topics), or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn update_channel(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ChannelView>, ApiError> {
     let body: UpdateChannelBody = parse_json(&body)?;
     let patch = ChannelPatch { name: body.name, topic: body.topic, archived: body.archived, retention_ms: body.retention_ms };
-    Ok(Json(chat(&app)?.channels.update(&caller.user_id, &id, patch).await?))
+    Ok(Json(chat.channels.update(&caller.user_id, &id, patch).await?))
 }
 
 /// `DELETE /api/v1/channels/{id}`: deletes the channel, its members and
@@ -256,11 +258,11 @@ pub async fn update_channel(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn delete_channel(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    chat(&app)?.channels.delete(&caller.user_id, &id).await?;
+    chat.channels.delete(&caller.user_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -277,11 +279,11 @@ pub async fn delete_channel(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn list_members(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<MemberList>, ApiError> {
-    let members = chat(&app)?.channels.members(&caller.user_id, &id).await?;
+    let members = chat.channels.members(&caller.user_id, &id).await?;
     Ok(Json(MemberList { members }))
 }
 
@@ -301,7 +303,7 @@ pub async fn list_members(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn add_member(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
     body: Bytes,
@@ -312,7 +314,7 @@ pub async fn add_member(
         Some(MemberRoleBody::Owner) => MemberRole::Owner,
         Some(MemberRoleBody::Member) | None => MemberRole::Member,
     };
-    let view = chat(&app)?.channels.add_member(&caller.user_id, &id, member, role).await?;
+    let view = chat.channels.add_member(&caller.user_id, &id, member, role).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -336,7 +338,7 @@ pub async fn add_member(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn remove_member(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path((id, kind, member_id)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -345,7 +347,7 @@ pub async fn remove_member(
         "agent" => MemberKindBody::Agent,
         _ => return Err(ApiError::new(ErrorCode::InvalidField, "kind: must be `user` or `agent`")),
     };
-    chat(&app)?.channels.remove_member(&caller.user_id, &id, member_ref(kind, member_id)).await?;
+    chat.channels.remove_member(&caller.user_id, &id, member_ref(kind, member_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -383,7 +385,7 @@ fn member_ref(kind: MemberKindBody, id: String) -> MemberRef {
         (status = 503, description = "Maintenance mode, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn send_message(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -404,7 +406,7 @@ pub async fn send_message(
         }
         (b, h) => b.or(h),
     };
-    let sent = chat(&app)?.messages.send(&caller.user_id, &id, &body.text, key.as_deref()).await?;
+    let sent = chat.messages.send(&caller.user_id, &id, &body.text, key.as_deref()).await?;
     let status = if sent.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(sent)))
 }
@@ -422,13 +424,13 @@ pub async fn send_message(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn list_messages(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<MessagePageView>, ApiError> {
     let query = history_query(query.as_deref().unwrap_or(""))?;
-    Ok(Json(chat(&app)?.messages.history(&caller.user_id, &id, query).await?))
+    Ok(Json(chat.messages.history(&caller.user_id, &id, query).await?))
 }
 
 /// Reads `before`, `after` and `limit`; anything else is refused so typos show.
@@ -462,13 +464,13 @@ fn history_query(raw: &str) -> Result<HistoryQuery, ApiError> {
         (status = 503, description = "Maintenance mode, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn edit_message(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path((id, message_id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<MessageView>, ApiError> {
     let body: EditMessageBody = parse_json(&body)?;
-    Ok(Json(chat(&app)?.messages.edit(&caller.user_id, &id, &message_id, &body.text).await?))
+    Ok(Json(chat.messages.edit(&caller.user_id, &id, &message_id, &body.text).await?))
 }
 
 /// `DELETE /api/v1/channels/{id}/messages/{message_id}`: deletes a message
@@ -486,10 +488,10 @@ pub async fn edit_message(
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn delete_message(
-    State(app): State<AppState>,
+    State(chat): State<Arc<Chat>>,
     AuthUser(caller): AuthUser,
     Path((id, message_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    chat(&app)?.messages.delete(&caller.user_id, &id, &message_id).await?;
+    chat.messages.delete(&caller.user_id, &id, &message_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

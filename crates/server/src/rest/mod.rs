@@ -1,7 +1,8 @@
 //! The REST API under `/api/v1`: accounts, channels (members, messages),
 //! agents, administration. Handlers are thin: they parse, call the chat
 //! domain, and shape the answer; every route is described in the OpenAPI
-//! document generated from these annotations.
+//! document generated from these annotations. The routes run on their own
+//! state, [`RestState`]: the chat domain's services beside the edge's state.
 
 pub mod accounts;
 pub mod admin;
@@ -9,7 +10,9 @@ pub mod agents;
 pub mod channels;
 pub mod openapi;
 
-use axum::extract::FromRequestParts;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use chorus_chat::{Caller, Chat, ChatError};
 use chorus_core::UserId;
@@ -21,8 +24,38 @@ use crate::credentials::bearer;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// What the REST routes reach: the chat domain's services (what handlers
+/// extract, as `State<Arc<Chat>>`), and the edge's state, which
+/// authentication (the per-user REST rate) and the firehose (origin policy,
+/// hub) need too. Cheap to clone.
+#[derive(Clone)]
+pub struct RestState {
+    chat: Arc<Chat>,
+    app: AppState,
+}
+
+impl RestState {
+    pub fn new(chat: Chat, app: AppState) -> Self {
+        Self { chat: Arc::new(chat), app }
+    }
+
+    pub fn chat(&self) -> &Chat {
+        &self.chat
+    }
+
+    pub fn app(&self) -> &AppState {
+        &self.app
+    }
+}
+
+impl FromRef<RestState> for Arc<Chat> {
+    fn from_ref(state: &RestState) -> Self {
+        state.chat.clone()
+    }
+}
+
 /// Every REST route of the chat domain.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<RestState> {
     OpenApiRouter::new().merge(accounts::routes()).merge(channels::routes()).merge(agents::routes()).merge(admin::routes())
 }
 
@@ -37,24 +70,18 @@ impl From<ChatError> for ApiError {
     }
 }
 
-/// The chat domain, or 503 on a server running without one.
-pub fn chat(app: &AppState) -> Result<&Chat, ApiError> {
-    app.chat().ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "this server runs without a store"))
-}
-
 /// The authenticated caller of a REST route (`Authorization: Bearer <access token>`),
 /// after the per-user REST rate limit.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Caller);
 
-impl FromRequestParts<AppState> for AuthUser {
+impl FromRequestParts<RestState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let chat = chat(app)?;
+    async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers).ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Authorization: Bearer <token> is required"))?;
-        let caller = chat.accounts.authenticate(token).await?;
-        app.hub().check_user_rate(UserLimiter::Rest, &UserId::new(&caller.user_id))?;
+        let caller = state.chat.accounts.authenticate(token).await?;
+        state.app.hub().check_user_rate(UserLimiter::Rest, &UserId::new(&caller.user_id))?;
         Ok(AuthUser(caller))
     }
 }
@@ -63,11 +90,11 @@ impl FromRequestParts<AppState> for AuthUser {
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub Caller);
 
-impl FromRequestParts<AppState> for AdminUser {
+impl FromRequestParts<RestState> for AdminUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let AuthUser(caller) = AuthUser::from_request_parts(parts, app).await?;
+    async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, Self::Rejection> {
+        let AuthUser(caller) = AuthUser::from_request_parts(parts, state).await?;
         caller.require_admin()?;
         Ok(AdminUser(caller))
     }

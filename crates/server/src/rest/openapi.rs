@@ -81,6 +81,68 @@ impl utoipa::PartialSchema for OpenApiDocument {
 
 impl ToSchema for OpenApiDocument {}
 
+/// Rules the annotations cannot state, added to the generated document so
+/// that it declares everything the server enforces: the models and tools
+/// this server's configuration allows, and that an API key takes at most one
+/// of `channels` and `agent_id`.
+pub fn refine(doc: &mut serde_json::Value, chat: &chorus_chat::ChatConfig) {
+    use serde_json::json;
+    let schemas = &mut doc["components"]["schemas"];
+    for body in ["CreateAgentBody", "UpdateAgentBody"] {
+        let props = &mut schemas[body]["properties"];
+        if props.is_object() {
+            set_enum(&mut props["model"], &chat.allowed_models);
+            set_enum(&mut props["tools"]["items"], &chat.allowed_tools);
+        }
+    }
+    if schemas["CreateAgentBody"].is_object() {
+        let props = &mut schemas["CreateAgentBody"]["properties"];
+        props["quirks"]["items"]["minLength"] = json!(1);
+        props["quirks"]["items"]["maxLength"] = json!(chat.agent_quirk_max_chars);
+        props["quirks"]["maxItems"] = json!(chat.agent_quirks_max);
+    }
+    if schemas["UpdateAgentBody"].is_object() {
+        let quirks = &mut schemas["UpdateAgentBody"]["properties"]["quirks"];
+        // `Option<Vec<String>>` may be a `oneOf` with null; constrain the array branch.
+        let arrays: Vec<&mut serde_json::Value> = match quirks.get_mut("oneOf").and_then(|b| b.as_array_mut()) {
+            Some(branches) => branches.iter_mut().filter(|b| b["type"] == "array").collect(),
+            None => vec![quirks],
+        };
+        for a in arrays {
+            a["items"]["minLength"] = json!(1);
+            a["items"]["maxLength"] = json!(chat.agent_quirk_max_chars);
+            a["maxItems"] = json!(chat.agent_quirks_max);
+        }
+    }
+    if schemas["ApiKeyBody"].is_object() {
+        schemas["ApiKeyBody"]["not"] = json!({ "required": ["channels", "agent_id"] });
+        // A channel name (`namespace:id`) or `namespace:prefix*`, as chorus_chat::keys checks.
+        let pattern = "^[a-z][a-z0-9_-]{0,31}:([A-Za-z0-9_.:@-]{1,128}|[A-Za-z0-9_.:@-]{0,127}[*])$";
+        let channels = &mut schemas["ApiKeyBody"]["properties"]["channels"];
+        let arrays: Vec<&mut serde_json::Value> = match channels.get_mut("oneOf").and_then(|b| b.as_array_mut()) {
+            Some(branches) => branches.iter_mut().filter(|b| b["type"] == "array").collect(),
+            None => vec![channels],
+        };
+        for a in arrays {
+            a["items"]["pattern"] = json!(pattern);
+        }
+    }
+}
+
+/// Adds `enum` to a string schema, or to the string branch of a nullable one.
+fn set_enum(schema: &mut serde_json::Value, values: &[String]) {
+    let values = serde_json::Value::from(values.to_vec());
+    if let Some(branches) = schema.get_mut("oneOf").and_then(|b| b.as_array_mut()) {
+        for b in branches.iter_mut().filter(|b| b["type"] == "string") {
+            b["enum"] = values.clone();
+        }
+        return;
+    }
+    if schema.is_object() {
+        schema["enum"] = values;
+    }
+}
+
 /// `GET /api/v1/openapi.json`.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops", responses((status = 200, description = "This document", body = OpenApiDocument)))]
 pub async fn document(State(app): State<AppState>) -> Json<serde_json::Value> {

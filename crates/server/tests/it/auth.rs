@@ -170,7 +170,7 @@ async fn an_rs256_server_accepts_its_issuer_and_refuses_algorithm_confusion_othe
     for secret in [pem.as_str(), pem.trim()] {
         let confused = hs256(secret.as_bytes(), &claims("mallory"));
         let naive = AuthConfig { hmac_secret: Some(secret.to_owned()), ..AuthConfig::default() };
-        let (naive, _) = JwtVerifier::from_config(&naive, &std::env::temp_dir()).unwrap();
+        let (naive, _) = JwtVerifier::from_config(&naive, &std::env::temp_dir(), std::sync::Arc::new(chorus_clock::SystemClock)).unwrap();
         assert!(naive.verify(&confused).await.is_ok(), "the forged token is well made");
         assert_unauthorized(upgrade_status(&s, &confused).await, "HS256 tokens are not accepted");
     }

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chorus_auth::{ApiKeys, AuthConfig, JwtVerifier, MintRequest, mint_token};
+use chorus_auth::{ApiKeys, AuthConfig, HmacSecret, JwtVerifier, MintRequest, mint_token};
+use chorus_chat::{Chat, ChatConfig, ChatParts};
+use chorus_clock::{Clock, SystemClock};
 use chorus_core::access::AccessPolicy;
 use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::broker::Backplane;
-use chorus_core::clock::SystemClock;
 use chorus_core::config::{Limits, MemoryBrokerConfig, Namespaces, RateLimits, Timing};
 use chorus_core::metrics::CoreMetrics;
 use chorus_core::{Executor, Hub, HubConfig, HubParts, NodeId};
 use chorus_server::{ApiKeyCheck, ApiPrincipal, AppParts, AppState, HttpMetrics, OriginPolicy, ServerConfig};
+use chorus_store::StoreConfig;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -44,7 +46,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         let mut namespaces = Namespaces::default();
-        // These tests run without a store: `room:` channels are granted by tokens.
+        // `room:` channels are granted by tokens here: the hub gets no store membership check.
         if let Some(room) = namespaces.0.get_mut("room") {
             room.subscribe = chorus_core::config::SubscribeRule::Grants;
         }
@@ -86,7 +88,7 @@ struct TestKeys(ApiKeys);
 #[async_trait]
 impl ApiKeyCheck for TestKeys {
     async fn check(&self, key: &str) -> Option<ApiPrincipal> {
-        self.0.check(key).map(|key_id| ApiPrincipal { key_id })
+        self.0.check(key).map(ApiPrincipal::server)
     }
 }
 
@@ -114,7 +116,9 @@ impl TestServer {
             ..AuthConfig::default()
         });
         let dir = std::env::temp_dir();
-        let (verifier, _) = JwtVerifier::from_config(&auth, &dir).expect("verifier");
+        // One clock for every component, as in the composition root.
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (verifier, _) = JwtVerifier::from_config(&auth, &dir, clock.clone()).expect("verifier");
         let mut registry = Registry::with_prefix("chorus");
         let core_metrics = CoreMetrics::register(&mut registry);
         let http_metrics = HttpMetrics::register(&mut registry);
@@ -130,13 +134,25 @@ impl TestServer {
             rates: rates_rx,
             backplane,
             metrics: core_metrics,
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
         })
         .await
         .expect("hub");
         hub.register_gauges(&mut registry);
         let registry = Arc::new(registry);
-        let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), None));
+        // The chat domain on an in-memory SQLite database: the REST routes and `send_message` work.
+        let store_config = StoreConfig { url: Some("sqlite::memory:".into()), ..StoreConfig::default() };
+        let store = chorus_store::open_store_with_clock(&store_config, &dir, clock.clone()).await.expect("store");
+        store.migrate().await.expect("migrations");
+        let chat = Chat::new(ChatParts {
+            store,
+            hub: hub.clone(),
+            config: ChatConfig::default(),
+            clock,
+            secret: auth.hmac_secret.as_deref().map(HmacSecret::new),
+            jwt: verifier.clone(),
+        });
+        let executor = Arc::new(Executor::new(hub.clone(), Arc::new(verifier), Arc::new(chat.messages.clone())));
         let state = AppState::new(AppParts {
             config: opts.server.clone(),
             hub: hub.clone(),
@@ -146,9 +162,8 @@ impl TestServer {
             registry,
             http_metrics,
             health: Vec::new(),
-            chat: None,
         });
-        let app = chorus_server::app(state);
+        let app = chorus_server::app(state, chat);
         let listener = tokio::net::TcpListener::bind(opts.server.bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
@@ -183,6 +198,7 @@ impl TestServer {
                 issuer: None,
                 session_id: None,
             },
+            &SystemClock,
         )
         .expect("mint")
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::broker::memory::MemoryBroker;
-use chorus_core::clock::SystemClock;
+use chorus_clock::SystemClock;
 use chorus_core::config::MemoryBrokerConfig;
 use chorus_core::{NodeId, UserId};
 use chorus_protocol::ChannelName;

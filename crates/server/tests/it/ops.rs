@@ -16,6 +16,22 @@ async fn health_endpoints() {
     assert_eq!(body["checks"]["broker"]["status"], "healthy");
     assert_eq!(body["checks"]["hub"]["connections"], 1);
     assert!(body["checks"]["memory"]["rss_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(body["checks"]["memory"]["status"], "healthy");
+}
+
+#[tokio::test]
+async fn memory_above_its_budget_is_unhealthy() {
+    let mut opts = Options::default();
+    // Any process is larger than one megabyte.
+    opts.server.memory_budget_bytes = 1024 * 1024;
+    let s = TestServer::start(opts).await;
+    let (status, body) = s.get_json("/health/detailed").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unhealthy");
+    let memory = &body["checks"]["memory"];
+    assert_eq!(memory["status"], "unhealthy", "{memory}");
+    assert_eq!(memory["budget_bytes"], 1024 * 1024);
+    assert!(memory["rss_bytes"].as_u64().unwrap() > 1024 * 1024);
 }
 
 #[tokio::test]

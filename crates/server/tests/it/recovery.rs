@@ -313,3 +313,31 @@ async fn history_returns_retained_events_as_they_were_pushed() {
     let r = c.request(json!({"type": "history", "channel": "room:other"})).await;
     assert_eq!(r["error"]["error"], "forbidden");
 }
+
+#[tokio::test]
+async fn a_quiet_channel_dropped_while_nobody_listens_still_resumes_exactly() {
+    use chorus_core::broker::Broker as _;
+    let s = TestServer::start(Options::default()).await;
+    let before = s.broker.streams();
+    let mut c = s.client("alice", &["feed:quiet"]).await;
+    let r = c.request(json!({"type": "subscribe", "channel": "feed:quiet"})).await;
+    let at = position(&r["result"]);
+    assert_eq!(at["offset"], 0, "{r}");
+    drop(c);
+    // Nobody listens and nothing was ever published there: the cleanup pass drops it.
+    let deadline = std::time::Instant::now() + crate::common::WAIT;
+    while s.hub.connection_count() > 0 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    s.hub.cleanup().await;
+    assert_eq!(s.broker.streams(), before, "the quiet channel's stream is gone");
+    publish_n(&s, "feed:quiet", 1, 2).await;
+    let mut c = s.client("alice", &["feed:quiet"]).await;
+    let r = c.request(json!({"type": "subscribe", "channel": "feed:quiet", "since": at})).await;
+    assert_eq!(r["result"]["recovered"], true, "{r}");
+    for n in 1..=2u64 {
+        let p = c.push_of("publication").await;
+        assert_eq!((p["offset"].as_u64(), p["data"]["n"].as_u64()), (Some(n), Some(n)), "{p}");
+    }
+}

@@ -22,7 +22,7 @@ macro_rules! session_cols {
 }
 macro_rules! api_key_cols {
     () => {
-        "id, user_id, name, prefix, key_hash, created_at, last_used_at, revoked_at"
+        "id, user_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, scope"
     };
 }
 macro_rules! channel_cols {

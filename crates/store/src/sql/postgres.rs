@@ -5,11 +5,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chorus_clock::Clock;
 use sqlx::Postgres as Db;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::clock::Clock;
 use crate::model::PoolStats;
 use crate::{Engine, StoreError};
 use crate::config::{DEFAULT_POSTGRES_CONNECTIONS, StoreConfig};

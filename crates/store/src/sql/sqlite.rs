@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chorus_clock::Clock;
 use sqlx::Sqlite as Db;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -23,7 +24,6 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::oneshot;
 
-use crate::clock::Clock;
 use crate::model::PoolStats;
 use crate::{Engine, StoreError};
 use crate::config::{DEFAULT_SQLITE_READERS, SqliteSynchronous as SyncMode, StoreConfig};
@@ -74,20 +74,18 @@ impl SqliteStore {
         url: Option<&str>,
         default_file: &Path,
         clock: Arc<dyn Clock>,
+        mode: crate::OpenMode,
     ) -> Result<Self, StoreError> {
         let base = match url {
             Some(url) => SqliteConnectOptions::from_str(url)?,
-            None => {
-                if let Some(dir) = default_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Unavailable(format!("creating data directory {}: {e}", dir.display()))
-                    })?;
-                }
-                SqliteConnectOptions::new().filename(default_file)
-            }
+            None => SqliteConnectOptions::new().filename(default_file),
         };
+        let in_memory = url.is_some_and(|u| u.contains(":memory:") || u.contains("mode=memory"));
+        if !in_memory {
+            prepare_file(base.get_filename(), mode)?;
+        }
         let options = base
-            .create_if_missing(true)
+            .create_if_missing(mode == crate::OpenMode::Create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(match config.sqlite_synchronous {
                 SyncMode::Normal => SqliteSynchronous::Normal,
@@ -96,7 +94,6 @@ impl SqliteStore {
             .busy_timeout(config.sqlite_busy_timeout)
             .foreign_keys(true)
             .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES);
-        let in_memory = url.is_some_and(|u| u.contains(":memory:") || u.contains("mode=memory"));
 
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -145,6 +142,31 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Makes the database file (and its directory) private before SQLite opens
+/// it, so the file and the `-wal`/`-shm` files SQLite derives from it are
+/// 0600 whoever creates them first. With [`OpenMode::Existing`](crate::OpenMode)
+/// a missing file is an error that says where it was looked for.
+fn prepare_file(file: &Path, mode: crate::OpenMode) -> Result<(), StoreError> {
+    let fail = |what: &str, p: &Path, e: std::io::Error| StoreError::Unavailable(format!("{what} {}: {e}", p.display()));
+    if mode == crate::OpenMode::Existing {
+        if !file.exists() {
+            let shown = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+            return Err(StoreError::Unavailable(format!("no database at {}", shown.display())));
+        }
+    } else {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::private::private_dir(dir).map_err(|e| fail("creating data directory", dir, e))?;
+        }
+        crate::private::private_file(file).map_err(|e| fail("creating database file", file, e))?;
+    }
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = file.as_os_str().to_owned();
+        side.push(suffix);
+        crate::private::narrow(Path::new(&side)).map_err(|e| fail("narrowing the permissions of", Path::new(&side), e))?;
+    }
+    Ok(())
 }
 
 /// Checkpoints the WAL (PASSIVE: copies what no reader still needs, never

@@ -23,7 +23,7 @@ async fn agent_crud(t: Ctx) {
     assert_eq!(t.store.create_agent(new_agent(&ghost, "x"), 10).await, Err(StoreError::NotFound));
 
     // Partial update: only the given fields change.
-    t.clock.advance(9);
+    t.clock.advance_ms(9);
     let updated = t
         .store
         .update_agent(
@@ -58,7 +58,7 @@ async fn agent_crud(t: Ctx) {
     assert_eq!(everything.quirks, vec!["a \"quoted\" quirk".to_string()]);
     assert_eq!(t.store.update_agent("missing", AgentUpdate::default()).await, Err(StoreError::NotFound));
 
-    t.clock.advance(1);
+    t.clock.advance_ms(1);
     let second = t.agent(&alice, "Second").await;
     let listed: Vec<String> = t.store.list_agents(&alice.id).await.unwrap().into_iter().map(|a| a.id).collect();
     assert_eq!(listed, vec![created.id.clone(), second.id.clone()]);
@@ -179,7 +179,7 @@ async fn agent_memberships(t: Ctx) {
     let c1 = t.channel(&alice, "one").await;
     let c2 = t.channel(&alice, "two").await;
     t.channel(&alice, "three").await;
-    t.clock.advance(5);
+    t.clock.advance_ms(5);
     for c in [&c2, &c1] {
         t.store.add_member(&c.id, &MemberRef::agent(&bot.id), MemberRole::Member).await.unwrap();
     }

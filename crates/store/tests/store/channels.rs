@@ -87,7 +87,7 @@ async fn channel_limit_under_concurrency(t: Ctx) {
 async fn channel_update_and_archive(t: Ctx) {
     let alice = t.user("alice").await;
     let c = t.channel(&alice, "general").await;
-    t.clock.advance(100);
+    t.clock.advance_ms(100);
     let renamed = t
         .store
         .update_channel(&c.id, ChannelUpdate { name: Some("renamed".into()), ..Default::default() })
@@ -115,10 +115,10 @@ async fn channel_update_and_archive(t: Ctx) {
     assert_eq!(t.store.get_channel(&c.id).await.unwrap(), Some(cleared));
     assert_eq!(t.store.update_channel("missing", ChannelUpdate::default()).await, Err(StoreError::NotFound));
 
-    t.clock.advance(100);
+    t.clock.advance_ms(100);
     let archived = t.store.set_channel_archived(&c.id, true).await.unwrap();
     assert_eq!(archived.archived_at, Some(T0 + 200));
-    t.clock.advance(100);
+    t.clock.advance_ms(100);
     let again = t.store.set_channel_archived(&c.id, true).await.unwrap();
     assert_eq!(again.archived_at, Some(T0 + 200), "first archive time kept");
     let open = t.store.set_channel_archived(&c.id, false).await.unwrap();
@@ -132,9 +132,9 @@ async fn channel_delete_cascades(t: Ctx) {
     let bot = t.agent(&alice, "bot").await;
     let c = t.channel(&alice, "general").await;
     let other = t.channel(&alice, "other").await;
-    t.clock.advance(1);
+    t.clock.advance_ms(1);
     t.store.add_member(&c.id, &MemberRef::user(&bob.id), MemberRole::Member).await.unwrap();
-    t.clock.advance(1);
+    t.clock.advance_ms(1);
     t.store.add_member(&c.id, &MemberRef::agent(&bot.id), MemberRole::Member).await.unwrap();
     t.store.add_member(&other.id, &MemberRef::agent(&bot.id), MemberRole::Member).await.unwrap();
     let m = t.send(&c, &MemberRef::user(&bob.id), "hello").await;
@@ -168,9 +168,9 @@ async fn channels_for_user(t: Ctx) {
     let alice = t.user("alice").await;
     let bob = t.user("bob").await;
     let a = t.channel(&alice, "a").await;
-    t.clock.advance(1);
+    t.clock.advance_ms(1);
     let b = t.channel(&bob, "b").await;
-    t.clock.advance(1);
+    t.clock.advance_ms(1);
     let c = t.channel(&bob, "c").await;
     t.store.add_member(&b.id, &MemberRef::user(&alice.id), MemberRole::Member).await.unwrap();
     let listed = t.store.list_channels_for_user(&alice.id).await.unwrap();
@@ -193,7 +193,7 @@ async fn members(t: Ctx) {
     let bob_ref = MemberRef::user(&bob.id);
     let bot_ref = MemberRef::agent(&bot.id);
 
-    t.clock.advance(5);
+    t.clock.advance_ms(5);
     let added = t.store.add_member(&c.id, &bob_ref, MemberRole::Member).await.unwrap();
     assert_eq!(
         added,
@@ -203,7 +203,7 @@ async fn members(t: Ctx) {
         Err(StoreError::Conflict(m)) => assert!(m.contains("member"), "{m}"),
         other => panic!("{other:?}"),
     }
-    t.clock.advance(1);
+    t.clock.advance_ms(1);
     t.store.add_member(&c.id, &bot_ref, MemberRole::Member).await.unwrap();
     // Unknown channel, user or agent.
     assert_eq!(t.store.add_member("missing", &bob_ref, MemberRole::Member).await, Err(StoreError::NotFound));

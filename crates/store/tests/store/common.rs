@@ -12,6 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chorus_clock::ManualClock;
 use chorus_store::*;
 use futures_util::FutureExt;
 use sqlx::Connection;
@@ -26,7 +27,7 @@ pub const HOUR: i64 = 3_600_000;
 pub struct Ctx {
     pub engine: Engine,
     pub store: Arc<dyn Store>,
-    pub clock: Arc<ManualClock>,
+    pub clock: ManualClock,
     /// Enough to open a second store on the same database.
     pub config: StoreConfig,
     pub data_dir: PathBuf,
@@ -35,7 +36,7 @@ pub struct Ctx {
 impl Ctx {
     /// Opens another handle on the same database (not migrated).
     pub async fn reopen(&self) -> Arc<dyn Store> {
-        open_store_with_clock(&self.config, &self.data_dir, self.clock.clone()).await.expect("reopening the test store")
+        open_store_with_clock(&self.config, &self.data_dir, Arc::new(self.clock.clone())).await.expect("reopening the test store")
     }
 
     pub async fn user(&self, name: &str) -> User {
@@ -157,8 +158,8 @@ where
             )
         }
     };
-    let clock = Arc::new(ManualClock::new(T0));
-    let store = open_store_with_clock(&config, &data_dir, clock.clone()).await.expect("opening the test store");
+    let clock = ManualClock::starting_at(T0);
+    let store = open_store_with_clock(&config, &data_dir, Arc::new(clock.clone())).await.expect("opening the test store");
     store.migrate().await.expect("migrating the test store");
     let ctx = Ctx { engine, store: store.clone(), clock, config, data_dir };
 

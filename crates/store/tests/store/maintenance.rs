@@ -31,7 +31,7 @@ async fn retention_in_batches(t: Ctx) {
             t.send(c, &a, &format!("old {i}")).await;
         }
     }
-    t.clock.set(T0 + 2 * HOUR);
+    t.clock.set_ms(T0 + 2 * HOUR);
     let recent = t.send(&short, &a, "recent 1").await.message;
     t.send(&short, &a, "recent 2").await;
     let keyed = t
@@ -67,7 +67,7 @@ async fn retention_in_batches(t: Ctx) {
     assert_eq!(t.send(&short, &a, "next").await.message.seq, 11);
 
     // Later, `long` expires too; `forever` never does.
-    t.clock.set(T0 + 100 * HOUR);
+    t.clock.set_ms(T0 + 100 * HOUR);
     let mut total = 0;
     loop {
         let n = t.store.delete_expired_messages(4).await.unwrap();
@@ -103,7 +103,7 @@ async fn idempotency_key_cleanup(t: Ctx) {
     for i in 0..5 {
         insert(format!("old{i}")).await;
     }
-    t.clock.set(T0 + 10 * HOUR);
+    t.clock.set_ms(T0 + 10 * HOUR);
     for i in 0..2 {
         insert(format!("new{i}")).await;
     }

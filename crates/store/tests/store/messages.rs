@@ -186,7 +186,7 @@ async fn idempotent_insert(t: Ctx) {
         other => panic!("{other:?}"),
     };
     // A retry (even with other text, even to another channel) returns the original, writes nothing.
-    t.clock.advance(HOUR);
+    t.clock.advance_ms(HOUR);
     let c2 = t.channel(&alice, "other").await;
     for (channel, text) in [(&c, "once"), (&c, "changed"), (&c2, "elsewhere")] {
         let again = t.store.insert_message(msg(channel, &a, text), Some("key-1"), &created_event).await.unwrap();
@@ -222,12 +222,12 @@ async fn idempotent_insert(t: Ctx) {
     }
 
     // Just inside 24 h: still a duplicate. At 24 h: a new message, and the key now points to it.
-    t.clock.set(T0 + 24 * HOUR - 1);
+    t.clock.set_ms(T0 + 24 * HOUR - 1);
     assert!(matches!(
         t.store.insert_message(msg(&c, &a, "once"), Some("key-1"), &created_event).await.unwrap(),
         InsertOutcome::Duplicate(_)
     ));
-    t.clock.set(T0 + 24 * HOUR);
+    t.clock.set_ms(T0 + 24 * HOUR);
     let fresh = match t.store.insert_message(msg(&c, &a, "new day"), Some("key-1"), &created_event).await.unwrap() {
         InsertOutcome::Inserted(w) => w.message,
         other => panic!("{other:?}"),
@@ -317,7 +317,7 @@ async fn edit_message(t: Ctx) {
     t.store.add_member(&c.id, &b, MemberRole::Member).await.unwrap();
     let m = t.send(&c, &b, "helo").await.message;
 
-    t.clock.advance(50);
+    t.clock.advance_ms(50);
     let edited = t.store.edit_message(&m.id, &b, "hello", &updated_event).await.unwrap();
     assert_eq!(
         (edited.message.text.as_str(), edited.message.edited_at, edited.message.seq),
@@ -368,7 +368,7 @@ async fn delete_message(t: Ctx) {
     assert!(matches!(t.store.delete_message(&by_bob.id, &cr, &deleted_event).await, Err(StoreError::Forbidden(_))));
 
     // The author may.
-    t.clock.advance(7);
+    t.clock.advance_ms(7);
     let gone = t.store.delete_message(&by_bob.id, &b, &deleted_event).await.unwrap();
     assert_eq!((gone.message.text.as_str(), gone.message.deleted_at), ("", Some(T0 + 7)));
     let row = t.store.pending_outbox(100).await.unwrap().into_iter().find(|r| r.id == gone.outbox_id).unwrap();
@@ -395,7 +395,7 @@ async fn history_pagination(t: Ctx) {
     let other = t.channel(&alice, "other").await;
     for i in 1..=25 {
         t.send(&c, &a, &format!("m{i}")).await;
-        t.clock.advance(1);
+        t.clock.advance_ms(1);
     }
     t.send(&other, &a, "elsewhere").await;
     let seqs = |page: Vec<Message>| page.into_iter().map(|m| m.seq).collect::<Vec<_>>();

@@ -1,3 +1,4 @@
+use chorus_clock::Clock as _;
 use chorus_store::*;
 
 use crate::common::*;
@@ -29,11 +30,11 @@ async fn session_lifecycle(t: Ctx) {
     assert!(matches!(t.store.create_session(new_session(&u, "h1", HOUR)).await, Err(StoreError::Conflict(_))));
 
     // Touch moves last_seen; idleness is judged from it.
-    t.clock.advance(20 * 60_000);
+    t.clock.advance_ms(20 * 60_000);
     assert!(t.store.touch_session(&s.id).await.unwrap());
     let touched = t.store.get_session(&s.id).await.unwrap().unwrap();
     assert_eq!(touched.last_seen_at, T0 + 20 * 60_000);
-    t.clock.advance(31 * 60_000);
+    t.clock.advance_ms(31 * 60_000);
     assert!(touched.is_idle(t.clock.now_ms(), 30 * 60_000));
     assert!(!t.store.touch_session("missing").await.unwrap());
 
@@ -43,7 +44,7 @@ async fn session_lifecycle(t: Ctx) {
     assert_eq!(listed, vec![s2.id.clone(), s.id.clone()]);
 
     // Past absolute expiry: not live anywhere, cannot be touched.
-    t.clock.set(T0 + 24 * HOUR);
+    t.clock.set_ms(T0 + 24 * HOUR);
     assert_eq!(t.store.get_live_session_by_refresh_hash("h1").await.unwrap(), None);
     assert!(!t.store.touch_session(&s.id).await.unwrap());
     assert_eq!(t.store.list_sessions(&u.id).await.unwrap().len(), 1);
@@ -53,12 +54,16 @@ async fn session_lifecycle(t: Ctx) {
 async fn session_rotation(t: Ctx) {
     let u = t.user("alice").await;
     let s = t.store.create_session(new_session(&u, "old", HOUR)).await.unwrap();
-    t.clock.advance(1000);
+    t.clock.advance_ms(1000);
     let rotated = t.store.rotate_session_refresh(&s.id, "old", "new").await.unwrap();
     assert_eq!(rotated.refresh_token_hash, "new");
     assert_eq!(rotated.last_seen_at, T0 + 1000);
     assert_eq!(t.store.get_live_session_by_refresh_hash("old").await.unwrap(), None);
     assert_eq!(t.store.get_live_session_by_refresh_hash("new").await.unwrap(), Some(rotated));
+    // The exchanged hash is remembered with its session; the current one is not "used".
+    assert_eq!(t.store.get_session_by_used_refresh_hash("old").await.unwrap().map(|s| s.id), Some(s.id.clone()));
+    assert_eq!(t.store.get_session_by_used_refresh_hash("new").await.unwrap(), None);
+    assert_eq!(t.store.get_session_by_used_refresh_hash("never").await.unwrap(), None);
     // A replayed old token loses: compare-and-swap on the hash.
     assert_eq!(t.store.rotate_session_refresh(&s.id, "old", "other").await, Err(StoreError::NotFound));
     assert_eq!(t.store.rotate_session_refresh("missing", "new", "x").await, Err(StoreError::NotFound));
@@ -68,6 +73,8 @@ async fn session_rotation(t: Ctx) {
     // Revoked sessions cannot rotate.
     t.store.revoke_session(&s.id, None).await.unwrap();
     assert_eq!(t.store.rotate_session_refresh(&s.id, "new", "newer").await, Err(StoreError::NotFound));
+    // Found in any state, so a reuse after revocation is still recognised.
+    assert!(t.store.get_session_by_used_refresh_hash("old").await.unwrap().unwrap().revoked_at.is_some());
 }
 
 async fn session_revocation(t: Ctx) {
@@ -104,7 +111,7 @@ async fn session_revocation(t: Ctx) {
     assert!(t.store.get_live_session_by_refresh_hash("b1").await.unwrap().is_some());
 
     // An expired session is not "live" when revoked.
-    t.clock.set(T0 + HOUR);
+    t.clock.set_ms(T0 + HOUR);
     assert!(!t.store.revoke_session(&b1.id, None).await.unwrap());
 }
 
@@ -122,7 +129,7 @@ async fn session_cleanup_in_batches(t: Ctx) {
         let s = t.store.create_session(new_session(&u, &format!("rev{i}"), 48 * HOUR)).await.unwrap();
         t.store.revoke_session(&s.id, None).await.unwrap();
     }
-    t.clock.set(T0 + 2 * HOUR);
+    t.clock.set_ms(T0 + 2 * HOUR);
     let mut fresh = Vec::new();
     for i in 0..2 {
         fresh.push(
@@ -166,7 +173,11 @@ async fn api_keys(t: Ctx) {
         name: "ci".into(),
         prefix: "chk_ab12".into(),
         key_hash: hash.into(),
+        scope: None,
     };
+    let scoped = t.store.create_api_key(NewApiKey { scope: Some(r#"{"agent":"a1"}"#.into()), ..new_key(&bob, "kh0") }).await.unwrap();
+    assert_eq!(t.store.get_live_api_key_by_hash("kh0").await.unwrap().unwrap().scope.as_deref(), Some(r#"{"agent":"a1"}"#));
+    assert_eq!(t.store.list_api_keys(&bob.id).await.unwrap(), vec![scoped]);
     let k1 = t.store.create_api_key(new_key(&alice, "kh1")).await.unwrap();
     assert_eq!((k1.created_at, k1.last_used_at, k1.revoked_at), (T0, None, None));
     assert_eq!(t.store.get_live_api_key_by_hash("kh1").await.unwrap(), Some(k1.clone()));
@@ -178,13 +189,13 @@ async fn api_keys(t: Ctx) {
     let ghost = User { id: "ghost".into(), ..alice.clone() };
     assert_eq!(t.store.create_api_key(new_key(&ghost, "kh9")).await, Err(StoreError::NotFound));
 
-    t.clock.advance(10);
+    t.clock.advance_ms(10);
     let k2 = t.store.create_api_key(new_key(&alice, "kh2")).await.unwrap();
     t.store.create_api_key(new_key(&bob, "kh3")).await.unwrap();
     let listed: Vec<String> = t.store.list_api_keys(&alice.id).await.unwrap().into_iter().map(|k| k.id).collect();
     assert_eq!(listed, vec![k2.id.clone(), k1.id.clone()]);
 
-    t.clock.advance(5);
+    t.clock.advance_ms(5);
     t.store.touch_api_key(&k1.id).await.unwrap();
     assert_eq!(t.store.get_live_api_key_by_hash("kh1").await.unwrap().unwrap().last_used_at, Some(T0 + 15));
     assert_eq!(t.store.touch_api_key("missing").await, Err(StoreError::NotFound));

@@ -86,7 +86,7 @@ async fn list_count_and_roles(t: Ctx) {
     let mut ids = Vec::new();
     for i in 0..7 {
         ids.push(t.user(&format!("user{i}")).await.id);
-        t.clock.advance(1);
+        t.clock.advance_ms(1);
     }
     assert_eq!(t.store.count_users().await.unwrap(), 7);
     let first = t.store.list_users(None, 3).await.unwrap();

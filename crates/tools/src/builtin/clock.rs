@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chorus_core::clock::Clock;
+use chorus_clock::Clock;
 use jiff::Timestamp;
 use jiff::tz::{Offset, TimeZone};
 use serde_json::{Map, Value, json};
@@ -128,7 +128,7 @@ impl Tool for ClockTool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chorus_core::clock::ManualClock;
+    use chorus_clock::ManualClock;
 
     // 2026-01-15T12:34:56.789Z, a Thursday.
     const WINTER_MS: i64 = 1_768_480_496_789;

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_core::clock::SystemClock;
+use chorus_clock::SystemClock;
 use chorus_tools::{McpServerConfig, McpState, McpTransport, ToolDeps, ToolMetrics, ToolRegistry, ToolsConfig};
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

@@ -106,6 +106,9 @@ impl Store for This {
     async fn rotate_session_refresh(&self, id: &str, old_hash: &str, new_hash: &str) -> StoreResult<AuthSession> {
         users::rotate_session_refresh(self, id, old_hash, new_hash).await
     }
+    async fn get_session_by_used_refresh_hash(&self, refresh_token_hash: &str) -> StoreResult<Option<AuthSession>> {
+        users::get_session_by_used_refresh_hash(self, refresh_token_hash).await
+    }
     async fn revoke_session(&self, id: &str, owner: Option<&str>) -> StoreResult<bool> {
         users::revoke_session(self, id, owner).await
     }

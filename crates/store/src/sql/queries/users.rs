@@ -170,6 +170,8 @@ pub(super) async fn rotate_session_refresh(
     old_hash: &str,
     new_hash: &str,
 ) -> StoreResult<AuthSession> {
+    let now = store.clock.now_ms();
+    let mut tx = store.begin_write().await?;
     let session: Option<AuthSession> = sqlx::query_as(concat!(
         "UPDATE auth_sessions SET refresh_token_hash = $3, last_seen_at = $4 \
          WHERE id = $1 AND refresh_token_hash = $2 AND revoked_at IS NULL AND expires_at > $4 RETURNING ",
@@ -178,10 +180,30 @@ pub(super) async fn rotate_session_refresh(
     .bind(id)
     .bind(old_hash)
     .bind(new_hash)
-    .bind(store.clock.now_ms())
-    .fetch_optional(&store.writer)
+    .bind(now)
+    .fetch_optional(&mut *tx)
     .await?;
-    session.ok_or(StoreError::NotFound)
+    let session = session.ok_or(StoreError::NotFound)?;
+    // The exchanged token is remembered, so a second use of it is recognised.
+    sqlx::query("INSERT INTO used_refresh_tokens (token_hash, session_id, used_at) VALUES ($1, $2, $3)")
+        .bind(old_hash)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(session)
+}
+
+pub(super) async fn get_session_by_used_refresh_hash(store: &This, refresh_token_hash: &str) -> StoreResult<Option<AuthSession>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        session_cols!(),
+        " FROM auth_sessions WHERE id = (SELECT session_id FROM used_refresh_tokens WHERE token_hash = $1)"
+    ))
+    .bind(refresh_token_hash)
+    .fetch_optional(&store.reader)
+    .await?)
 }
 
 pub(super) async fn revoke_session(store: &This, id: &str, owner: Option<&str>) -> StoreResult<bool> {
@@ -279,14 +301,16 @@ pub(super) async fn create_api_key(store: &This, new: NewApiKey) -> StoreResult<
         created_at: store.clock.now_ms(),
         last_used_at: None,
         revoked_at: None,
+        scope: new.scope,
     };
-    sqlx::query(concat!("INSERT INTO api_keys (", api_key_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL)"))
+    sqlx::query(concat!("INSERT INTO api_keys (", api_key_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7)"))
         .bind(&key.id)
         .bind(&key.user_id)
         .bind(&key.name)
         .bind(&key.prefix)
         .bind(&key.key_hash)
         .bind(key.created_at)
+        .bind(key.scope.as_deref())
         .execute(&store.writer)
         .await?;
     Ok(key)

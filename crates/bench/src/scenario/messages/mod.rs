@@ -29,27 +29,29 @@
 //! but never acknowledged, and events on channels a connection is not a
 //! member of are counted; error replies are counted by code.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use parking_lot::Mutex;
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::Ctx;
 use crate::conn::{Ready, open_ws};
-use crate::frame::{ErrorBody, subscribe_command};
+use crate::frame::subscribe_command;
 use crate::http::HttpConn;
 use crate::report::Report;
 use crate::scenario::fmt_map;
 use crate::stats::{Latency, LatencySummary, OffsetTracker, ms};
 use crate::util::{CpuMeter, FastRng, now_us, parse_duration, ticks_per_second, tree_ticks};
 use crate::ws::Msg;
+
+mod frames;
+pub(crate) mod setup;
+use frames::{In, parse_text, send_command};
+use setup::{create_users, plan, rest, str_field};
 
 #[derive(Args, Debug)]
 pub struct MessageArgs {
@@ -151,79 +153,6 @@ impl ConnState {
     fn error(&mut self, label: impl Into<String>) {
         *self.errors.entry(label.into()).or_default() += 1;
     }
-}
-
-// ---------------------------------------------------------------- frames
-
-/// The fields of server frames this scenario reads.
-#[derive(Debug, Default, Deserialize)]
-struct In<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(default)]
-    id: Option<u64>,
-    #[serde(borrow, default)]
-    channel: Option<Cow<'a, str>>,
-    #[serde(default)]
-    offset: Option<u64>,
-    #[serde(borrow, default)]
-    epoch: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    data: Option<InData<'a>>,
-    #[serde(borrow, default)]
-    result: Option<InResult<'a>>,
-    #[serde(borrow, default)]
-    error: Option<ErrorBody<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct InData<'a> {
-    #[serde(borrow, default)]
-    message: Option<InMessage<'a>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct InMessage<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    channel_id: Cow<'a, str>,
-    #[serde(borrow)]
-    text: Cow<'a, str>,
-}
-
-/// The result of `subscribe` (`offset`, `epoch`) or `send_message`
-/// (`message_id`, `offset`, `epoch`, `duplicate`).
-#[derive(Debug, Default, Deserialize)]
-struct InResult<'a> {
-    #[serde(borrow, default)]
-    message_id: Option<Cow<'a, str>>,
-    #[serde(default)]
-    offset: Option<u64>,
-    #[serde(borrow, default)]
-    epoch: Option<Cow<'a, str>>,
-    #[serde(default)]
-    duplicate: Option<bool>,
-}
-
-/// The sender index and send time (µs) in a text this scenario wrote:
-/// `rtt <run> <sender> <k> <t_us> <padding>`.
-fn parse_text(text: &str, run: &str) -> Option<(usize, u64)> {
-    let mut parts = text.split(' ');
-    if parts.next()? != "rtt" || parts.next()? != run {
-        return None;
-    }
-    let sender = parts.next()?.parse().ok()?;
-    let _k = parts.next()?;
-    let t = parts.next()?.parse().ok()?;
-    Some((sender, t))
-}
-
-/// A `send_message` command. Channel ids come from the server; they are
-/// JSON-quoted to be safe.
-fn send_command(id: u64, stream: &str, text: &str, key: &str) -> Vec<u8> {
-    let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-    format!(r#"{{"id":{id},"type":"send_message","channel":{},"text":{},"idempotency_key":{}}}"#, q(stream), q(text), q(key)).into_bytes()
 }
 
 // ---------------------------------------------------------------- the connection task
@@ -444,71 +373,6 @@ fn read_one(sh: &Shared, me: usize, state: &Mutex<ConnState>, r: std::io::Result
             false
         }
     }
-}
-
-// ---------------------------------------------------------------- setup over REST
-
-/// One REST call with a JSON body; returns the JSON answer or fails with the
-/// status and body.
-async fn rest(conn: &mut HttpConn, method: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let mut head = String::from("Content-Type: application/json\r\n");
-    if let Some(t) = token {
-        let _ = write!(head, "Authorization: Bearer {t}\r\n");
-    }
-    let body = serde_json::to_vec(body)?;
-    let r = conn.request(method, path, &head, &body).await?;
-    if !(200..300).contains(&r.status) {
-        bail!("{method} {path}: HTTP {} {}", r.status, String::from_utf8_lossy(&r.body));
-    }
-    serde_json::from_slice(&r.body).with_context(|| format!("{method} {path}: body is not JSON"))
-}
-
-fn str_field(v: &serde_json::Value, path: &[&str]) -> anyhow::Result<String> {
-    let mut cur = v;
-    for p in path {
-        cur = &cur[*p];
-    }
-    cur.as_str().map(str::to_owned).with_context(|| format!("no `{}` in {v}", path.join(".")))
-}
-
-/// Signs up and logs in every user, `concurrency` at a time: (user id, access token).
-async fn create_users(ctx: &Ctx, run: &str, n: usize, concurrency: usize) -> anyhow::Result<Vec<(String, String)>> {
-    let mut tasks = Vec::new();
-    let workers = concurrency.clamp(1, n.max(1));
-    for w in 0..workers {
-        let target = ctx.target.clone();
-        let run = run.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = HttpConn::new(target);
-            let mut out = Vec::new();
-            for i in (w..n).step_by(workers) {
-                let username = format!("rtt{run}-{i}");
-                let password = format!("bench-password-{run}-{i}");
-                rest(&mut conn, "POST", "/api/v1/auth/signup", None, &serde_json::json!({"username": username, "password": password})).await?;
-                let grant = rest(&mut conn, "POST", "/api/v1/auth/login", None, &serde_json::json!({"username": username, "password": password})).await?;
-                out.push((i, str_field(&grant, &["user", "id"])?, str_field(&grant, &["access_token"])?));
-            }
-            anyhow::Ok(out)
-        }));
-    }
-    let mut users: Vec<Option<(String, String)>> = (0..n).map(|_| None).collect();
-    for t in tasks {
-        for (i, id, token) in t.await.context("setup task")?? {
-            users[i] = Some((id, token));
-        }
-    }
-    users.into_iter().map(|u| u.context("a user was not set up")).collect()
-}
-
-/// The membership plan: user `u = q·C + r` is in channels `r` and `(r + 1 + q) mod C`.
-fn plan(users: usize, channels: usize) -> anyhow::Result<Vec<[usize; 2]>> {
-    if channels < 2 || users == 0 || !users.is_multiple_of(channels) || users / channels >= channels {
-        bail!("need users to be a multiple of channels, with users/channels < channels (e.g. 50 users, 10 channels)");
-    }
-    Ok((0..users).map(|u| {
-        let (q, r) = (u / channels, u % channels);
-        [r, (r + 1 + q) % channels]
-    }).collect())
 }
 
 // ---------------------------------------------------------------- the run
