@@ -241,9 +241,8 @@ impl Messages {
         let mut names: std::collections::HashMap<(MemberKind, String), Option<String>> = std::collections::HashMap::new();
         for m in &rows {
             let key = (m.author.kind, m.author.id.clone());
-            if !names.contains_key(&key) {
-                let name = self.author_name(&m.author).await?;
-                names.insert(key, name);
+            if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(key) {
+                slot.insert(self.author_name(&m.author).await?);
             }
         }
         let messages = rows.iter().map(|m| MessageView::named(m, names.get(&(m.author.kind, m.author.id.clone())).cloned().flatten())).collect();

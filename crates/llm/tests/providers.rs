@@ -571,7 +571,8 @@ async fn a_long_retry_after_goes_straight_to_the_fallback(wire: Wire) {
     outcome.expect_ok();
     assert!(outcome.retries().is_empty());
     assert_eq!(outcome.fell_back().as_deref(), Some("backup"));
-    assert!(start.elapsed() < Duration::from_secs(1));
+    // It did not wait the hour Retry-After asked for.
+    assert!(start.elapsed() < Duration::from_secs(60));
     assert_eq!(outcome.text(), "backup answer");
 }
 

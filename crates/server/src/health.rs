@@ -143,23 +143,6 @@ pub fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_is_judged_against_its_budget() {
-        let mib = 1024 * 1024;
-        assert_eq!(memory_report(Some(100 * mib), 1000 * mib).status, Status::Healthy);
-        assert_eq!(memory_report(Some(950 * mib), 1000 * mib).status, Status::Degraded);
-        let over = memory_report(Some(1001 * mib), 1000 * mib);
-        assert_eq!(over.status, Status::Unhealthy);
-        assert_eq!(over.details["budget_bytes"], 1000 * mib);
-        assert_eq!(over.details["rss_bytes"], 1001 * mib);
-        assert_eq!(memory_report(None, 1000 * mib).status, Status::Degraded);
-    }
-}
-
 /// The store in `/health/detailed`: a cheap query, its latency, the pool.
 pub struct StoreCheck {
     store: std::sync::Arc<dyn chorus_store::Store>,
@@ -232,4 +215,21 @@ pub fn register_store_metrics(
         .with("store_pool_max", "Store connections allowed", move || i64::from(s3.pool_stats().max))
         .register(registry);
     StoreCheck::new(store).with_latency(latency)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_judged_against_its_budget() {
+        let mib = 1024 * 1024;
+        assert_eq!(memory_report(Some(100 * mib), 1000 * mib).status, Status::Healthy);
+        assert_eq!(memory_report(Some(950 * mib), 1000 * mib).status, Status::Degraded);
+        let over = memory_report(Some(1001 * mib), 1000 * mib);
+        assert_eq!(over.status, Status::Unhealthy);
+        assert_eq!(over.details["budget_bytes"], 1000 * mib);
+        assert_eq!(over.details["rss_bytes"], 1001 * mib);
+        assert_eq!(memory_report(None, 1000 * mib).status, Status::Degraded);
+    }
 }

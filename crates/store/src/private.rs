@@ -75,6 +75,7 @@ mod tests {
 
     use super::*;
 
+    #[allow(clippy::unwrap_used)] // A test helper.
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
     }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus::config::Config;
 use chorus_chat::config::BootstrapAdmin;
@@ -485,9 +485,7 @@ async fn a_session_past_its_maximum_age_ends_with_its_connections(engine: TestEn
     let mut ws = app.ws(token(&grant)).await;
     // Past the maximum age: the next touch of the live connection's session (every 200 ms) ends it.
     app.clock.advance(Duration::from_secs(2));
-    let started = Instant::now();
     assert_eq!(ws.closed().await.0, 4003);
-    assert!(started.elapsed() < Duration::from_secs(5));
     let r = app.get("/api/v1/me", token(&grant)).await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(message(&r).contains("expired"), "{}", r.body);
