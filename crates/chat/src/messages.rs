@@ -28,7 +28,7 @@ use chorus_core::publication::{Draft, Publication};
 use chorus_protocol::{ChannelName, EventType, Payload};
 use chorus_store::{
     IDEMPOTENCY_WINDOW_MS, InsertOutcome, MemberKind, MemberRef, Message, MessagePage, MessageWrite, NewMessage, OutboxEvent,
-    OutboxRecord, StoreError,
+    OutboxClaim, OutboxRecord, StoreError,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -47,6 +47,9 @@ pub const HISTORY_DEFAULT_LIMIT: u32 = 50;
 pub const HISTORY_MAX_LIMIT: u32 = 200;
 /// Batches per relay pass and per cleanup kind, so one pass always ends.
 const MAX_BATCHES_PER_PASS: u32 = 1_000;
+/// How long a relay holds the rows it claimed: long enough to publish a
+/// batch; a node that dies mid-pass leaves them to others after it.
+const RELAY_LEASE: Duration = Duration::from_secs(60);
 /// Usernames of message authors remembered at once.
 const USERNAME_CACHE: usize = 10_000;
 
@@ -292,19 +295,32 @@ impl Messages {
 
     async fn relay_pass(&self) -> Result<u64, ChatError> {
         let grace = i64::try_from(self.deps.config.relay_grace.as_millis()).unwrap_or(i64::MAX);
+        let lease = i64::try_from(RELAY_LEASE.as_millis()).unwrap_or(i64::MAX);
         let batch = self.deps.config.relay_batch.max(1);
         let mut published = 0;
         for _ in 0..MAX_BATCHES_PER_PASS {
-            let settled = self.deps.now_ms().saturating_sub(grace);
-            let rows = self.deps.store.pending_outbox(batch).await?;
+            let now = self.deps.now_ms();
+            // Ready: past the grace of the request that wrote it, or written
+            // before this process started (left by an earlier run).
+            let created_until_ms = now.saturating_sub(grace).max(self.started_ms.saturating_sub(1));
+            let claim = OutboxClaim {
+                owner: self.deps.hub.node().to_string(),
+                now_ms: now,
+                created_until_ms,
+                lease_until_ms: now.saturating_add(lease),
+                limit: batch,
+            };
+            // Claimed rows are this relay's alone until the lease ends, so
+            // another node relaying from the same database skips them.
+            let rows = self.deps.store.claim_outbox(claim).await?;
             let full = rows.len() >= batch as usize;
-            // Rows come in id order, which is commit order: stop at the first young one.
-            let ready: Vec<&OutboxRecord> =
-                rows.iter().take_while(|r| r.created_at < self.started_ms || r.created_at <= settled).collect();
-            let complete = ready.len() == rows.len();
-            let mut done = Vec::with_capacity(ready.len());
-            let mut stalled = false;
-            for row in ready {
+            let mut done = Vec::with_capacity(rows.len());
+            let mut unpublished = Vec::new();
+            for row in &rows {
+                if !unpublished.is_empty() {
+                    unpublished.push(row.id);
+                    continue;
+                }
                 // As in a publish batch: subscribers' writers drain between events.
                 tokio::task::yield_now().await;
                 match self.publish_row(row).await {
@@ -318,15 +334,19 @@ impl Messages {
                     }
                     Err(RelayFailure::Retry(why)) => {
                         tracing::warn!(outbox_id = row.id, error = %why, "outbox relay paused: publish failed");
-                        stalled = true;
-                        break;
+                        unpublished.push(row.id);
                     }
                 }
             }
             if !done.is_empty() {
                 self.deps.store.delete_outbox(&done).await?;
             }
-            if stalled || !complete || !full {
+            if !unpublished.is_empty() {
+                // Free at once for whichever relay succeeds first.
+                self.deps.store.release_outbox(&unpublished).await?;
+                break;
+            }
+            if !full {
                 break;
             }
         }

@@ -123,6 +123,11 @@ pub struct Inner {
     pub listened: Mutex<HashSet<ChannelName>>,
     pub mode: RwLock<Mode>,
     pub needs_recovery: AtomicBool,
+    /// Set while a recovery runs: the mode turns `Up` midway through one
+    /// (so new work goes to Redis), but the node is in step only at its end.
+    pub recovering: AtomicBool,
+    /// Bumped on every change of mode or sync state, for those who wait on one.
+    pub changes: tokio::sync::watch::Sender<u64>,
     /// Set while the pub/sub connection is not delivering (commands may
     /// still work, so publishes keep going through Redis).
     pub pubsub_trouble: Mutex<Option<String>>,
@@ -197,6 +202,8 @@ impl Inner {
             listened: Mutex::new(HashSet::new()),
             mode: RwLock::new(Mode::Degraded { reason: "connecting to Redis".into(), since_ms: now }),
             needs_recovery: AtomicBool::new(true),
+            recovering: AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
             pubsub_trouble: Mutex::new(None),
             run_id: RwLock::new(String::new()),
             scripts: Scripts::new(),
@@ -216,36 +223,65 @@ impl Inner {
         matches!(*self.mode.read(), Mode::Up)
     }
 
+    /// Fully in step with Redis: up, no recovery running or pending, and
+    /// pub/sub delivering.
+    pub fn in_step(&self) -> bool {
+        self.is_up()
+            && !self.needs_recovery.load(Ordering::Acquire)
+            && !self.recovering.load(Ordering::Acquire)
+            && self.pubsub_trouble.lock().is_none()
+    }
+
+    /// Wakes whoever waits for a change of mode or sync state.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Asks the pump for a recovery at its next tick.
+    pub fn request_recovery(&self) {
+        self.needs_recovery.store(true, Ordering::Release);
+        self.changed();
+    }
+
     /// Redis failed us: go degraded (once) and have the pump recover.
     pub fn mark_down(&self, reason: &str) {
         self.needs_recovery.store(true, Ordering::Release);
-        let mut mode = self.mode.write();
-        if *mode == Mode::Up {
-            tracing::warn!(reason, "Redis unavailable: degraded mode (local delivery only)");
-            *mode = Mode::Degraded { reason: reason.to_owned(), since_ms: self.clock.now_ms() };
-            self.metrics.up.set(0);
-            self.metrics.degraded.inc();
+        {
+            let mut mode = self.mode.write();
+            if *mode == Mode::Up {
+                tracing::warn!(reason, "Redis unavailable: degraded mode (local delivery only)");
+                *mode = Mode::Degraded { reason: reason.to_owned(), since_ms: self.clock.now_ms() };
+                self.metrics.up.set(0);
+                self.metrics.degraded.inc();
+            }
         }
+        self.changed();
     }
 
     /// Pub/sub stopped delivering: resubscribe and resync, but keep
     /// publishing through Redis if commands still work.
     pub fn pubsub_down(&self, reason: &str) {
         self.needs_recovery.store(true, Ordering::Release);
-        let mut trouble = self.pubsub_trouble.lock();
-        if trouble.is_none() {
-            tracing::warn!(reason, "Redis pub/sub not delivering; resubscribing");
+        {
+            let mut trouble = self.pubsub_trouble.lock();
+            if trouble.is_none() {
+                tracing::warn!(reason, "Redis pub/sub not delivering; resubscribing");
+            }
+            *trouble = Some(reason.to_owned());
         }
-        *trouble = Some(reason.to_owned());
+        self.changed();
     }
 
     pub fn mark_up(&self) {
-        let mut mode = self.mode.write();
-        if *mode != Mode::Up {
-            tracing::info!("Redis reachable: normal mode (resyncing this node)");
-            *mode = Mode::Up;
-            self.metrics.up.set(1);
+        {
+            let mut mode = self.mode.write();
+            if *mode != Mode::Up {
+                tracing::info!("Redis reachable: normal mode (resyncing this node)");
+                *mode = Mode::Up;
+                self.metrics.up.set(1);
+            }
         }
+        self.changed();
     }
 
     pub fn sink(&self) -> Option<Arc<dyn NodeSink>> {
@@ -309,11 +345,10 @@ impl Inner {
         }
     }
 
-    pub async fn fetch_run_id(&self) -> Result<String, Error> {
+    /// The server's run id (new at every start of `redis-server`).
+    pub async fn read_run_id(&self) -> Result<String, Error> {
         let info: String = self.redis().info(Some(fred::types::InfoKind::Server)).await?;
-        let run = info.lines().find_map(|l| l.strip_prefix("run_id:")).unwrap_or_default().trim().to_owned();
-        *self.run_id.write() = run.clone();
-        Ok(run)
+        Ok(info.lines().find_map(|l| l.strip_prefix("run_id:")).unwrap_or_default().trim().to_owned())
     }
 }
 

@@ -117,16 +117,36 @@ impl RedisBroker {
         self.0.metrics.register(registry);
     }
 
-    /// For tests: waits until the engine is in normal mode, up to `limit`.
+    /// Waits until the engine reports degraded health (Redis unreachable or
+    /// pub/sub not delivering), up to `limit`.
+    pub async fn until_degraded(&self, limit: Duration) -> bool {
+        use chorus_core::broker::{Broker, Health};
+        self.until_state(limit, || matches!(self.health(), Health::Degraded { .. })).await
+    }
+
+    /// Waits until the engine is fully in step with Redis (normal mode and
+    /// its last recovery finished: subscriptions, registrations and presence
+    /// written back), up to `limit`.
     pub async fn until_up(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
-            if self.0.is_up() && !self.0.needs_recovery.load(std::sync::atomic::Ordering::Acquire) && self.0.pubsub_trouble.lock().is_none() {
-                return true;
+        self.until_state(limit, || self.0.in_step()).await
+    }
+
+    /// Waits for `holds` on every change of mode or sync state, up to `limit`.
+    async fn until_state(&self, limit: Duration, holds: impl Fn() -> bool) -> bool {
+        let mut changes = self.0.changes.subscribe();
+        let in_step = async {
+            loop {
+                // Marked seen before the check: a change after it wakes us.
+                changes.borrow_and_update();
+                if holds() {
+                    return true;
+                }
+                if changes.changed().await.is_err() {
+                    return false;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        };
+        tokio::time::timeout(limit, in_step).await.unwrap_or(false)
     }
 }
 

@@ -111,8 +111,9 @@ impl Inner {
     /// failed midway (the next tick tries again).
     pub async fn recover_now(&self) -> bool {
         tracing::debug!("recovering");
+        self.recovering.store(true, Ordering::Release);
         self.needs_recovery.store(false, Ordering::Release);
-        match self.try_recover().await {
+        let done = match self.try_recover().await {
             Ok(()) => {
                 self.metrics.recoveries.inc();
                 true
@@ -125,13 +126,17 @@ impl Inner {
                 self.pubsub_down(&reason);
                 false
             }
-        }
+        };
+        self.recovering.store(false, Ordering::Release);
+        self.changed();
+        done
     }
 
     async fn try_recover(&self) -> Result<(), Failure> {
         let r = |what: &str, e: Error| Failure::Commands(format!("{what}: {e}"));
         self.redis().ping::<String>(None).await.map_err(|e| r("ping", e))?;
-        self.fetch_run_id().await.map_err(|e| r("info", e))?;
+        let run = self.read_run_id().await.map_err(|e| r("info", e))?;
+        *self.run_id.write() = run;
         self.load_scripts().await.map_err(|e| r("script load", e))?;
         self.heartbeat().await.map_err(Failure::Commands)?;
         // Commands work: from here on everything new goes through Redis, and
@@ -378,7 +383,7 @@ impl Inner {
                     Err(RecvError::Lagged(n)) => {
                         self.metrics.pubsub_lost.inc_by(n);
                         tracing::warn!(lost = n, "pub/sub buffer overflowed; resyncing every channel");
-                        self.needs_recovery.store(true, Ordering::Release);
+                        self.request_recovery();
                     }
                     Err(RecvError::Closed) => return,
                 },
@@ -387,12 +392,12 @@ impl Inner {
                         // Subscriptions died with the old connection: resubscribe,
                         // then check every channel for events missed meanwhile.
                         tracing::warn!("pub/sub connection re-established; resyncing");
-                        self.needs_recovery.store(true, Ordering::Release);
+                        self.request_recovery();
                     }
                 }
                 r = command_reconnects.recv() => {
                     if !matches!(r, Err(RecvError::Closed)) {
-                        self.needs_recovery.store(true, Ordering::Release);
+                        self.request_recovery();
                     }
                 }
                 _ = tick.tick() => {
@@ -418,9 +423,10 @@ impl Inner {
             if !self.is_up() {
                 continue;
             }
-            let known = self.run_id.read().clone();
-            match self.fetch_run_id().await {
-                Ok(run) if run != known => {
+            // Compared with the run id known after the answer: a recovery
+            // that ran meanwhile has already taken in a restart.
+            match self.read_run_id().await {
+                Ok(run) if run != *self.run_id.read() => {
                     tracing::warn!("Redis restarted (new run id); resyncing");
                     self.mark_down("Redis restarted");
                     continue;

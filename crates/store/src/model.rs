@@ -298,6 +298,21 @@ pub struct OutboxRecord {
     pub created_at: i64,
 }
 
+/// What an outbox relay asks for: ready rows nobody holds, leased to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxClaim {
+    /// Who claims (a node id), recorded for operators.
+    pub owner: String,
+    /// Now, by the caller's clock: claims that ended before it are free.
+    pub now_ms: i64,
+    /// Only rows created at or before this (younger ones belong to the
+    /// request that wrote them).
+    pub created_until_ms: i64,
+    /// The lease: until then no other relay takes the rows.
+    pub lease_until_ms: i64,
+    pub limit: u32,
+}
+
 /// A message write and the outbox row committed with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageWrite {

@@ -175,6 +175,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Committed events not yet deleted, oldest first.
     async fn pending_outbox(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>>;
+    /// Claims ready rows nobody holds (oldest first), atomically: two relays
+    /// on one database never get the same row while its lease lasts.
+    async fn claim_outbox(&self, claim: OutboxClaim) -> StoreResult<Vec<OutboxRecord>>;
+    /// Ends the claim on rows not published, so any relay may take them now.
+    async fn release_outbox(&self, ids: &[i64]) -> StoreResult<u64>;
     /// Deletes delivered rows; returns how many existed.
     async fn delete_outbox(&self, ids: &[i64]) -> StoreResult<u64>;
 

@@ -224,11 +224,7 @@ async fn redis_killed_mid_stream_local_delivery_goes_on_and_nothing_is_lost_sile
     read_until_covered(&mut on_b, &mut frames_b, &last).await;
 
     redis.kill();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while !matches!(a.0.hub.broker_health(), chorus_core::broker::Health::Degraded { .. }) {
-        assert!(tokio::time::Instant::now() < deadline, "not degraded");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(a.1.until_degraded(Duration::from_secs(10)).await, "not degraded");
     // Local delivery goes on, on a local epoch: the client is told to
     // refetch once (the epoch changed), then gets the local events live.
     let local = publish_one(&a.0.hub, 6).await;

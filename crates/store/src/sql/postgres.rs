@@ -23,6 +23,12 @@ macro_rules! for_update {
         concat!($sql, " FOR UPDATE")
     };
 }
+// Rows another transaction holds are left to it (outbox claims).
+macro_rules! skip_locked {
+    ($sql:expr) => {
+        concat!($sql, " FOR UPDATE SKIP LOCKED")
+    };
+}
 // Serialises writers of the row without blocking inserts that reference it.
 macro_rules! for_no_key_update {
     ($sql:expr) => {

@@ -44,6 +44,11 @@ macro_rules! for_update {
         $sql
     };
 }
+macro_rules! skip_locked {
+    ($sql:expr) => {
+        $sql
+    };
+}
 macro_rules! for_no_key_update {
     ($sql:expr) => {
         $sql

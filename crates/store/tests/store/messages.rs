@@ -16,7 +16,68 @@ both_engines!(
     delete_message,
     history_pagination,
     outbox_pending_and_delete,
+    outbox_claims_are_exclusive_between_two_relays,
+    outbox_claims_end_with_their_lease_or_a_release,
 );
+
+fn claim(owner: &str, now_ms: i64, limit: u32) -> OutboxClaim {
+    OutboxClaim { owner: owner.into(), now_ms, created_until_ms: now_ms, lease_until_ms: now_ms + 60_000, limit }
+}
+
+/// Two relays (two store handles, as two nodes have) claim concurrently
+/// from one database: every row goes to exactly one of them.
+async fn outbox_claims_are_exclusive_between_two_relays(t: Ctx) {
+    let alice = t.user("alice").await;
+    let a = MemberRef::user(&alice.id);
+    let c = t.channel(&alice, "general").await;
+    let mut written = BTreeSet::new();
+    for i in 0..300 {
+        written.insert(t.send(&c, &a, &format!("m{i}")).await.outbox_id);
+    }
+    let other = t.reopen().await;
+    let relay = |store: Arc<dyn Store>, owner: &'static str| async move {
+        let mut got = Vec::new();
+        loop {
+            let rows = store.claim_outbox(claim(owner, T0, 7)).await.unwrap();
+            if rows.is_empty() {
+                return got;
+            }
+            assert!(rows.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+            got.extend(rows.into_iter().map(|r| r.id));
+            tokio::task::yield_now().await;
+        }
+    };
+    let (one, two) = tokio::join!(tokio::spawn(relay(t.store.clone(), "node-a")), tokio::spawn(relay(other, "node-b")));
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let a_ids: BTreeSet<i64> = one.iter().copied().collect();
+    let b_ids: BTreeSet<i64> = two.iter().copied().collect();
+    assert_eq!(a_ids.len() + b_ids.len(), 300, "no row claimed twice (a {}, b {})", a_ids.len(), b_ids.len());
+    assert!(a_ids.is_disjoint(&b_ids));
+    assert_eq!(a_ids.union(&b_ids).copied().collect::<BTreeSet<_>>(), written);
+    // Claimed rows stay in the outbox until deleted, invisible to claims.
+    assert_eq!(t.store.pending_outbox(1000).await.unwrap().len(), 300);
+    assert!(t.store.claim_outbox(claim("node-c", T0 + 59_999, 100)).await.unwrap().is_empty());
+}
+
+async fn outbox_claims_end_with_their_lease_or_a_release(t: Ctx) {
+    let alice = t.user("alice").await;
+    let a = MemberRef::user(&alice.id);
+    let c = t.channel(&alice, "general").await;
+    let first = t.send(&c, &a, "one").await.outbox_id;
+    let second = t.send(&c, &a, "two").await.outbox_id;
+    // Rows younger than the claim's bound are left to the request that wrote them.
+    assert!(t.store.claim_outbox(OutboxClaim { created_until_ms: T0 - 1, ..claim("a", T0, 10) }).await.unwrap().is_empty());
+    let ids = |rows: Vec<OutboxRecord>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(t.store.claim_outbox(claim("a", T0, 10)).await.unwrap()), vec![first, second]);
+    // A released row is free at once; a held one only when its lease ends
+    // (a node that died mid-pass).
+    assert_eq!(t.store.release_outbox(&[second]).await.unwrap(), 1);
+    assert_eq!(ids(t.store.claim_outbox(claim("b", T0 + 1, 10)).await.unwrap()), vec![second]);
+    assert!(t.store.claim_outbox(claim("c", T0 + 59_999, 10)).await.unwrap().is_empty());
+    assert_eq!(ids(t.store.claim_outbox(claim("c", T0 + 60_001, 10)).await.unwrap()), vec![first]);
+    assert_eq!(t.store.delete_outbox(&[first, second]).await.unwrap(), 2);
+    assert!(t.store.claim_outbox(claim("d", T0 + 1_000_000, 10)).await.unwrap().is_empty());
+}
 
 fn msg(channel: &Channel, author: &MemberRef, text: &str) -> NewMessage {
     NewMessage { channel_id: channel.id.clone(), author: author.clone(), text: text.into() }

@@ -276,6 +276,45 @@ pub(super) async fn pending_outbox(store: &This, limit: u32) -> StoreResult<Vec<
         .await?)
 }
 
+pub(super) async fn claim_outbox(store: &This, claim: OutboxClaim) -> StoreResult<Vec<OutboxRecord>> {
+    let limit = page_limit(claim.limit);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    // One statement: PostgreSQL skips rows another claimer has locked and
+    // re-checks the lease of rows committed meanwhile; SQLite's writer is
+    // exclusive.
+    let mut rows: Vec<OutboxRecord> = sqlx::query_as(concat!(
+        "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN (",
+        skip_locked!("SELECT id FROM outbox WHERE claimed_until < $3 AND created_at <= $4 ORDER BY id LIMIT $5"),
+        ") RETURNING id, channel, event_type, payload, created_at"
+    ))
+    .bind(&claim.owner)
+    .bind(claim.lease_until_ms)
+    .bind(claim.now_ms)
+    .bind(claim.created_until_ms)
+    .bind(limit)
+    .fetch_all(&store.writer)
+    .await?;
+    // RETURNING has no order of its own.
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
+}
+
+pub(super) async fn release_outbox(store: &This, ids: &[i64]) -> StoreResult<u64> {
+    let mut released = 0;
+    for chunk in ids.chunks(500) {
+        let mut query = sqlx::QueryBuilder::<Db>::new("UPDATE outbox SET claimed_by = NULL, claimed_until = 0 WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(")");
+        released += query.build().execute(&store.writer).await?.rows_affected();
+    }
+    Ok(released)
+}
+
 pub(super) async fn delete_outbox(store: &This, ids: &[i64]) -> StoreResult<u64> {
     let mut deleted = 0;
     for chunk in ids.chunks(500) {

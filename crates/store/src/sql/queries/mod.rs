@@ -210,6 +210,12 @@ impl Store for This {
     async fn pending_outbox(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
         messages::pending_outbox(self, limit).await
     }
+    async fn claim_outbox(&self, claim: OutboxClaim) -> StoreResult<Vec<OutboxRecord>> {
+        messages::claim_outbox(self, claim).await
+    }
+    async fn release_outbox(&self, ids: &[i64]) -> StoreResult<u64> {
+        messages::release_outbox(self, ids).await
+    }
     async fn delete_outbox(&self, ids: &[i64]) -> StoreResult<u64> {
         messages::delete_outbox(self, ids).await
     }
