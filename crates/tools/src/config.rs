@@ -328,19 +328,27 @@ mod tests {
         assert!(debug.contains("X-Team") && !debug.contains("chat\""), "{debug}");
     }
 
-    /// The commented `[agents]` block of chorus.example.toml, uncommented,
-    /// is a valid configuration whose limits are the defaults.
+    /// chorus.example.toml's `[agents]` section: its tool keys, and its
+    /// commented `[[agents.mcp_servers]]` examples uncommented, make a valid
+    /// configuration whose limits are the defaults.
     #[test]
     fn the_example_config_matches() {
         let example = include_str!("../../../chorus.example.toml");
-        let block = &example[example.find("# [agents]").expect("an [agents] block")..];
+        let section = &example[example.find("\n[agents]\n").expect("an [agents] section")..];
+        let section = &section[..section.find("\n[web]").unwrap_or(section.len())];
+        let tool_keys = ["tool_call_timeout", "tool_call_max", "tool_result_max_bytes", "mcp_connect_timeout", "mcp_ping_interval", "mcp_reconnect_min", "mcp_reconnect_max"];
         let mut toml = String::new();
-        for line in block.lines() {
+        for line in section.lines() {
+            if line.split_once(" = ").is_some_and(|(k, _)| tool_keys.contains(&k)) {
+                toml.push_str(line);
+                toml.push('\n');
+            }
+        }
+        let servers = &section[section.find("# [[agents.mcp_servers]]").expect("commented MCP server examples")..];
+        for line in servers.lines() {
             let Some(line) = line.strip_prefix("# ") else { continue };
             let is_key = line.split_once(" = ").is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-            if line == "[agents]" {
-                continue;
-            } else if line == "[[agents.mcp_servers]]" {
+            if line == "[[agents.mcp_servers]]" {
                 toml.push_str("[[mcp_servers]]\n");
             } else if is_key {
                 toml.push_str(line);

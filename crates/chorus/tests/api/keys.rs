@@ -76,7 +76,7 @@ async fn every_namespace_against_every_kind_of_key(engine: TestEngine) {
         "nope:x".to_owned(),
     ];
     // `thought` names the key that published, so history shows who got through.
-    let run = |agent_id: &str, by: &str| json!({ "run_id": "r1", "thread_id": "t1", "agent_id": agent_id, "thought": by });
+    let run = |agent_id: &str, by: &str| json!({ "run_id": "r1", "thread_id": "t1", "agent_id": agent_id, "seq": 1, "thought": by });
     // Expected status per channel above, for a run event of the key's agent.
     let expectations: [(&str, &str, [u16; 7]); 5] = [
         ("server", API_KEY, [200, 200, 200, 200, 200, 200, 400]),

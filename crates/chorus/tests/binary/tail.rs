@@ -92,7 +92,7 @@ async fn tail_prints_the_live_events_of_one_channel_and_of_a_users_channel() {
     let child = tail(&served, dir.path(), &config, &["--channel", &stream, "--json", "--count", "3"]).await;
     let run = |seq: u64| json!({"run_id": "r1", "thread_id": stream, "agent_id": "a1", "seq": seq});
     let items = json!({"items": [
-        {"channel": other["stream"], "event": "agent_started", "data": {"run_id": "r0", "thread_id": other["stream"], "agent_id": "a1"}},
+        {"channel": other["stream"], "event": "agent_started", "data": {"run_id": "r0", "thread_id": other["stream"], "agent_id": "a1", "seq": 1}},
         {"channel": stream, "event": "agent_started", "data": run(1)},
         {"channel": stream, "event": "agent_thinking", "data": run(2)},
     ]});
@@ -108,7 +108,7 @@ async fn tail_prints_the_live_events_of_one_channel_and_of_a_users_channel() {
 
     // `--user` by username follows `user:<id>`; the text form is one line per event.
     let child = tail(&served, dir.path(), &config, &["--user", "alice", "--count", "1", "--as", "root"]).await;
-    let data = json!({"run_id": "r2", "thread_id": format!("user:{alice}"), "agent_id": "a1"});
+    let data = json!({"run_id": "r2", "thread_id": format!("user:{alice}"), "agent_id": "a1", "seq": 1});
     post(&http, served.url("/api/v1/publish"), None, json!({"channel": format!("user:{alice}"), "event": "agent_started", "data": data})).await;
     let out = tokio::time::timeout(WAIT, child.wait_with_output()).await.unwrap().unwrap();
     assert!(out.status.success());
