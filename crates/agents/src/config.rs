@@ -1,5 +1,5 @@
 //! The `[agents]` section: models, tools (MCP servers), limits and budgets.
-//! Defaults are PRODUCT.md's; every key is in `chorus.example.toml`.
+//! Defaults are the ones `docs/decisions.md` records; every key is in `chorus.example.toml`.
 
 use std::time::Duration;
 
