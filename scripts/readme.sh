@@ -104,6 +104,7 @@ expect 'event: connected' "the token from chorus token opens a stream"
 expect '"username":"ann"' "sign-up answers the new user"
 expect '"text":"hello"' "the message is stored and answered"
 expect '"offset":' "the API key publishes into the room"
+expect 'event: agent_completed' "the agent answers in the channel"
 grep -q 'generated into' "$WORK/server.log" || { echo "README check failed: the server did not log generating its secret" >&2; exit 1; }
 for f in "$CHORUS_DATA_DIR"/*; do
   mode=$(stat -c %a "$f")
