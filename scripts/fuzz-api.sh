@@ -58,13 +58,25 @@ ACCESS=$(curl -fsS "$BASE/api/v1/auth/login" -H 'content-type: application/json'
 
 set +e
 FUZZ_MAX_TIME=${FUZZ_MAX_TIME:-100}
-timeout --signal=TERM --kill-after=5 $((FUZZ_MAX_TIME + 20)) "$VENV/bin/st" run "$BASE/api/v1/openapi.json" \
-  --header "Authorization: Bearer $ACCESS" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,positive_data_acceptance \
-  --exclude-path /ws --exclude-path /sse --exclude-path /api/v1/admin/firehose --exclude-path /api/v1/auth/logout \
-  --phases examples,coverage,fuzzing --max-examples 25 --max-time "$FUZZ_MAX_TIME" \
-  --request-timeout 10 --workers 1 --seed 11 --no-color --suppress-health-check all
+AGENTS_MAX_TIME=${AGENTS_MAX_TIME:-20}
+CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection
+fuzz() {
+  local max_time=$1; shift
+  timeout --signal=TERM --kill-after=5 $((max_time + 20)) "$VENV/bin/st" run "$BASE/api/v1/openapi.json" \
+    --header "Authorization: Bearer $ACCESS" \
+    --exclude-path /ws --exclude-path /sse --exclude-path /api/v1/admin/firehose --exclude-path /api/v1/auth/logout \
+    --phases examples,coverage,fuzzing --max-examples 25 --max-time "$max_time" \
+    --request-timeout 10 --workers 1 --seed 11 --no-color --suppress-health-check all "$@"
+}
+fuzz "$FUZZ_MAX_TIME" --checks "$CHECKS,positive_data_acceptance" --exclude-path-regex '^/api/v1/agents'
 rc=$?
+# An agent's `webhook_url` is allowed only with `kind = "external"`, and a
+# PATCH depends on the stored agent's kind: rules the OpenAPI document cannot
+# state. Schema-valid bodies that break them get 400 `invalid_field` (tested
+# in crates/chorus/tests), so here every check runs but that one.
+fuzz "$AGENTS_MAX_TIME" --checks "$CHECKS" --include-path-regex '^/api/v1/agents'
+agents_rc=$?
+[ "$rc" -ne 0 ] || rc=$agents_rc
 set -e
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
   echo "the server died during the fuzz run; its log:" >&2
