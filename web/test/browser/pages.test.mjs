@@ -55,6 +55,8 @@ describe('accounts', () => {
     // Edit it from the keyboard: the Edit button, the field, Enter.
     await page.getByRole('button', { name: /^Edit message/ }).focus();
     await page.keyboard.press('Enter');
+    // The edit field takes the focus once it is rendered.
+    await until(() => page.evaluate(() => Boolean(document.activeElement?.closest('form.edit'))), undefined, 'focus in the edit field');
     await page.keyboard.press('ControlOrMeta+a');
     await page.keyboard.type('edited by keyboard');
     await page.keyboard.press('Enter');
