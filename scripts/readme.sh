@@ -73,7 +73,8 @@ for f in "$WORK"/*.sh; do
     *.server.sh)
       # Every line but the last (which keeps running) first, then that one in the background.
       head -n -1 "$f" >"$WORK/server-setup.bash"
-      tail -n 1 "$f" >"$WORK/server-run.bash"
+      # exec: the PID kept below is the server itself, so the cleanup ends it.
+      { printf "exec "; tail -n 1 "$f"; } >"$WORK/server-run.bash"
       echo "=== README server block: setup" >&2
       bash -euo pipefail "$WORK/server-setup.bash"
       echo "=== README server block: $(cat "$WORK/server-run.bash")" >&2
