@@ -235,8 +235,8 @@ async fn authorization(engine: TestEngine) {
     assert_stream(&events);
     assert_eq!(events.last().unwrap()["type"], "RUN_FINISHED");
     // An agent that is not in the channel.
-    let outside = app.post("/api/v1/agents", &alice.token, json!({"name": "Outside", "persona": "p"})).await;
-    let outside = outside.body["id"].as_str().unwrap().to_owned();
+    let outside = app.post("/api/v1/agents", &alice.token, json!({"name": "Outside", "persona": "A patient helper who answers briefly."})).await;
+    let outside = outside.body["id"].as_str().unwrap_or_else(|| panic!("{:?}", outside.body)).to_owned();
     expect(409, "conflict", agui(&app, &outside, Some(("authorization", &alice_auth)), body(&room)).await);
     app.stop().await;
 }
