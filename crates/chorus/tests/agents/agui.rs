@@ -17,6 +17,37 @@ both_engines!(the_stream_carries_answers_tool_calls_and_frontend_tools_in_order,
 both_engines!(a_busy_thread_answers_run_error_busy, super::busy_thread);
 both_engines!(only_the_agents_owner_in_its_channels_may_run_it, super::authorization);
 
+/// A client that goes away mid-run does not stop it: the answer lands in the channel.
+#[tokio::test]
+async fn a_client_that_hangs_up_leaves_the_run_going() {
+    let app = App::start_with(TestEngine::Sqlite, paced_demo(100.0)).await;
+    let alice = app.user("alice").await;
+    let (room, agent) = setup(&app, &alice, json!({})).await;
+    let mut watch = Watch::new(&app, &alice, &room).await;
+    let mut res = app
+        .http
+        .post(app.url(&format!("/api/v1/agui/{agent}")))
+        .bearer_auth(&alice.token)
+        .json(&input(&room, "gone-1", json!([user_message("m1", "hello, tell me something")]), json!([])))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 200);
+    let first = res.chunk().await.expect("a chunk").expect("the first frame");
+    let started = frames(std::str::from_utf8(&first).expect("utf-8"));
+    assert_eq!(started[0]["type"], "RUN_STARTED");
+    let run_id = started[0]["metadata"]["chorus"]["run_id"].as_str().expect("Chorus's run id").to_owned();
+    drop(res);
+    loop {
+        let p = watch.next().await;
+        if p["data"]["run_id"] == run_id.as_str() && is_terminal(&p) {
+            assert_eq!(p["type"], "agent_completed", "{p}");
+            break;
+        }
+    }
+    app.stop().await;
+}
+
 /// The client's checks read the stream only: one engine is enough.
 #[tokio::test]
 async fn the_official_client_accepts_every_kind_of_run() {

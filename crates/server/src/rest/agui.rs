@@ -309,6 +309,10 @@ impl AguiStream {
                         s.pending.extend(events);
                         continue;
                     }
+                    // A run may wait its turn a while: a comment keeps proxies from cutting the stream.
+                    _ = tokio::time::sleep(s.hub.timing().sse_keepalive) => {
+                        return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), s));
+                    }
                 };
                 match next {
                     Some(watched) => match serde_json::from_slice::<Value>(watched.data.as_bytes()) {
