@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use chorus_llm_mock::{MockServer, Script, Turn as MockTurn, Wire};
 use chorus_testkit::db::TestEngine;
 use serde_json::{Value, json};
 
@@ -16,6 +17,56 @@ use crate::harness::*;
 both_engines!(the_stream_carries_answers_tool_calls_and_frontend_tools_in_order, super::stream_shape);
 both_engines!(a_busy_thread_answers_run_error_busy, super::busy_thread);
 both_engines!(only_the_agents_owner_in_its_channels_may_run_it, super::authorization);
+
+/// A frontend tool through a real provider's wire format (the mock
+/// OpenAI-compatible server): offered in the request next to the agent's
+/// tools, the model's call ends the run, the client's result goes back as
+/// the tool message of the next request.
+#[tokio::test]
+async fn frontend_tools_go_through_an_openai_compatible_provider() {
+    crate::providers::set_mock_key();
+    let mock = MockServer::start().await.expect("mock server");
+    let model = crate::providers::remote("primary", Wire::OpenAi, &mock);
+    let app = App::start_with(TestEngine::Sqlite, move |c| {
+        relaxed_limits(c);
+        c.agents.models = vec![model];
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let (room, agent) = setup(&app, &alice, json!({"model": "primary"})).await;
+    let auth = format!("Bearer {}", alice.token);
+    let auth = Some(("authorization", auth.as_str()));
+    mock.push(Script::turn(MockTurn::new().text("Sure.").tool_call("call_paint", "change_background", json!({"color": "teal"}))));
+    let ask = user_message("m1", "make it teal");
+    let (_, events, _) = agui(&app, &agent, auth, input(&room, "o-1", json!([ask.clone()]), json!([paint_tool()]))).await;
+    assert_stream(&events);
+    assert_eq!(text_of(&events), "Sure.");
+    assert_eq!(events.last().unwrap()["outcome"]["pendingToolCallIds"], json!(["call_paint"]), "{events:#?}");
+    assert!(!types(&events).contains(&"TOOL_CALL_RESULT"));
+    let offered: Vec<String> = mock.requests()[0].body["tools"]
+        .as_array()
+        .expect("tools offered")
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(offered.contains(&"change_background".to_owned()) && offered.contains(&"clock".to_owned()), "{offered:?}");
+
+    mock.push(Script::text("Done: it is teal."));
+    let follow_up = json!([ask,
+        {"id": "a1", "role": "assistant", "content": "Sure.", "toolCalls": [{"id": "call_paint", "type": "function",
+            "function": {"name": "change_background", "arguments": "{\"color\":\"teal\"}"}}]},
+        {"id": "t1", "role": "tool", "toolCallId": "call_paint", "content": "background set"}]);
+    let (_, events, _) = agui(&app, &agent, auth, input(&room, "o-2", follow_up, json!([paint_tool()]))).await;
+    assert_stream(&events);
+    assert_eq!(text_of(&events), "Done: it is teal.");
+    let requests = mock.requests();
+    let messages = requests.last().expect("a second request").body["messages"].as_array().expect("messages").clone();
+    let call = messages.iter().find(|m| m["role"] == "assistant" && m["tool_calls"].is_array()).expect("the call, replayed");
+    assert_eq!(call["tool_calls"][0]["id"], "call_paint");
+    let result = messages.iter().find(|m| m["role"] == "tool").expect("the client's result");
+    assert_eq!((result["tool_call_id"].as_str(), result["content"].as_str()), (Some("call_paint"), Some("background set")));
+    app.stop().await;
+}
 
 /// A client that goes away mid-run does not stop it: the answer lands in the channel.
 #[tokio::test]
