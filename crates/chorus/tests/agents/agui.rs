@@ -111,12 +111,12 @@ fn paint_tool() -> Value {
            "parameters": {"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]}})
 }
 
-fn input(room: &Room, run_id: &str, messages: Value, tools: Value) -> Value {
+pub(crate) fn input(room: &Room, run_id: &str, messages: Value, tools: Value) -> Value {
     json!({"threadId": room.stream, "runId": run_id, "state": {}, "forwardedProps": {}, "context": [],
            "messages": messages, "tools": tools})
 }
 
-fn user_message(id: &str, text: &str) -> Value {
+pub(crate) fn user_message(id: &str, text: &str) -> Value {
     json!({"id": id, "role": "user", "content": text})
 }
 
@@ -138,7 +138,7 @@ async fn agui(app: &App, agent_id: &str, auth: Option<(&str, &str)>, body: Value
     (200, events, Value::Null)
 }
 
-fn frames(text: &str) -> Vec<Value> {
+pub(crate) fn frames(text: &str) -> Vec<Value> {
     let mut events = Vec::new();
     for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
         let data = block.strip_prefix("data: ").unwrap_or_else(|| panic!("not a data frame: {block:?}"));
@@ -160,7 +160,7 @@ fn contains_null(v: &Value) -> bool {
 /// The stream rules: `RUN_STARTED` first, starts before content and ends,
 /// everything closed before exactly one `RUN_FINISHED`/`RUN_ERROR`, which
 /// is last; no `null` anywhere; a timestamp on every event.
-fn assert_stream(events: &[Value]) {
+pub(crate) fn assert_stream(events: &[Value]) {
     assert_eq!(events.first().map(|e| e["type"].clone()), Some(json!("RUN_STARTED")), "{events:#?}");
     let mut open: HashSet<String> = HashSet::new();
     for (i, e) in events.iter().enumerate() {
@@ -184,11 +184,11 @@ fn assert_stream(events: &[Value]) {
     assert!(open.is_empty(), "left open: {open:?}");
 }
 
-fn types(events: &[Value]) -> Vec<&str> {
+pub(crate) fn types(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["type"].as_str()).collect()
 }
 
-fn text_of(events: &[Value]) -> String {
+pub(crate) fn text_of(events: &[Value]) -> String {
     events.iter().filter(|e| e["type"] == "TEXT_MESSAGE_CONTENT").filter_map(|e| e["delta"].as_str()).collect()
 }
 
