@@ -54,12 +54,23 @@ struct Watcher {
 
 /// The watches of one run.
 #[derive(Default)]
-pub(crate) struct Watchers(Mutex<Vec<Watcher>>);
+pub(crate) struct Watchers(Mutex<WatcherList>);
+
+#[derive(Default)]
+struct WatcherList {
+    list: Vec<Watcher>,
+    /// The run is over here: no new watch (it would never end).
+    closed: bool,
+}
 
 impl Watchers {
-    /// A new watch, unless the run has [`MAX_WATCHERS`] already.
+    /// A new watch, unless the run is over or has [`MAX_WATCHERS`] already.
     pub(crate) fn add(&self) -> Option<RunFeed> {
-        let mut list = self.0.lock();
+        let mut guard = self.0.lock();
+        if guard.closed {
+            return None;
+        }
+        let list = &mut guard.list;
         list.retain(|w| !w.tx.is_closed());
         if list.len() >= MAX_WATCHERS {
             return None;
@@ -72,7 +83,8 @@ impl Watchers {
 
     /// Hands `event` to every watcher; drops those that are gone or full.
     pub(crate) fn send(&self, event: EventType, data: &Payload) {
-        let mut list = self.0.lock();
+        let mut guard = self.0.lock();
+        let list = &mut guard.list;
         if list.is_empty() {
             return;
         }
@@ -88,7 +100,9 @@ impl Watchers {
 
     /// The run is over here: every feed ends.
     pub(crate) fn close(&self) {
-        self.0.lock().clear();
+        let mut guard = self.0.lock();
+        guard.closed = true;
+        guard.list.clear();
     }
 }
 
@@ -136,5 +150,6 @@ mod tests {
         assert_eq!(fast.next().await.map(|e| e.event), Some(EventType::AgentTextDelta));
         watchers.close();
         assert!(fast.next().await.is_none(), "the feed ends when the run ends");
+        assert!(watchers.add().is_none(), "no watch after the ending");
     }
 }
