@@ -160,7 +160,7 @@ describe('channel', () => {
 
     // Typing shows on the other side, then goes.
     await pb.getByRole('textbox', { name: 'Message #edits' }).pressSequentially('hel');
-    await pa.locator('[data-typing]', { hasText: 'is typing…' }).waitFor();
+    await pa.locator('[data-typing]', { hasText: `${bob.username} is typing…` }).waitFor();
     await pb.getByRole('textbox', { name: 'Message #edits' }).fill('');
     await pb.getByRole('textbox', { name: 'Message #edits' }).press('Backspace');
     await pa.locator('[data-typing]:empty').waitFor({ state: 'attached' });
@@ -169,6 +169,15 @@ describe('channel', () => {
     await pa.getByRole('button', { name: /^Members/ }).click();
     const panel = pa.getByRole('complementary', { name: 'Members' });
     await panel.locator(`[data-member="${bob.user.id}"]`, { hasText: 'online' }).waitFor();
+    assert.equal(await panel.locator(`[data-member="${bob.user.id}"] .name`).textContent(), bob.username);
+    // A person is added by username; an unknown one is refused at the field.
+    const carol = await server.user('carol');
+    await panel.getByLabel('Add a person by username').fill('nobody-here');
+    await panel.getByRole('button', { name: 'Add' }).first().click();
+    await panel.getByRole('alert').filter({ hasText: 'No user is called nobody-here.' }).waitFor();
+    await panel.getByLabel('Add a person by username').fill(carol.username);
+    await panel.getByRole('button', { name: 'Add' }).first().click();
+    await panel.locator(`[data-member="${carol.user.id}"] .name`, { hasText: carol.username }).waitFor();
     assert.deepEqual(await axe(pa), []);
     await b.close();
     await panel.locator(`[data-member="${bob.user.id}"]`, { hasText: 'offline' }).waitFor();
