@@ -216,9 +216,28 @@ describe('agents', () => {
 
     await card.getByRole('button', { name: 'Edit' }).click();
     const edit = page.getByRole('form', { name: 'Edit Helper' });
+    // The server's verdict on "while busy" lands at that field (here a value the form does not offer).
+    const busy = edit.getByLabel('While busy, a new message');
+    assert.equal(await busy.inputValue(), 'enqueue');
+    await busy.evaluate((el) => {
+      el.options[2].value = 'sometimes';
+    });
+    await busy.selectOption('sometimes');
+    await edit.getByRole('button', { name: 'Save' }).click();
+    await until(async () => (await busy.getAttribute('aria-invalid')) === 'true', undefined, 'on_busy marked invalid');
+    const busyError = (await busy.getAttribute('aria-describedby')).split(' ').find((id) => id.endsWith('-error'));
+    assert.match(await page.locator(`#${busyError}`).textContent(), /must be `enqueue`, `reject` or `interrupt` \(got "sometimes"\)/);
+    assert.deepEqual(await axe(page), [], 'on_busy with an error');
+    await busy.evaluate((el) => {
+      el.options[2].value = 'interrupt';
+    });
+    await busy.selectOption('interrupt');
     await edit.getByLabel('Answers').selectOption('always');
     await edit.getByRole('button', { name: 'Save' }).click();
     await card.getByText('always').waitFor();
+    await card.locator('[data-on-busy="interrupt"]', { hasText: 'stops the current answer' }).waitFor();
+    const saved = await server.http('GET', 'agents', { token: alice.access_token });
+    assert.equal(saved.agents[0].on_busy, 'interrupt');
 
     await card.getByLabel('Add Helper to a channel').selectOption(channel.id);
     await card.getByRole('button', { name: 'Add' }).click();
