@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { TestServer, runEvents, until } from '../harness.mjs';
-import { axe, launch, openPage, openUi, ready, shownTexts, signedInContext, socketSwitch } from '../browser.mjs';
+import { axe, launch, openPage, openUi, ready, reconnect, shownTexts, signedInContext, socketSwitch } from '../browser.mjs';
 
 let server;
 let chrome;
@@ -68,7 +68,7 @@ describe('chat', () => {
     await send(pa, 'written offline');
     await pa.locator('[data-outbox="pending"]', { hasText: 'written offline' }).waitFor();
     sw.restore();
-    await pa.getByRole('button', { name: 'Retry now' }).click();
+    await reconnect(pa);
     await pa.locator('[role="log"] [data-message-id]', { hasText: 'written offline' }).waitFor();
     assert.equal(await pa.locator('[data-outbox]').count(), 0);
     assert.deepEqual(await shownTexts(pa), ['written offline']);

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { TestServer, until } from '../harness.mjs';
-import { axe, launch, openPage, openUi, ready, shownTexts, signedInContext, socketSwitch } from '../browser.mjs';
+import { axe, launch, openPage, openUi, ready, reconnect, shownTexts, signedInContext, socketSwitch } from '../browser.mjs';
 
 /**
  * `[agents]` with the demo model at `tokensPerSecond` (0: unpaced). No
@@ -179,8 +179,7 @@ describe('agent runs with the runtime', () => {
     assert.equal(await pa.locator(`[data-run-id="${runId}"]`).count(), 0, 'nothing of the run reached the cut page');
 
     sw.restore();
-    await pa.getByRole('button', { name: 'Retry now' }).click();
-    await pa.locator('[data-connection="connected"]').waitFor();
+    await reconnect(pa);
     await pa.locator('[data-banner="reconnecting"]').waitFor({ state: 'detached' });
     const done = pa.locator(`[data-run-id="${runId}"][data-run-status="completed"][data-message-id="${stored.id}"]`);
     await done.waitFor();
