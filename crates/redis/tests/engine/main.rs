@@ -89,7 +89,10 @@ async fn events_reach_every_listening_node_in_order_and_history_serves_recovery(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_is_trimmed_by_length_and_age() {
     let redis = RedisServer::start();
-    let a = node("a", &redis.url()).await;
+    // Event times and the age cut-off come from the node's clock, moved by the test.
+    let clock = chorus_clock::ManualClock::starting_now();
+    let a = node_with_clock("a", config(&redis.url()), Arc::new(clock.clone())).await;
+    assert!(a.engine.until_up(Duration::from_secs(5)).await);
     let short = Retention { max_events: 3, ttl: Duration::from_secs(3600) };
     let mut epoch = String::new();
     for i in 1..=5 {
@@ -100,9 +103,9 @@ async fn history_is_trimmed_by_length_and_age() {
     assert!(matches!(a.engine.history(&ch("room:t"), since(1, &epoch, 10), short).await, Err(BrokerError::Unrecoverable { .. })));
     assert_eq!(a.engine.history(&ch("room:t"), since(2, &epoch, 10), short).await.unwrap().publications.len(), 3);
 
-    let brief = Retention { max_events: 100, ttl: Duration::from_millis(300) };
+    let brief = Retention { max_events: 100, ttl: Duration::from_secs(60) };
     a.engine.publish(&ch("room:age"), draft(1), brief).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_secs(61));
     let p = a.engine.publish(&ch("room:age"), draft(2), brief).await.unwrap();
     let page = a.engine.history(&ch("room:age"), HistoryQuery::Latest { limit: 10 }, brief).await.unwrap();
     assert_eq!(page.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![2], "the old event aged out");
