@@ -69,10 +69,11 @@ impl RedisProcess {
 
 impl Drop for RedisProcess {
     fn drop(&mut self) {
-        let pid = i32::try_from(self.child.id()).unwrap_or(0);
-        // SAFETY: signals to our own child process (a stopped one must be resumed to die promptly).
-        unsafe {
-            libc::kill(pid, libc::SIGCONT);
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: a signal to our own child process (a stopped one must be resumed to die promptly).
+            unsafe {
+                libc::kill(pid, libc::SIGCONT);
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -92,7 +93,7 @@ struct Cluster {
 impl Cluster {
     /// `None` without PostgreSQL.
     async fn start(nodes: usize) -> Option<Cluster> {
-        if std::env::var(POSTGRES_ENV).map_or(true, |v| v.trim().is_empty()) {
+        if std::env::var(POSTGRES_ENV).unwrap_or_default().trim().is_empty() {
             eprintln!("{POSTGRES_ENV} is not set: nodes cannot share a SQLite store; skipping (scripts/test.sh sets it)");
             return None;
         }
@@ -219,7 +220,7 @@ async fn presence_event(ws: &mut WsClient, kind: &str, user: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_users_leave_presence_counts_and_the_connection_list() {
-    let Some(mut cluster) = Cluster::start(2).await else { return };
+    let Some(cluster) = Cluster::start(2).await else { return };
     let (_, watcher_token) = cluster.user("watcher", UserRole::User).await;
     let (ghost, ghost_token) = cluster.user("ghost", UserRole::User).await;
     let (_, admin) = cluster.user("boss", UserRole::Admin).await;
