@@ -7,6 +7,7 @@
 #   REPEAT=2 bash scripts/bench.sh agent-streams    each row twice
 #   SOAK_DURATION=15m SOAK_BASELINE=5m bash scripts/bench.sh soak
 #   bash scripts/bench.sh message-rtt-sqlite message-rtt-postgres
+#   bash scripts/bench.sh cluster-fanout            a row on 3 nodes over Redis
 #   bash scripts/bench.sh list                      the rows and their commands
 #
 # Builds the release binaries once, then for every run: starts
@@ -25,6 +26,11 @@
 # scripts/test-services.sh (CHORUS_SERVICES_DIR, default
 # /tmp/chorus-bench-services), give every run a fresh database through
 # CHORUS_STORE__URL, drop it after the run and stop the services at the end.
+# Rows starting with cluster- run on 3 nodes forming one deployment: the same
+# services (PostgreSQL and Redis), a fresh database and an emptied Redis per
+# run, one shared token secret, and `chorus serve` on ports PORT, PORT+1 and
+# PORT+2 with CHORUS_BROKER__KIND=redis; chorus-bench gets every node's URL
+# (node 1 first) and node 1's PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,11 +61,14 @@ row_args() {
     message-rtt-sqlite)   echo "message-rtt --users 50 --channels 10 --rate-per-user 4 --duration 10s --p99-ms 5" ;;
     message-rtt-postgres) echo "message-rtt --users 50 --channels 10 --rate-per-user 4 --duration 10s --p99-ms 10" ;;
     agent-runs)        echo "agent-runs --runs 1000 --clients-per-run 2 --p99-ms 10 --kib-per-run 64" ;;
+    cluster-fanout)    echo "fanout --subscribers 1000 --rate 20 --duration 10s --p99-ms 30" ;;
+    cluster-eviction)  echo "eviction --users 200 --limit 3 --p99-ms 100" ;;
+    cluster-ceiling)   echo "ceiling --channels 1000 --rates 2000,4000,8000,16000,32000,64000 --step 5s --p99-ms 50" ;;
     *) return 1 ;;
   esac
 }
 ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres agent-runs)
-ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres agent-runs soak"
+ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres agent-runs cluster-fanout cluster-eviction cluster-ceiling soak"
 
 if [ $# -eq 0 ]; then
   sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
@@ -121,22 +130,26 @@ wait_quiet() {
   done
 }
 
-# PostgreSQL for the -postgres rows: started on first use, stopped at exit.
+# PostgreSQL (and Redis) for the -postgres and cluster- rows: started on first
+# use, stopped at exit.
 SERVICES_DIR=${CHORUS_SERVICES_DIR:-/tmp/chorus-bench-services}
 PG_ADMIN_URL=""
+REDIS_URL=""
 PG_DB=""
 start_postgres() {
   [ -n "$PG_ADMIN_URL" ] && return 0
-  echo "starting PostgreSQL on loopback (scripts/test-services.sh, $SERVICES_DIR)" >&2
+  echo "starting PostgreSQL and Redis on loopback (scripts/test-services.sh, $SERVICES_DIR)" >&2
   local env
   env=$(CHORUS_SERVICES_DIR=$SERVICES_DIR bash "$ROOT/scripts/test-services.sh" start)
   PG_ADMIN_URL=$(printf '%s\n' "$env" | sed -n 's/^export CHORUS_TEST_POSTGRES_URL=//p')
+  REDIS_URL=$(printf '%s\n' "$env" | sed -n 's/^export CHORUS_TEST_REDIS_URL=//p')
   [ -n "$PG_ADMIN_URL" ] || { echo "test-services.sh printed no CHORUS_TEST_POSTGRES_URL" >&2; return 1; }
 }
 stop_postgres() {
   if [ -n "$PG_ADMIN_URL" ]; then
     CHORUS_SERVICES_DIR=$SERVICES_DIR bash "$ROOT/scripts/test-services.sh" stop >/dev/null 2>&1 || true
     PG_ADMIN_URL=""
+    REDIS_URL=""
   fi
 }
 # A fresh database for one run: sets PG_DB and PG_URL.
@@ -192,7 +205,67 @@ stop_server() {
   if [ -n "$DATA_DIR" ]; then rm -rf "$DATA_DIR"; DATA_DIR=""; fi
   drop_database
 }
-trap 'stop_server; stop_mock; stop_postgres' EXIT INT TERM
+
+# The cluster rows: 3 nodes on PORT..PORT+2 sharing the services, a fresh
+# database and one token secret (chorus-bench mints with the same one).
+NODES=3
+NODE_PIDS=()
+NODE_DIRS=()
+CLUSTER_SECRET=""
+stop_cluster() {
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${NODE_PIDS[@]}"; do
+    for _ in $(seq 1 200); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "node $pid did not stop within 20 s; SIGKILL" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  NODE_PIDS=()
+  local d
+  for d in "${NODE_DIRS[@]}"; do rm -rf "$d"; done
+  NODE_DIRS=()
+  drop_database
+}
+trap 'stop_server; stop_cluster; stop_mock; stop_postgres' EXIT INT TERM
+
+# start_cluster LOG_PREFIX: migrates the fresh database once, then starts the
+# nodes and waits for each one's /health.
+start_cluster() {
+  local prefix=$1 i port dir
+  [ -n "$REDIS_URL" ] || { echo "no Redis from test-services.sh" >&2; return 1; }
+  redis-cli -u "$REDIS_URL" flushall >/dev/null
+  CLUSTER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  CHORUS_STORE__URL=$PG_URL "$SERVER_BIN" migrate --config "$ROOT/bench/chorus-bench.toml" >"$prefix.migrate.log" 2>&1 \
+    || { echo "migration failed; see $prefix.migrate.log" >&2; return 1; }
+  for i in $(seq 1 "$NODES"); do
+    port=$((PORT + i - 1))
+    dir=$(mktemp -d /tmp/chorus-bench-data.XXXXXX)
+    NODE_DIRS+=("$dir")
+    CHORUS_NODE_ID=bench-n$i CHORUS_AUTH__HMAC_SECRET=$CLUSTER_SECRET CHORUS_STORE__URL=$PG_URL \
+      CHORUS_BROKER__KIND=redis CHORUS_BROKER__REDIS__URL=$REDIS_URL \
+      CHORUS_DATA_DIR=$dir CHORUS_SERVER__BIND=127.0.0.1:$port \
+      "$SERVER_BIN" serve --config "$ROOT/bench/chorus-bench.toml" >"$prefix.n$i.server.log" 2>&1 &
+    NODE_PIDS+=($!)
+  done
+  for i in $(seq 1 "$NODES"); do
+    port=$((PORT + i - 1))
+    local ok=0
+    for _ in $(seq 1 300); do
+      if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then ok=1; break; fi
+      kill -0 "${NODE_PIDS[$((i - 1))]}" 2>/dev/null || { echo "node $i exited; see $prefix.n$i.server.log" >&2; tail -20 "$prefix.n$i.server.log" >&2; return 1; }
+      sleep 0.1
+    done
+    [ "$ok" = 1 ] || { echo "node $i not ready within 30 s; see $prefix.n$i.server.log" >&2; return 1; }
+  done
+}
 
 # start_server LOG [STORE_URL]: with a store URL the server uses it instead of
 # the SQLite file in its data directory.
@@ -231,11 +304,29 @@ for row in "${rows[@]}"; do
       *-postgres)
         start_postgres
         row_extra="--db-pid $(cat "$SERVICES_DIR/postgres.pid")" ;;
+      cluster-*) start_postgres ;;
     esac
     wait_quiet
     case "$row" in
       *-postgres) create_database; store_url=$PG_URL ;;
+      cluster-*) create_database ;;
     esac
+    if [[ $row == cluster-* ]]; then
+      start_cluster "$RESULTS_DIR/logs/$row-$stamp"
+      urls=$(for i in $(seq 1 "$NODES"); do printf 'http://127.0.0.1:%s,' $((PORT + i - 1)); done)
+      # shellcheck disable=SC2046 # the row's arguments are split on purpose
+      set +e
+      CHORUS_BENCH_API_KEY=$API_KEY CHORUS_BENCH_SECRET=$CLUSTER_SECRET "$BENCH_BIN" \
+        --url "${urls%,}" --server-pid "${NODE_PIDS[0]}" \
+        --results "$RESULTS_DIR/results.jsonl" --row "$row" \
+        $(row_args "$row") ${BENCH_ARGS:-} 2>&1 | tee "$out"
+      rc=${PIPESTATUS[0]}
+      set -e
+      stop_cluster
+      if [ "$rc" -ne 0 ]; then failed=$((failed + 1)); fi
+      sleep 2
+      continue
+    fi
     case "$row" in
       agent-runs) start_mock "$RESULTS_DIR/logs/$row-$stamp.mock.log" ;;
     esac

@@ -14,7 +14,7 @@ use crate::Ctx;
 use crate::frame::{Frame, subscribe_command};
 use crate::sse::SseClient;
 use crate::stats::{Latency, OffsetTracker, SeqTracker};
-use crate::util::{connect_tcp, now_us};
+use crate::util::{Target, connect_tcp, now_us};
 use crate::ws::{ConnectError, Msg, WsClient};
 
 /// Accounting of one receiver (a user's connection, or one fan-out subscriber).
@@ -54,6 +54,8 @@ pub struct StreamState {
     pub errors: BTreeMap<String, u64>,
     /// Set while the connection is subscribed and reading.
     pub up: bool,
+    /// Which node (index into `Ctx::nodes`) the receiver connects to.
+    pub node: usize,
 }
 
 impl StreamState {
@@ -182,7 +184,7 @@ pub struct Plan {
 /// channels, then reads until the server closes or the task is aborted.
 pub async fn run_ws(ctx: Arc<Ctx>, state: Arc<Mutex<StreamState>>, plan: Plan, lat: Arc<Latency>, shard: usize, ready: Arc<Ready>) {
     let started = now_us();
-    let (channel, extras, since) = {
+    let (channel, extras, since, node) = {
         let mut s = state.lock();
         s.connects += 1;
         if plan.recover {
@@ -191,9 +193,9 @@ pub async fn run_ws(ctx: Arc<Ctx>, state: Arc<Mutex<StreamState>>, plan: Plan, l
         }
         s.live_since_us = started;
         let since = if plan.recover { s.pos.clone() } else { None };
-        (s.channel.clone(), s.extra_channels.clone(), since)
+        (s.channel.clone(), s.extra_channels.clone(), since, s.node)
     };
-    let mut ws = match open_ws(&ctx, &plan.token).await {
+    let mut ws = match open_ws_at(&ctx, ctx.node(node), &plan.token).await {
         Ok(ws) => ws,
         Err(e) => {
             state.lock().error(format!("connect:{}", e.label()));
@@ -291,9 +293,14 @@ async fn read_loop(ws: &mut WsClient, state: &Mutex<StreamState>, lat: &Latency,
 /// TCP connect, upgrade with the token in the query string, and wait for the
 /// `connected` push.
 pub async fn open_ws(ctx: &Ctx, token: &str) -> Result<WsClient, ConnectError> {
-    let stream = connect_tcp(&ctx.target, ctx.src.pick()).await?;
+    open_ws_at(ctx, &ctx.target, token).await
+}
+
+/// As `open_ws`, to a given node.
+pub async fn open_ws_at(ctx: &Ctx, target: &Target, token: &str) -> Result<WsClient, ConnectError> {
+    let stream = connect_tcp(target, ctx.src.pick()).await?;
     let path = format!("/ws?token={token}");
-    let mut ws = WsClient::handshake(stream, &ctx.target.host, &path, ctx.connect_timeout).await?;
+    let mut ws = WsClient::handshake(stream, &target.host, &path, ctx.connect_timeout).await?;
     let first = tokio::time::timeout(ctx.connect_timeout, async {
         match ws.next().await {
             Ok(Msg::Text(b)) => Ok(Frame::parse(b).is_some_and(|f| f.kind() == "connected")),

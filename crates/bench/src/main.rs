@@ -42,9 +42,11 @@ struct Cli {
 
 #[derive(Args, Clone, Debug)]
 pub struct Common {
-    /// The server (loopback only).
-    #[arg(long, global = true, env = "CHORUS_BENCH_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// The server (loopback only). Several (repeated or comma-separated) are
+    /// the nodes of one deployment: the first is node 1, where publishers
+    /// and probes go; scenarios spread their clients over all of them.
+    #[arg(long, global = true, env = "CHORUS_BENCH_URL", default_value = "http://127.0.0.1:8080", value_delimiter = ',')]
+    pub url: Vec<String>,
     /// HS256 secret the server verifies tokens with.
     #[arg(long, global = true, env = "CHORUS_BENCH_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -88,8 +90,17 @@ enum Cmd {
     /// New WebSocket connections per second with the JWT verified at upgrade,
     /// counted when `connected` arrives (bar ≥ 10,000/s).
     ConnectRate(scenario::idle::ConnectRateArgs),
-    /// One channel, S subscribers, R msg/s for D s through the publish API.
+    /// One channel, S subscribers, R msg/s for D s through the publish API
+    /// (with several `--url`s: subscribers spread over them, published on the first).
     Fanout(scenario::fanout::FanoutArgs),
+    /// The per-user limit across nodes: users hold the limit's connections on
+    /// nodes 1..n-1 and open one more on node n; time to the oldest's close
+    /// (bar p99 ≤ 100 ms), exactly the limit left per user. Needs 2+ `--url`s.
+    Eviction(scenario::eviction::EvictionArgs),
+    /// The throughput ceiling through the broker: one subscriber per channel
+    /// over every node, batch publishes on every node at rising rates, until
+    /// delivery falls behind or p99 passes the bound.
+    Ceiling(scenario::ceiling::CeilingArgs),
     /// Users on their own channels receiving agent-run events via the batch API.
     AgentStreams(scenario::streams::AgentArgs),
     /// Users on their own channels; all connections cut, reconnect with `since`.
@@ -119,7 +130,10 @@ enum Cmd {
 
 /// What every scenario needs.
 pub struct Ctx {
+    /// Node 1 (the first `--url`).
     pub target: Target,
+    /// Every node, node 1 first.
+    pub nodes: Vec<Target>,
     pub minter: Minter,
     pub api_key: Option<Arc<str>>,
     pub server_pid: Option<u32>,
@@ -130,17 +144,25 @@ pub struct Ctx {
 
 impl Ctx {
     fn new(common: &Common) -> anyhow::Result<Self> {
-        let target = Target::parse(&common.url)?;
+        let nodes = common.url.iter().map(|u| Target::parse(u)).collect::<anyhow::Result<Vec<_>>>()?;
+        let target = nodes.first().cloned().context("--url: at least one server")?;
         let minter = Minter::from_sources(common.secret.as_deref(), common.secret_file.as_deref(), common.data_dir.as_deref(), 3 * 3600)?;
         Ok(Self {
             src: SourceAddrs::new(&target, common.src_addrs, common.src_offset),
             target,
+            nodes,
             minter,
             api_key: common.api_key.as_deref().map(Arc::from),
             server_pid: common.server_pid,
             connect_timeout: common.connect_timeout,
             common: common.clone(),
         })
+    }
+
+    /// Node `i` (0-based, wrapping), so client `i` of a scenario goes to
+    /// `node(i)` and clients spread evenly.
+    pub fn node(&self, i: usize) -> &Target {
+        &self.nodes[i % self.nodes.len()]
     }
 
     pub fn api_key(&self) -> anyhow::Result<Arc<str>> {
@@ -189,6 +211,8 @@ async fn run(cli: Cli) -> i32 {
         Cmd::Idle(a) => scenario::idle::idle(&ctx, a).await,
         Cmd::ConnectRate(a) => scenario::idle::connect_rate(&ctx, a).await,
         Cmd::Fanout(a) => scenario::fanout::run(&ctx, a).await,
+        Cmd::Eviction(a) => scenario::eviction::run(&ctx, a).await,
+        Cmd::Ceiling(a) => scenario::ceiling::run(&ctx, a).await,
         Cmd::AgentStreams(a) => scenario::streams::agent_streams(&ctx, a).await,
         Cmd::RecoveryStorm(a) => scenario::streams::recovery_storm(&ctx, a).await,
         Cmd::Sse(a) => scenario::streams::sse(&ctx, a).await,

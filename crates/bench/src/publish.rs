@@ -260,10 +260,10 @@ pub async fn run_lane(
 }
 
 /// Splits feeds over `lanes` lanes (feed i goes to lane i % lanes) and runs
-/// them, `rate` events/s in total.
+/// them, `rate` events/s in total. Lane l publishes to `targets[l % n]`.
 #[allow(clippy::too_many_arguments)] // the lane plan, passed through as is
 pub async fn run_lanes(
-    target: &Target,
+    targets: &[Target],
     api_key: &Arc<str>,
     feeds: &Arc<Vec<Feed>>,
     lanes: usize,
@@ -280,7 +280,8 @@ pub async fn run_lanes(
         let mine: Vec<usize> = (l..feeds.len()).step_by(lanes).collect();
         let share = rate * mine.len() as f64 / feeds.len() as f64;
         let cfg = LaneConfig { rate: share, tick, api, kind, phase: tick.mul_f64(l as f64 / lanes as f64) };
-        handles.push(tokio::spawn(run_lane(target.clone(), api_key.clone(), feeds.clone(), mine, cfg, duration, stop.clone())));
+        let target = targets[l % targets.len()].clone();
+        handles.push(tokio::spawn(run_lane(target, api_key.clone(), feeds.clone(), mine, cfg, duration, stop.clone())));
     }
     let mut all = LaneStats::default();
     for h in handles {

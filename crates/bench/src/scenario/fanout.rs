@@ -1,6 +1,8 @@
 //! `fanout`: one channel, S subscribers, R msg/s for D s through
 //! `POST /api/v1/publish`; latency per delivery, deliveries/s, loss,
-//! duplicates and order per subscriber.
+//! duplicates and order per subscriber. With several `--url`s (the nodes of
+//! one deployment) subscriber `i` connects to node `i mod n` and the
+//! publisher stays on node 1 (`cluster-fanout`).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -63,7 +65,9 @@ pub async fn run(ctx: &Arc<Ctx>, a: &FanoutArgs) -> anyhow::Result<Report> {
         bail!("need at least one subscriber and a positive rate");
     }
     let channel = a.channel.as_str();
-    let states: Vec<Arc<Mutex<StreamState>>> = (0..a.subscribers).map(|i| Arc::new(Mutex::new(StreamState::new(format!("fan-{i}"), channel)))).collect();
+    let nodes = ctx.nodes.len();
+    let states: Vec<Arc<Mutex<StreamState>>> =
+        (0..a.subscribers).map(|i| Arc::new(Mutex::new(StreamState { node: i % nodes, ..StreamState::new(format!("fan-{i}"), channel) }))).collect();
     let tokens: Vec<Arc<str>> = (0..a.subscribers).map(|i| ctx.minter.mint(&format!("fan-{i}"), &[channel]).map(Arc::from)).collect::<anyhow::Result<_>>()?;
     let lat = Arc::new(Latency::new(16));
     let ready = Arc::new(Ready::default());
@@ -82,7 +86,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &FanoutArgs) -> anyhow::Result<Report> {
     let cpu = CpuMeter::start(ctx.server_pid);
     let started_us = now_us();
     let tick = Duration::from_secs_f64(1.0 / a.rate);
-    let pubs = run_lanes(&ctx.target, &api_key, &feeds, 1, a.rate, tick, Api::Single, EventKind::Publication(a.payload), a.duration, &stop).await;
+    let pubs = run_lanes(std::slice::from_ref(&ctx.target), &api_key, &feeds, 1, a.rate, tick, Api::Single, EventKind::Publication(a.payload), a.duration, &stop).await;
     let acked = feeds[0].sent();
     let failed = feeds[0].failed();
     let expected_each = acked - failed.len() as u64;
@@ -111,11 +115,13 @@ pub async fn run(ctx: &Arc<Ctx>, a: &FanoutArgs) -> anyhow::Result<Report> {
     let per_s = if window_s > 0.0 { totals.unique as f64 / window_s } else { 0.0 };
     let l = LatencySummary::of(&lat.merged());
 
+    let over = if nodes > 1 { format!(" over {nodes} nodes, published on node 1") } else { String::new() };
     let mut r = Report::new(
         "fanout",
-        ctx.row(format!("fan-out 1 channel, {} subscribers × {} msg/s × {} s", a.subscribers, a.rate, a.duration.as_secs_f64())),
+        ctx.row(format!("fan-out 1 channel, {} subscribers × {} msg/s × {} s{over}", a.subscribers, a.rate, a.duration.as_secs_f64())),
     );
     r.param("subscribers", a.subscribers)
+        .param("nodes", nodes)
         .param("rate_msg_s", a.rate)
         .param("duration_s", a.duration.as_secs_f64())
         .param("channel", channel)
@@ -133,7 +139,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &FanoutArgs) -> anyhow::Result<Report> {
         .metric("other_cpu_pct", cpu_use.other_pct().map(f64::round))
         .metric("closes", fmt_map(&closes))
         .metric("errors", &errors);
-    r.line(format!("subscribed {subscribed}/{} in {connect_s:.1} s", a.subscribers));
+    r.line(format!("subscribed {subscribed}/{} in {connect_s:.1} s{}", a.subscribers, if nodes > 1 { format!(" (spread evenly over {nodes} nodes)") } else { String::new() }));
     r.line(pubs.line());
     r.line(format!("deliveries: {}", totals.line()));
     r.line(format!("latency (publisher send → subscriber receipt): {}", l.line()));

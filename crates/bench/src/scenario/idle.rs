@@ -93,7 +93,7 @@ async fn spawn_workers(ctx: &Ctx, procs: usize, threads: usize, extra: impl Fn(u
     for i in 0..procs {
         let mut cmd = Command::new(&exe);
         cmd.arg("ws-hold")
-            .args(["--url", &c.url])
+            .args(["--url", &c.url.join(",")])
             .args(["--src-addrs", &c.src_addrs.to_string()])
             .args(["--src-offset", &(c.src_offset as usize + i * c.src_addrs as usize).min(240).to_string()])
             .args(["--threads", &threads.to_string()])

@@ -1,6 +1,8 @@
 //! The scenarios, one module per group.
 
+pub mod ceiling;
 pub mod churn;
+pub mod eviction;
 pub mod fanout;
 pub mod idle;
 pub mod logins;

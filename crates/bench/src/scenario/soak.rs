@@ -102,7 +102,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &SoakArgs) -> anyhow::Result<Report> {
     let publisher = {
         let (target, api_key, feeds, stop) = (ctx.target.clone(), api_key.clone(), feeds.clone(), stop.clone());
         let (lanes, rate, tick, duration) = (a.lanes, a.rate, a.tick, a.duration);
-        tokio::spawn(async move { run_lanes(&target, &api_key, &feeds, lanes, rate, tick, Api::Batch { max: 1000 }, EventKind::Agent, duration, &stop).await })
+        tokio::spawn(async move { run_lanes(std::slice::from_ref(&target), &api_key, &feeds, lanes, rate, tick, Api::Batch { max: 1000 }, EventKind::Agent, duration, &stop).await })
     };
 
     let run_start = Instant::now();

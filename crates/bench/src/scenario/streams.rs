@@ -173,7 +173,7 @@ async fn run_streams(ctx: &Arc<Ctx>, p: &Plan) -> anyhow::Result<Outcome> {
         let (target, api_key, feeds, stop, o) = (ctx.target.clone(), api_key.clone(), feeds.clone(), stop.clone(), p.publish.clone());
         let rate = p.rate;
         tokio::spawn(async move {
-            run_lanes(&target, &api_key, &feeds, o.lanes, rate, o.tick, Api::Batch { max: o.batch_max }, EventKind::Agent, total, &stop).await
+            run_lanes(std::slice::from_ref(&target), &api_key, &feeds, o.lanes, rate, o.tick, Api::Batch { max: o.batch_max }, EventKind::Agent, total, &stop).await
         })
     };
 
