@@ -30,7 +30,8 @@
 # services (PostgreSQL and Redis), a fresh database and an emptied Redis per
 # run, one shared token secret, and `chorus serve` on ports PORT, PORT+1 and
 # PORT+2 with CHORUS_BROKER__KIND=redis; chorus-bench gets every node's URL
-# (node 1 first) and node 1's PID.
+# (node 1 first), node 1's PID as the server's and the other nodes', Redis's
+# and PostgreSQL's as the rest of the deployment (their CPU is reported apart).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -63,7 +64,7 @@ row_args() {
     agent-runs)        echo "agent-runs --runs 1000 --clients-per-run 2 --p99-ms 10 --kib-per-run 64" ;;
     cluster-fanout)    echo "fanout --subscribers 1000 --rate 20 --duration 10s --p99-ms 30" ;;
     cluster-eviction)  echo "eviction --users 200 --limit 3 --p99-ms 100" ;;
-    cluster-ceiling)   echo "ceiling --channels 1000 --rates 2000,4000,8000,16000,32000,64000 --step 5s --p99-ms 50" ;;
+    cluster-ceiling)   echo "ceiling --channels 1000 --rates 2000,3000,4000,6000,8000,12000,16000,24000,32000 --step 5s --p99-ms 50" ;;
     *) return 1 ;;
   esac
 }
@@ -318,6 +319,7 @@ for row in "${rows[@]}"; do
       set +e
       CHORUS_BENCH_API_KEY=$API_KEY CHORUS_BENCH_SECRET=$CLUSTER_SECRET "$BENCH_BIN" \
         --url "${urls%,}" --server-pid "${NODE_PIDS[0]}" \
+        --deployment-pid "$(IFS=,; echo "${NODE_PIDS[*]:1}"),$(cat "$SERVICES_DIR/redis.pid"),$(cat "$SERVICES_DIR/postgres.pid")" \
         --results "$RESULTS_DIR/results.jsonl" --row "$row" \
         $(row_args "$row") ${BENCH_ARGS:-} 2>&1 | tee "$out"
       rc=${PIPESTATUS[0]}

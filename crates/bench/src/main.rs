@@ -29,7 +29,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::report::Report;
 use crate::token::Minter;
-use crate::util::{SourceAddrs, Target, parse_duration};
+use crate::util::{CpuMeter, SourceAddrs, Target, parse_duration};
 
 #[derive(Parser)]
 #[command(name = "chorus-bench", version, about = "Load generator for the Chorus bar: drives a running server on loopback")]
@@ -62,6 +62,11 @@ pub struct Common {
     /// PID of the server process, for RSS and CPU readings.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
+    /// PIDs of the rest of the deployment under test (the other nodes,
+    /// Redis, PostgreSQL): their CPU is reported apart from the rest of the
+    /// machine (repeated or comma-separated).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub deployment_pid: Vec<u32>,
     /// Append one JSON line per run to this file.
     #[arg(long, global = true)]
     pub results: Option<PathBuf>,
@@ -157,6 +162,11 @@ impl Ctx {
             connect_timeout: common.connect_timeout,
             common: common.clone(),
         })
+    }
+
+    /// A CPU meter over the server and the rest of the deployment.
+    pub fn cpu_meter(&self) -> CpuMeter {
+        CpuMeter::start(self.server_pid).with_deployment(&self.common.deployment_pid)
     }
 
     /// Node `i` (0-based, wrapping), so client `i` of a scenario goes to

@@ -155,6 +155,8 @@ pub struct CpuMeter {
     me: Option<u64>,
     server_pid: Option<u32>,
     server: Option<u64>,
+    /// The rest of the deployment: each PID with its ticks at the start.
+    deployment: Vec<(u32, Option<u64>)>,
     machine: Option<(u64, u64)>,
 }
 
@@ -162,6 +164,8 @@ pub struct CpuMeter {
 pub struct CpuUse {
     pub client_pct: Option<f64>,
     pub server_pct: Option<f64>,
+    /// The rest of the deployment (other nodes, Redis, PostgreSQL), when given.
+    pub deployment_pct: Option<f64>,
     /// Busy time of the whole machine (all processes, interrupts), % of one core.
     pub machine_pct: Option<f64>,
     pub seconds: f64,
@@ -171,17 +175,18 @@ impl CpuUse {
     /// Machine time used by neither client nor server (other work on the box,
     /// and kernel time not charged to either), % of one core.
     pub fn other_pct(&self) -> Option<f64> {
-        Some((self.machine_pct? - self.client_pct? - self.server_pct?).max(0.0))
+        Some((self.machine_pct? - self.client_pct? - self.server_pct? - self.deployment_pct.unwrap_or(0.0)).max(0.0))
     }
 
     pub fn line(&self) -> String {
         let f = |v: Option<f64>| v.map_or("?".to_owned(), |p| format!("{p:.0}%"));
         format!(
-            "CPU over {:.1} s (% of one core, {} cores): client {} · server {} · rest of the machine {}",
+            "CPU over {:.1} s (% of one core, {} cores): client {} · server {}{} · rest of the machine {}",
             self.seconds,
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             f(self.client_pct),
             f(self.server_pct),
+            self.deployment_pct.map_or_else(String::new, |p| format!(" · other nodes and services {p:.0}%")),
             f(self.other_pct())
         )
     }
@@ -205,8 +210,16 @@ impl CpuMeter {
             me: cpu_ticks(None),
             server_pid,
             server: server_pid.and_then(|p| cpu_ticks(Some(p))),
+            deployment: Vec::new(),
             machine: machine_jiffies(),
         }
+    }
+
+    /// Also measures these processes and their children (PostgreSQL's
+    /// backends), as the rest of the deployment.
+    pub fn with_deployment(mut self, pids: &[u32]) -> Self {
+        self.deployment = pids.iter().map(|p| (*p, tree_ticks(*p))).collect();
+        self
     }
 
     pub fn stop(&self) -> CpuUse {
@@ -225,9 +238,13 @@ impl CpuMeter {
             (Some((b0, _)), Some((b1, _))) => Some(b1.saturating_sub(b0) as f64 / hz / secs * 100.0),
             _ => None,
         };
+        let deployment = (!self.deployment.is_empty()).then(|| {
+            self.deployment.iter().filter_map(|(p, t0)| pct(*t0, tree_ticks(*p), 0)).sum::<f64>()
+        });
         CpuUse {
             client_pct: pct(self.me, cpu_ticks(None), extra),
             server_pct: pct(self.server, self.server_pid.and_then(|p| cpu_ticks(Some(p))), 0),
+            deployment_pct: deployment,
             machine_pct: machine,
             seconds: secs,
         }

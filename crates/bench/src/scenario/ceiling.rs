@@ -20,7 +20,7 @@ use crate::publish::{Api, EventKind, Feed, run_lanes};
 use crate::report::Report;
 use crate::scenario::fmt_map;
 use crate::stats::{Latency, LatencySummary, OffsetTracker, SeqTracker, StreamTotals, ms};
-use crate::util::{CpuMeter, now_us, parse_duration};
+use crate::util::{now_us, parse_duration};
 
 #[derive(Args, Debug)]
 pub struct CeilingArgs {
@@ -86,7 +86,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &CeilingArgs) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let mut steps: Vec<Step> = Vec::new();
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = ctx.cpu_meter();
     for &rate in &a.rates {
         // Each step counts from sequence 0 again; offsets keep their position.
         for s in &states {
@@ -172,6 +172,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &CeilingArgs) -> anyhow::Result<Report> {
         .metric("ceiling_latency", best.map(|s| s.latency))
         .metric("client_cpu_pct", cpu_use.client_pct.map(f64::round))
         .metric("server_cpu_pct", cpu_use.server_pct.map(f64::round))
+        .metric("deployment_cpu_pct", cpu_use.deployment_pct.map(f64::round))
         .metric("other_cpu_pct", cpu_use.other_pct().map(f64::round))
         .metric("closes", fmt_map(&closes))
         .metric("errors", &errors);

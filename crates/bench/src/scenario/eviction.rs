@@ -3,7 +3,10 @@
 //! the first is the oldest), then opens one more on the last node. Measured:
 //! the time from that connection's `connected` to the close frame of the
 //! user's oldest connection, which may sit on another node; afterwards
-//! exactly `limit` connections per user must remain.
+//! exactly `limit` connections per user must remain. The server may close
+//! the oldest before the new connection's `connected` is read (it evicts
+//! when it registers the connection): those count as 0 and are reported,
+//! with the time from the new connection's first byte as an upper bound.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use crate::conn::open_ws_at;
 use crate::report::Report;
 use crate::scenario::fmt_map;
 use crate::stats::{LatencySummary, new_histogram};
-use crate::util::{CpuMeter, now_us, parse_duration};
+use crate::util::{now_us, parse_duration};
 use crate::ws::{Msg, WsClient};
 
 #[derive(Args, Debug)]
@@ -73,6 +76,8 @@ fn watch(mut ws: WsClient, held: Arc<Mutex<Held>>) -> tokio::task::JoinHandle<()
 /// One user's connections, oldest first, and when the extra one got `connected`.
 struct User {
     conns: Vec<Arc<Mutex<Held>>>,
+    /// When the extra connection's TCP connect started (µs).
+    extra_started_us: u64,
     extra_connected_us: Option<u64>,
 }
 
@@ -124,7 +129,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &EvictionArgs) -> anyhow::Result<Report> {
     let held_ok = opened.iter().flatten().filter(|h| h.lock().error.is_none()).count();
 
     // The extra connection of every user on the last node, `concurrency` at a time.
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = ctx.cpu_meter();
     let last = nodes - 1;
     let mut all: Vec<User> = Vec::with_capacity(a.users);
     for (chunk_users, chunk_conns) in users.chunks(a.concurrency.max(1)).zip(opened.chunks(a.concurrency.max(1))) {
@@ -133,24 +138,25 @@ pub async fn run(ctx: &Arc<Ctx>, a: &EvictionArgs) -> anyhow::Result<Report> {
             let (ctx, token) = (ctx.clone(), token.clone());
             openers.push(tokio::spawn(async move {
                 let held = Arc::new(Mutex::new(Held::default()));
+                let started = now_us();
                 match open_ws_at(&ctx, &ctx.nodes[last], &token).await {
                     Ok(ws) => {
                         let at = now_us();
-                        (held.clone(), Some(at), Some(watch(ws, held)))
+                        (held.clone(), started, Some(at), Some(watch(ws, held)))
                     }
                     Err(e) => {
                         held.lock().error = Some(format!("connect:{}", e.label()));
-                        (held, None, None)
+                        (held, started, None, None)
                     }
                 }
             }));
         }
         for (o, conns) in openers.into_iter().zip(chunk_conns) {
-            let (held, at, task) = o.await?;
+            let (held, started, at, task) = o.await?;
             tasks.extend(task);
             let mut conns = conns.clone();
             conns.push(held);
-            all.push(User { conns, extra_connected_us: at });
+            all.push(User { conns, extra_started_us: started, extra_connected_us: at });
         }
     }
     // Wait for every oldest to be closed, bounded; then watch the survivors.
@@ -162,6 +168,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &EvictionArgs) -> anyhow::Result<Report> {
     let cpu_use = cpu.stop();
 
     let mut lat = new_histogram();
+    let mut from_start = new_histogram();
     let (mut before_connected, mut oldest_not_closed, mut wrong_closed, mut exact) = (0u64, 0u64, 0u64, 0u64);
     let mut oldest_codes = BTreeMap::<u16, u64>::new();
     let mut other_codes = BTreeMap::<u16, u64>::new();
@@ -169,6 +176,9 @@ pub async fn run(ctx: &Arc<Ctx>, a: &EvictionArgs) -> anyhow::Result<Report> {
         let states: Vec<Held> = u.conns.iter().map(|h| h.lock().clone()).collect();
         for e in states.iter().filter_map(|h| h.error.as_ref()) {
             *errors.lock().entry(e.clone()).or_default() += 1;
+        }
+        if let Some((at, _)) = states[0].closed {
+            from_start.saturating_record(at.saturating_sub(u.extra_started_us).max(1));
         }
         match (states[0].closed, u.extra_connected_us) {
             (Some((at, code)), Some(c)) => {
@@ -197,6 +207,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &EvictionArgs) -> anyhow::Result<Report> {
     }
     let errors = errors.lock().clone();
     let l = LatencySummary::of(&lat);
+    let ls = LatencySummary::of(&from_start);
 
     let mut r = Report::new(
         "eviction",
@@ -205,6 +216,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &EvictionArgs) -> anyhow::Result<Report> {
     r.param("users", a.users).param("limit", a.limit).param("nodes", nodes).param("concurrency", a.concurrency);
     r.metric("held_ok", held_ok)
         .metric("latency", l)
+        .metric("latency_from_connect_start", ls)
         .metric("closed_before_connected", before_connected)
         .metric("oldest_not_closed", oldest_not_closed)
         .metric("others_closed", wrong_closed)
@@ -214,9 +226,11 @@ pub async fn run(ctx: &Arc<Ctx>, a: &EvictionArgs) -> anyhow::Result<Report> {
         .metric("errors", &errors)
         .metric("client_cpu_pct", cpu_use.client_pct.map(f64::round))
         .metric("server_cpu_pct", cpu_use.server_pct.map(f64::round))
+        .metric("deployment_cpu_pct", cpu_use.deployment_pct.map(f64::round))
         .metric("other_cpu_pct", cpu_use.other_pct().map(f64::round));
     r.line(format!("held {held_ok}/{} connections on nodes 1..{} in {hold_s:.1} s", a.users * a.limit, nodes - 1));
-    r.line(format!("eviction latency (extra connection's `connected` → oldest's close frame): {}", l.line()));
+    r.line(format!("eviction latency (extra connection's `connected` → oldest's close frame, 0 when the close came first): {}", l.line()));
+    r.line(format!("upper bound (extra connection's TCP connect start → oldest's close frame): {}", ls.line()));
     r.line(format!(
         "oldest closed with {oldest_codes:?} ({before_connected} before the extra's `connected`); not closed {oldest_not_closed}; other connections closed {wrong_closed} {other_codes:?}"
     ));

@@ -17,7 +17,7 @@ use crate::publish::{Api, EventKind, Feed, run_lanes};
 use crate::report::Report;
 use crate::scenario::{drain_until_complete, fmt_map};
 use crate::stats::{Latency, LatencySummary, StreamTotals};
-use crate::util::{CpuMeter, now_us, parse_duration};
+use crate::util::{now_us, parse_duration};
 use crate::Ctx;
 
 #[derive(Args, Debug)]
@@ -83,7 +83,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &FanoutArgs) -> anyhow::Result<Report> {
 
     let feeds = Arc::new(vec![Feed::new(channel, "-")]);
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = ctx.cpu_meter();
     let started_us = now_us();
     let tick = Duration::from_secs_f64(1.0 / a.rate);
     let pubs = run_lanes(std::slice::from_ref(&ctx.target), &api_key, &feeds, 1, a.rate, tick, Api::Single, EventKind::Publication(a.payload), a.duration, &stop).await;
@@ -136,6 +136,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &FanoutArgs) -> anyhow::Result<Report> {
         .metric("deliveries_per_s", per_s.round())
         .metric("client_cpu_pct", cpu_use.client_pct.map(f64::round))
         .metric("server_cpu_pct", cpu_use.server_pct.map(f64::round))
+        .metric("deployment_cpu_pct", cpu_use.deployment_pct.map(f64::round))
         .metric("other_cpu_pct", cpu_use.other_pct().map(f64::round))
         .metric("closes", fmt_map(&closes))
         .metric("errors", &errors);
