@@ -185,6 +185,10 @@ impl chorus_core::broker::Broker for PanicsOnce {
         self.inner.control(target, control).await
     }
 
+    async fn live_nodes(&self) -> Result<Vec<chorus_core::NodeId>, BrokerError> {
+        self.inner.live_nodes().await
+    }
+
     async fn sweep(&self) {
         if self.sweeps.fetch_add(1, Ordering::SeqCst) == 0 {
             panic!("injected sweep failure");
