@@ -209,6 +209,12 @@ impl Runtime {
         // A run taken over may have had events published by its first owner.
         let origin = if dead_owner.is_some() { Origin::Resumed } else { origin };
         let Some(live) = shared.ledger.open(run, origin) else { return };
+        self.admit_live(live).await;
+    }
+
+    /// Admits a run opened in the ledger (see [`Runtime::admit`]).
+    pub(crate) async fn admit_live(&self, live: Arc<crate::ledger::LiveRun>) {
+        let shared = &self.0;
         let run = live.run().clone();
         if user_full {
             let message = format!("you already have {} agent runs waiting or running; wait for one to finish", shared.config.runs_per_user);
