@@ -194,32 +194,37 @@ impl Runtime {
             // Running elsewhere (or left so by a crash): not ours to start.
             return;
         }
-        let runs_per_user = u32::try_from(shared.config.runs_per_user).unwrap_or(u32::MAX);
-        let claim = RunClaimRequest { run_id: &run.id, node: self.node(), dead_owner, runs_per_user };
-        let (run, user_full) = match shared.store.claim_run(claim).await {
-            Ok(RunClaim::Claimed(run)) => (run, false),
-            // Ended here (the claim wrote nothing; the ending is a compare-and-set).
-            Ok(RunClaim::UserFull(run)) => (run, true),
-            Ok(RunClaim::Taken(_)) => return,
-            Err(e) => {
-                tracing::warn!(run_id = %run.id, error = %e, "run not claimed; the next rescan retries");
-                return;
-            }
-        };
         // A run taken over may have had events published by its first owner.
         let origin = if dead_owner.is_some() { Origin::Resumed } else { origin };
         let Some(live) = shared.ledger.open(run, origin) else { return };
-        self.admit_live(live).await;
+        self.admit_live(live, dead_owner).await;
     }
 
-    /// Admits a run opened in the ledger (see [`Runtime::admit`]).
-    pub(crate) async fn admit_live(&self, live: Arc<crate::ledger::LiveRun>) {
+    /// Admits a run opened in the ledger (see [`Runtime::admit`]): claims it
+    /// in the store first (unowned, or this node's, or, with `dead_owner`,
+    /// taken over from a node that stopped).
+    pub(crate) async fn admit_live(&self, live: Arc<crate::ledger::LiveRun>, dead_owner: Option<&str>) {
         let shared = &self.0;
         let run = live.run().clone();
-        if user_full {
-            let message = format!("you already have {} agent runs waiting or running; wait for one to finish", shared.config.runs_per_user);
-            self.end(&run.id, Ending::failed(RunErrorCode::QueueFull, message)).await;
-            return;
+        let runs_per_user = u32::try_from(shared.config.runs_per_user).unwrap_or(u32::MAX);
+        let claim = RunClaimRequest { run_id: &run.id, node: self.node(), dead_owner, runs_per_user };
+        match shared.store.claim_run(claim).await {
+            Ok(RunClaim::Claimed(_)) => {}
+            // Ended here (the claim wrote nothing; the ending is a compare-and-set).
+            Ok(RunClaim::UserFull(_)) => {
+                let message = format!("you already have {} agent runs waiting or running; wait for one to finish", shared.config.runs_per_user);
+                self.end(&run.id, Ending::failed(RunErrorCode::QueueFull, message)).await;
+                return;
+            }
+            Ok(RunClaim::Taken(_)) => {
+                shared.ledger.forget(&run.id);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %run.id, error = %e, "run not claimed; the next rescan retries");
+                shared.ledger.forget(&run.id);
+                return;
+            }
         }
         let span = tracing::info_span!("run", run_id = %run.id, agent_id = %run.agent_id, channel_id = %run.channel_id);
         async {
