@@ -150,7 +150,13 @@ fn answer_from_results(request: &ChatRequest, results: &[&ToolResult]) -> Plan {
                         .and_then(|a| a.get("expression"))
                         .and_then(Value::as_str)
                         .unwrap_or("the result");
-                    format!("{expression} = {content}.")
+                    // The number alone, and the expression as code: Markdown
+                    // would read `6*7*8` as emphasis.
+                    let result = serde_json::from_str::<Value>(content)
+                        .ok()
+                        .and_then(|v| v.get("result").map(Value::to_string))
+                        .unwrap_or_else(|| content.to_owned());
+                    format!("`{expression}` = {result}.")
                 }
                 other => format!("{other} says: {content}."),
             }
