@@ -82,7 +82,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Script; 12] {
+    pub fn all(&self) -> [&Script; 13] {
         [
             &self.publish,
             &self.history,
