@@ -64,6 +64,7 @@ export const CANCELLED_CODES = new Set(['cancelled', 'superseded']);
  * @property {string | null} messageId the stored answer's id, once known
  * @property {boolean} stored whether the stored answer (`message_created`) arrived
  * @property {number} lastSeq
+ * @property {number} textSeq the `seq` up to which `text` holds every delta (0: none known); a REST view sets it to its `seq`, and deltas at or below it are already in `text`
  * @property {string | null} startedAt
  * @property {string | null} endedAt
  */
@@ -113,6 +114,7 @@ export function newRun(data) {
     messageId: null,
     stored: false,
     lastSeq: 0,
+    textSeq: 0,
     startedAt: null,
     endedAt: null,
   };
@@ -157,6 +159,9 @@ export function applyRunEvent(run, event) {
       break;
     case 'agent_text_delta':
       run.status = 'running';
+      // Already in the text a REST view gave (it arrived on the stream after the view was read).
+      if (typeof d.seq === 'number' && d.seq <= run.textSeq) break;
+      if (typeof d.seq === 'number') run.textSeq = d.seq;
       if (typeof d.delta === 'string' && d.delta) {
         run.text += d.delta;
         appendText(run, 'text', d.delta);
@@ -349,7 +354,7 @@ export class RunTracker {
    * are no longer active ended meanwhile: their answers are in the
    * refetched messages, so they are dropped.
    * @param {Record<string, any>[]} views runs as `GET /api/v1/channels/{id}/runs?status=active` lists them
-   *   (`id`, `agent_id`, `thread_id`, `status`, `model`, `provider`, `message_id`, `text`, …; no `seq`)
+   *   (`id`, `agent_id`, `thread_id`, `status`, `model`, `provider`, `message_id`, `text` with its `seq`, …)
    */
   rebuild(views) {
     /** @type {Map<string, Run>} */
@@ -366,9 +371,20 @@ export class RunTracker {
       if (typeof view.parent_run_id === 'string') run.parentRunId = view.parent_run_id;
       if (typeof view.hop === 'number') run.hop = view.hop;
       if (typeof view.message_id === 'string') run.messageId = view.message_id;
-      // The server's text is the answer streamed so far: more than ours
-      // when deltas were lost. Deltas after it follow as events.
-      if (typeof view.text === 'string' && view.text.length >= run.text.length) setText(run, view.text);
+      // The server's text is the answer streamed so far, every delta up to
+      // its `seq`: more than ours when deltas were lost. Deltas after it
+      // follow as events; those at or below it are dropped as they come.
+      if (typeof view.text === 'string') {
+        if (typeof view.seq === 'number') {
+          if (view.seq >= run.textSeq) {
+            setText(run, view.text);
+            run.textSeq = view.seq;
+          }
+        } else if (view.text.length >= run.text.length) {
+          // A server that does not number its text (older, or the run is produced elsewhere).
+          setText(run, view.text);
+        }
+      }
       run.startedAt = view.started_at ?? run.startedAt;
       runs.set(run.id, run);
     }

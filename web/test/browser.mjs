@@ -7,6 +7,8 @@ import { createRequire } from 'node:module';
 
 import { chromium } from 'playwright-core';
 
+import { until } from './harness.mjs';
+
 const require = createRequire(import.meta.url);
 
 /** Chromium from the system packages (CHORUS_CHROMIUM overrides). */
@@ -137,6 +139,21 @@ export async function socketSwitch(page) {
       cut = false;
     },
   };
+}
+
+/**
+ * After `restore()`: presses "Retry now" while the page still waits for its
+ * next attempt, until it is connected. The page may get there by itself
+ * first (its backoff timer fired), and the button is gone while an attempt
+ * is under way, so a single click could wait for a button that never returns.
+ */
+export async function reconnect(page) {
+  const retry = page.getByRole('button', { name: 'Retry now' });
+  await until(async () => {
+    if (await page.locator('[data-connection="connected"]').count()) return true;
+    if (await retry.count()) await retry.click({ timeout: 1000 }).catch(() => {});
+    return false;
+  }, 30000, 'the page to reconnect');
 }
 
 /** The texts of the stored messages the page shows, in order. */

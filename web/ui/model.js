@@ -9,6 +9,8 @@ import { Model, shortId } from './lib.js';
 const PAGE = 50;
 /** Messages kept per channel; older ones are dropped (and fetched again when scrolled to). */
 const MAX_MESSAGES = 2000;
+/** Loop-guard notices kept per channel; the oldest go first. */
+const MAX_NOTICES = 20;
 
 export class AppModel extends Model {
   /** @param {string} baseUrl the page's base URL (from `<base href>`) */
@@ -232,6 +234,12 @@ export class ChannelModel extends Model {
     this.loadingOlder = false;
     /** @type {any[] | null} */
     this.members = null;
+    /**
+     * Agent chains the loop guard stopped (`agent_chain_limited`), shown
+     * after the message that would have started the next run.
+     * @type {{key: string, agentId: string, messageId: string | null, reason: string, hop: number | null}[]}
+     */
+    this.notices = [];
     this.readKey = `chorus.read.${app.user?.id}.${info.id}`;
     const raw = localStorage.getItem(this.readKey);
     const stored = raw === null ? NaN : Number(raw);
@@ -362,6 +370,16 @@ export class ChannelModel extends Model {
       case 'agent_updated':
         if (d.agent) this.app.names.set(d.agent.id, d.agent.name);
         break;
+      case 'agent_chain_limited':
+        this.notices.push({
+          key: `${event.epoch}:${event.offset}`,
+          agentId: String(d.agent_id ?? ''),
+          messageId: typeof d.message_id === 'string' ? d.message_id : null,
+          reason: String(d.reason ?? ''),
+          hop: typeof d.hop === 'number' ? d.hop : null,
+        });
+        if (this.notices.length > MAX_NOTICES) this.notices.shift();
+        break;
       default:
         return;
     }
@@ -386,6 +404,7 @@ export class ChannelModel extends Model {
   async loadMembers() {
     const body = await this.app.rest.get(`channels/${encodeURIComponent(this.id)}/members`);
     this.members = body.members ?? [];
+    for (const m of this.members) if (typeof m.name === 'string' && m.name) this.app.names.set(m.id, m.name);
     this.notify();
   }
 

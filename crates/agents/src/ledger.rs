@@ -93,11 +93,14 @@ struct Emission {
     ended: bool,
 }
 
-/// What a run streamed so far: the answer's message id and text.
+/// What a run streamed so far: the answer's message id and text, and the
+/// last `seq` handed out when the text was read (the text holds every
+/// `agent_text_delta` numbered up to it, and none after).
 #[derive(Debug, Clone)]
 pub struct Streamed {
     pub message_id: String,
     pub text: String,
+    pub seq: i64,
 }
 
 /// A run this node produces events for.
@@ -255,7 +258,7 @@ impl RunLedger {
             stop: CancellationToken::new(),
             stop_reason: Mutex::new(None),
             done: CancellationToken::new(),
-            streamed: Mutex::new(Streamed { message_id: uuid::Uuid::now_v7().to_string(), text: String::new() }),
+            streamed: Mutex::new(Streamed { message_id: uuid::Uuid::now_v7().to_string(), text: String::new(), seq: next_seq - 1 }),
             run,
         });
         live.insert(entry.run.id.clone(), entry.clone());
@@ -324,8 +327,13 @@ impl RunLedger {
         }
         let seq = gate.next_seq;
         gate.next_seq += 1;
-        if let RunEvent::TextDelta { delta, .. } = &event {
-            live.streamed.lock().text.push_str(delta);
+        {
+            // Text and number change together: a reader sees both or neither.
+            let mut streamed = live.streamed.lock();
+            if let RunEvent::TextDelta { delta, .. } = &event {
+                streamed.text.push_str(delta);
+            }
+            streamed.seq = seq;
         }
         if matches!(event, RunEvent::TextDelta { .. } | RunEvent::Thinking { .. })
             && !live.first_token.swap(true, Ordering::AcqRel)

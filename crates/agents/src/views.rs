@@ -61,6 +61,12 @@ pub struct RunView {
     /// While the run is going: the answer streamed so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// With `text`: the run's last event `seq` when `text` was read. `text`
+    /// holds every `agent_text_delta` numbered up to it, so a client that
+    /// rebuilds a live card from this view drops the deltas at or below it
+    /// (they may still arrive on the stream) and appends the later ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
@@ -96,6 +102,7 @@ impl RunView {
                 retryable: RunErrorCode::parse(code).is_some_and(RunErrorCode::retryable),
             }),
             message_id: run.answer_message_id.clone().or_else(|| streamed.as_ref().map(|s| s.message_id.clone())),
+            seq: streamed.as_ref().map(|s| s.seq),
             text: streamed.map(|s| s.text),
             created_at: format_ms(run.created_at),
             started_at: run.started_at.map(format_ms),

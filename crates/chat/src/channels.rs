@@ -199,7 +199,7 @@ impl Channels {
     /// The members, in the order they were added (members only).
     pub async fn members(&self, user_id: &str, channel_id: &str) -> Result<Vec<MemberView>, ChatError> {
         self.access(user_id, channel_id).await?;
-        Ok(self.deps.store.list_members(channel_id).await?.iter().map(MemberView::from).collect())
+        Ok(self.deps.store.list_member_profiles(channel_id).await?.iter().map(MemberView::from).collect())
     }
 
     /// Adds a user, or an agent the caller owns (owners; not in archived channels).

@@ -2,7 +2,7 @@
 //! payloads so a client sees one shape everywhere. Times are RFC 3339.
 
 use chorus_protocol::timestamp::format_ms;
-use chorus_store::{Agent, ApiKey, AuthSession, Channel, ChannelMember, Message, User};
+use chorus_store::{Agent, ApiKey, AuthSession, Channel, ChannelMember, MemberProfile, Message, User};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -144,11 +144,41 @@ pub struct MemberView {
     /// `owner` or `member`.
     pub role: String,
     pub added_at: String,
+    /// What to show for the member: a user's username, an agent's name (in
+    /// member listings; absent where a membership is returned on its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Agents: the model it answers with (its public profile; the persona,
+    /// tools and webhook stay with the owner).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Agents: the user the agent belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
 }
 
 impl From<&ChannelMember> for MemberView {
     fn from(m: &ChannelMember) -> Self {
-        Self { kind: m.member.kind.as_str().into(), id: m.member.id.clone(), role: m.role.as_str().into(), added_at: time(m.added_at) }
+        Self {
+            kind: m.member.kind.as_str().into(),
+            id: m.member.id.clone(),
+            role: m.role.as_str().into(),
+            added_at: time(m.added_at),
+            name: None,
+            model: None,
+            owner_id: None,
+        }
+    }
+}
+
+impl From<&MemberProfile> for MemberView {
+    fn from(p: &MemberProfile) -> Self {
+        Self {
+            name: Some(p.name.clone()),
+            model: p.agent_model.clone().filter(|m| !m.is_empty()),
+            owner_id: p.agent_owner_id.clone(),
+            ..MemberView::from(&p.member)
+        }
     }
 }
 

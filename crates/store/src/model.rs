@@ -247,6 +247,19 @@ pub struct ChannelMember {
     pub added_at: i64,
 }
 
+/// A member with what the channel's other members may see of it: a user's
+/// username; an agent's name, model and owner (never its persona, tools or
+/// webhook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberProfile {
+    pub member: ChannelMember,
+    pub name: String,
+    /// Agents only.
+    pub agent_model: Option<String>,
+    /// Agents only.
+    pub agent_owner_id: Option<String>,
+}
+
 // ---------------------------------------------------------------- messages
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -123,6 +123,8 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_member(&self, channel_id: &str, member: &MemberRef) -> StoreResult<bool>;
     /// Members in the order they were added (empty for an unknown channel).
     async fn list_members(&self, channel_id: &str) -> StoreResult<Vec<ChannelMember>>;
+    /// The members with their public profiles, in the order they were added (one query).
+    async fn list_member_profiles(&self, channel_id: &str) -> StoreResult<Vec<MemberProfile>>;
     async fn member_role(&self, channel_id: &str, member: &MemberRef) -> StoreResult<Option<MemberRole>>;
     /// Whether a user is a member: the subscription check for `room:` channels (one indexed lookup).
     async fn is_member(&self, channel_id: &str, user_id: &str) -> StoreResult<bool>;

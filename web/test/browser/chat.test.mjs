@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { TestServer, runEvents, until } from '../harness.mjs';
-import { axe, launch, openPage, openUi, ready, shownTexts, signedInContext, socketSwitch } from '../browser.mjs';
+import { axe, launch, openPage, openUi, ready, reconnect, shownTexts, signedInContext, socketSwitch } from '../browser.mjs';
 
 let server;
 let chrome;
@@ -57,38 +57,6 @@ describe('chat', () => {
     await b.close();
   });
 
-  it('a cut connection shows "reconnecting", then has every message and the whole run once', async () => {
-    const { channel, a, b, hash } = await pair();
-    const pa = await openPage(a);
-    const sw = await socketSwitch(pa);
-    await pa.goto(`${server.url}${hash}`);
-    await ready(pa, hash);
-    const pb = await openUi(b, server, hash);
-    await send(pb, 'before the cut');
-    await pa.locator('[data-message-id]', { hasText: 'before the cut' }).waitFor();
-
-    sw.cut();
-    await pa.locator('[data-banner="reconnecting"]').waitFor();
-    const sent = ['m1', 'm2', 'm3', 'm4', 'm5'];
-    for (const text of sent) await send(pb, text);
-    const events = runEvents(channel.stream, { runId: 'run-cut', agentId: 'agent-x', text: ['The ', 'whole ', 'answer.'] });
-    for (const event of events) await server.publish([event]);
-    await pb.locator('[data-run-id="run-cut"][data-run-status="completed"]').waitFor();
-
-    sw.restore();
-    await pa.getByRole('button', { name: 'Retry now' }).click();
-    await pa.locator('[data-connection="connected"]').waitFor();
-    await pa.locator('[data-run-id="run-cut"][data-run-status="completed"]').waitFor();
-    await until(async () => (await shownTexts(pa)).length === 6, undefined, 'every message');
-    assert.deepEqual(await shownTexts(pa), ['before the cut', ...sent]);
-    assert.equal(await pa.locator('[data-run-id="run-cut"]').count(), 1);
-    assert.equal((await pa.locator('[data-run-id="run-cut"] .md').allTextContents()).join('').trim(), 'The whole answer.');
-    assert.equal(await pa.locator('[data-banner="reconnecting"]').count(), 0);
-    assert.deepEqual(pa.problems, []);
-    await a.close();
-    await b.close();
-  });
-
   it('a message written offline shows as pending, then is delivered once', async () => {
     const { alice, channel, a, hash } = await pair();
     const pa = await openPage(a);
@@ -100,7 +68,7 @@ describe('chat', () => {
     await send(pa, 'written offline');
     await pa.locator('[data-outbox="pending"]', { hasText: 'written offline' }).waitFor();
     sw.restore();
-    await pa.getByRole('button', { name: 'Retry now' }).click();
+    await reconnect(pa);
     await pa.locator('[role="log"] [data-message-id]', { hasText: 'written offline' }).waitFor();
     assert.equal(await pa.locator('[data-outbox]').count(), 0);
     assert.deepEqual(await shownTexts(pa), ['written offline']);

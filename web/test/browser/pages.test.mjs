@@ -160,7 +160,7 @@ describe('channel', () => {
 
     // Typing shows on the other side, then goes.
     await pb.getByRole('textbox', { name: 'Message #edits' }).pressSequentially('hel');
-    await pa.locator('[data-typing]', { hasText: 'is typing…' }).waitFor();
+    await pa.locator('[data-typing]', { hasText: `${bob.username} is typing…` }).waitFor();
     await pb.getByRole('textbox', { name: 'Message #edits' }).fill('');
     await pb.getByRole('textbox', { name: 'Message #edits' }).press('Backspace');
     await pa.locator('[data-typing]:empty').waitFor({ state: 'attached' });
@@ -169,6 +169,15 @@ describe('channel', () => {
     await pa.getByRole('button', { name: /^Members/ }).click();
     const panel = pa.getByRole('complementary', { name: 'Members' });
     await panel.locator(`[data-member="${bob.user.id}"]`, { hasText: 'online' }).waitFor();
+    assert.equal(await panel.locator(`[data-member="${bob.user.id}"] .name`).textContent(), bob.username);
+    // A person is added by username; an unknown one is refused at the field.
+    const carol = await server.user('carol');
+    await panel.getByLabel('Add a person by username').fill('nobody-here');
+    await panel.getByRole('button', { name: 'Add' }).first().click();
+    await panel.getByRole('alert').filter({ hasText: 'No user is called nobody-here.' }).waitFor();
+    await panel.getByLabel('Add a person by username').fill(carol.username);
+    await panel.getByRole('button', { name: 'Add' }).first().click();
+    await panel.locator(`[data-member="${carol.user.id}"] .name`, { hasText: carol.username }).waitFor();
     assert.deepEqual(await axe(pa), []);
     await b.close();
     await panel.locator(`[data-member="${bob.user.id}"]`, { hasText: 'offline' }).waitFor();
@@ -207,9 +216,28 @@ describe('agents', () => {
 
     await card.getByRole('button', { name: 'Edit' }).click();
     const edit = page.getByRole('form', { name: 'Edit Helper' });
+    // The server's verdict on "while busy" lands at that field (here a value the form does not offer).
+    const busy = edit.getByLabel('While busy, a new message');
+    assert.equal(await busy.inputValue(), 'enqueue');
+    await busy.evaluate((el) => {
+      el.options[2].value = 'sometimes';
+    });
+    await busy.selectOption('sometimes');
+    await edit.getByRole('button', { name: 'Save' }).click();
+    await until(async () => (await busy.getAttribute('aria-invalid')) === 'true', undefined, 'on_busy marked invalid');
+    const busyError = (await busy.getAttribute('aria-describedby')).split(' ').find((id) => id.endsWith('-error'));
+    assert.match(await page.locator(`#${busyError}`).textContent(), /must be `enqueue`, `reject` or `interrupt` \(got "sometimes"\)/);
+    assert.deepEqual(await axe(page), [], 'on_busy with an error');
+    await busy.evaluate((el) => {
+      el.options[2].value = 'interrupt';
+    });
+    await busy.selectOption('interrupt');
     await edit.getByLabel('Answers').selectOption('always');
     await edit.getByRole('button', { name: 'Save' }).click();
     await card.getByText('always').waitFor();
+    await card.locator('[data-on-busy="interrupt"]', { hasText: 'stops the current answer' }).waitFor();
+    const saved = await server.http('GET', 'agents', { token: alice.access_token });
+    assert.equal(saved.agents[0].on_busy, 'interrupt');
 
     await card.getByLabel('Add Helper to a channel').selectOption(channel.id);
     await card.getByRole('button', { name: 'Add' }).click();

@@ -1,19 +1,26 @@
 // Real agent runs in the browser: the agent runtime's offline demo model
-// answers a mention with its thinking, a tool call and a streamed answer,
-// and Stop cancels a run that streams slowly. Needs a server with the agent
-// runtime (the `[agents]` section; issue 12).
+// answers a mention with its thinking, a tool call and a streamed answer;
+// Stop cancels a run that streams slowly; a page whose connection is cut
+// while messages and a run go by catches up on all of it, the run once; the
+// loop guard's stop of an agent chain is shown. Needs a server with the
+// agent runtime (the `[agents]` section; issue 12).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { TestServer, until } from '../harness.mjs';
-import { axe, launch, openUi, shownTexts, signedInContext } from '../browser.mjs';
+import { axe, launch, openPage, openUi, ready, reconnect, shownTexts, signedInContext, socketSwitch } from '../browser.mjs';
 
-/** `[agents]` with the demo model at `tokensPerSecond` (0: unpaced). */
+/**
+ * `[agents]` with the demo model at `tokensPerSecond` (0: unpaced). No
+ * agent-to-agent hop: an agent's answer that mentions another agent is
+ * stopped by the loop guard at once.
+ */
 function agentsSection(tokensPerSecond) {
   return `[agents]
 enabled = true
 channel_runs_per_minute = 0
+max_hops = 0
 [[agents.models]]
 name = "demo"
 provider = "demo"
@@ -34,15 +41,21 @@ after(async () => {
   await Promise.all([fast?.dispose(), slow?.dispose()]);
 });
 
+/** An agent of `owner`'s (answers mentions) made a member of `channel`. */
+async function agentIn(server, owner, channel, name, tools = ['calculator', 'clock']) {
+  const agent = await server.http('POST', 'agents', {
+    token: owner.access_token,
+    body: { name, persona: 'A helper that answers briefly.', model: 'demo', tools, response_policy: 'mention' },
+  });
+  await server.http('POST', `channels/${channel.id}/members`, { token: owner.access_token, body: { kind: 'agent', id: agent.id } });
+  return agent;
+}
+
 /** A user, a channel, an agent of theirs in it (answers mentions), and a signed-in page there. */
 async function roomWithAgent(server, name) {
   const alice = await server.user('alice');
   const channel = await server.channel(alice, 'agents');
-  const agent = await server.http('POST', 'agents', {
-    token: alice.access_token,
-    body: { name, persona: 'A helper that answers briefly.', model: 'demo', tools: ['calculator', 'clock'], response_policy: 'mention' },
-  });
-  await server.http('POST', `channels/${channel.id}/members`, { token: alice.access_token, body: { kind: 'agent', id: agent.id } });
+  const agent = await agentIn(server, alice, channel, name);
   const context = await signedInContext(chrome.browser, server, alice);
   const page = await openUi(context, server, `#/c/${channel.id}`);
   return { alice, channel, agent, context, page };
@@ -124,6 +137,91 @@ describe('agent runs with the runtime', () => {
     const words = (t) => t.replace(/\s+/g, ' ').trim();
     assert.equal(words((await stopped.locator('.md').allTextContents()).join(' ')), words(stored.text));
     assert.ok(!stored.text.includes('Configure a real model'), 'the answer was cut short');
+    assert.deepEqual(page.problems, []);
+    await context.close();
+  });
+
+  it('a cut connection shows "reconnecting" while messages and a run go by, then has every message and the whole run once', async () => {
+    // Bob talks to alice's agent in a channel they share; alice's page is cut meanwhile.
+    const alice = await fast.user('alice');
+    const bob = await fast.user('bob');
+    const channel = await fast.channel(alice, 'cut');
+    await fast.addMember(alice, channel.id, bob);
+    await agentIn(fast, alice, channel, 'Narrator', []);
+    const hash = `#/c/${channel.id}`;
+    const a = await signedInContext(chrome.browser, fast, alice);
+    const b = await signedInContext(chrome.browser, fast, bob);
+    const pa = await openPage(a);
+    const sw = await socketSwitch(pa);
+    await pa.goto(`${fast.url}${hash}`);
+    await ready(pa, hash);
+    const pb = await openUi(b, fast, hash);
+    await send(pb, 'before the cut');
+    await pa.locator('[data-message-id]', { hasText: 'before the cut' }).waitFor();
+
+    sw.cut();
+    await pa.locator('[data-banner="reconnecting"]').waitFor();
+    const sent = ['@Narrator tell me about cables that get cut', 'm2', 'm3', 'm4', 'm5'];
+    for (const text of sent) await send(pb, text);
+    // The run streams on bob's page (which names alice's agent) while alice's is cut.
+    const card = pb.locator('[role="log"] article.run').first();
+    await card.waitFor();
+    const runId = await card.getAttribute('data-run-id');
+    assert.match(await card.locator('.author').textContent(), /Narrator/);
+    const run = await until(async () => {
+      const r = await fast.http('GET', `runs/${runId}`, { token: bob.access_token });
+      return r.status === 'completed' && r;
+    }, undefined, 'the run to complete');
+    const stored = (await fast.messages(bob, channel.id)).find((m) => m.run_id === runId);
+    assert.ok(stored, 'the answer is stored');
+    await pb.locator(`[data-run-id="${runId}"][data-message-id="${stored.id}"]`).waitFor();
+    assert.equal(await pa.locator('[data-banner="reconnecting"]').count(), 1, 'still cut');
+    assert.equal(await pa.locator(`[data-run-id="${runId}"]`).count(), 0, 'nothing of the run reached the cut page');
+
+    sw.restore();
+    await reconnect(pa);
+    await pa.locator('[data-banner="reconnecting"]').waitFor({ state: 'detached' });
+    const done = pa.locator(`[data-run-id="${runId}"][data-run-status="completed"][data-message-id="${stored.id}"]`);
+    await done.waitFor();
+    await until(async () => (await shownTexts(pa)).length === sent.length + 2, undefined, 'every message');
+    // The same conversation as on the page that was never cut: every message once, the run once.
+    assert.deepEqual(await shownTexts(pa), await shownTexts(pb));
+    assert.deepEqual((await shownTexts(pa)).slice(0, sent.length + 1), ['before the cut', ...sent]);
+    assert.equal(await pa.locator(`[data-run-id="${runId}"]`).count(), 1);
+    assert.equal(await pa.locator('[role="log"] article.run').count(), 1);
+    const words = (t) => t.replace(/\s+/g, ' ').trim();
+    assert.equal(words((await done.locator('.md').allTextContents()).join(' ')), words((await pb.locator(`[data-run-id="${runId}"] .md`).allTextContents()).join(' ')));
+    assert.deepEqual(await timeline(done), await timeline(pb.locator(`[data-run-id="${runId}"]`)));
+    assert.equal(await done.getAttribute('aria-busy'), 'false');
+    assert.equal(run.message_id, stored.id);
+    assert.equal(await pa.locator('[data-banner="reconnecting"]').count(), 0);
+    assert.deepEqual([...pa.problems, ...pb.problems], []);
+    await a.close();
+    await b.close();
+  });
+
+  it('an agent chain the loop guard stops is announced in the conversation', async () => {
+    const alice = await fast.user('alice');
+    const channel = await fast.channel(alice, 'chain');
+    await agentIn(fast, alice, channel, 'Ann', []);
+    await agentIn(fast, alice, channel, 'Bob', []);
+    const context = await signedInContext(chrome.browser, fast, alice);
+    const page = await openUi(context, fast, `#/c/${channel.id}`);
+    // The demo model quotes what it answers, so each answer mentions the other agent: hop 1, past the limit.
+    await send(page, '@Ann @Bob ping');
+    const notice = page.locator('[role="log"] [data-notice="agent_chain_limited"]');
+    await notice.first().waitFor();
+    assert.equal(await notice.first().getAttribute('data-reason'), 'hops');
+    assert.match(await notice.first().textContent(), /(Ann|Bob) did not answer: agents answering one another reached the longest chain/);
+    // Both runs end; nothing more starts.
+    await until(async () => (await fast.http('GET', `channels/${channel.id}/runs?status=active`, { token: alice.access_token })).runs.length === 0, undefined, 'the runs to end');
+    await until(async () => (await page.locator('[role="log"] article.run[data-message-id]').count()) === 2, undefined, 'both answers stored');
+    const all = await fast.http('GET', `channels/${channel.id}/runs?status=all`, { token: alice.access_token });
+    assert.equal(all.runs.length, 2);
+    // A notice stands after the answer that would have started the next run.
+    const after = await notice.first().evaluate((el) => el.previousElementSibling?.getAttribute('data-run-id') ?? null);
+    assert.ok(all.runs.some((r) => r.id === after), 'after the answer that mentioned the other agent');
+    assert.deepEqual(await axe(page), []);
     assert.deepEqual(page.problems, []);
     await context.close();
   });

@@ -123,7 +123,7 @@ describe('runs', () => {
     // RunView as GET /api/v1/channels/{id}/runs?status=active lists them.
     const view = (id, fields) => ({ id, agent_id: 'a', channel_id: 'c', thread_id: 'room:c', hop: 0, usage: { input_tokens: 0, output_tokens: 0, estimated: false }, cost_usd: 0, created_at: '2026-12-05T10:00:00.000Z', ...fields });
     tracker.rebuild([
-      view('kept', { status: 'running', model: 'demo', provider: 'demo', message_id: 'mk', text: 'Hello', started_at: '2026-12-05T10:00:01.000Z' }),
+      view('kept', { status: 'running', model: 'demo', provider: 'demo', message_id: 'mk', text: 'Hello', seq: 4, started_at: '2026-12-05T10:00:01.000Z' }),
       view('new', { agent_id: 'b', status: 'queued', model: 'demo', triggered_by: 'u1', trigger_message_id: 'm0' }),
     ]);
     assert.deepEqual([...tracker.runs.keys()], ['kept', 'new']);
@@ -140,5 +140,33 @@ describe('runs', () => {
     assert.equal(fresh.agentId, 'b');
     assert.equal(fresh.triggeredBy, 'u1');
     assert.equal(fresh.text, '');
+  });
+
+  it('drops the deltas a rebuilt run’s text already holds (at or below the view’s seq), once', () => {
+    const tracker = new RunTracker();
+    const ev = (seq, type, data) => tracker.onEvent({ type, channel: 'room:c', offset: seq, epoch: 'e', timestamp: '', data: { run_id: 'r', thread_id: 'room:c', agent_id: 'a', seq, ...data } });
+    const delta = (seq, text) => ev(seq, 'agent_text_delta', { message_id: 'm', delta: text });
+    // The view was read after delta 4; the stream (held while it loaded) still brings 3 and 4.
+    tracker.rebuild([{ id: 'r', agent_id: 'a', thread_id: 'room:c', status: 'running', message_id: 'm', text: 'The whole ', seq: 4 }]);
+    const run = tracker.get('r');
+    assert.equal(run.text, 'The whole ');
+    delta(3, 'whole ');
+    ev(4, 'agent_thinking', { thought: 'Go on.' });
+    delta(5, 'answer');
+    delta(6, '.');
+    assert.equal(run.text, 'The whole answer.');
+    assert.deepEqual(run.items.map((i) => `${i.kind}:${i.text}`), ['thinking:Go on.', 'text:The whole answer.']);
+
+    // A view older than the deltas already applied changes nothing.
+    tracker.rebuild([{ id: 'r', agent_id: 'a', thread_id: 'room:c', status: 'running', message_id: 'm', text: 'The whole ', seq: 4 }]);
+    assert.equal(tracker.get('r').text, 'The whole answer.');
+    // A newer one replaces the text; its deltas, when they come, are skipped.
+    tracker.rebuild([{ id: 'r', agent_id: 'a', thread_id: 'room:c', status: 'running', message_id: 'm', text: 'The whole answer. More', seq: 9 }]);
+    delta(8, ' More');
+    delta(10, ' still.');
+    assert.equal(tracker.get('r').text, 'The whole answer. More still.');
+    ev(11, 'agent_completed', { message_id: 'm', text: 'The whole answer. More still.' });
+    assert.equal(tracker.get('r').status, 'completed');
+    assert.equal(tracker.get('r').text, 'The whole answer. More still.');
   });
 });

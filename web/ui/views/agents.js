@@ -3,10 +3,17 @@
 
 import { html, fieldOf, useModel, useState } from '../lib.js';
 
-const FIELDS = ['name', 'persona', 'quirks', 'model', 'tools', 'response_policy'];
+const FIELDS = ['name', 'persona', 'quirks', 'model', 'tools', 'response_policy', 'on_busy'];
+
+/** What a message does that arrives while the agent is answering in the channel. */
+const ON_BUSY = {
+  enqueue: 'waits its turn',
+  reject: 'is not answered',
+  interrupt: 'stops the current answer',
+};
 
 function emptyForm() {
-  return { name: '', persona: '', quirks: '', model: '', tools: '', response_policy: 'mention' };
+  return { name: '', persona: '', quirks: '', model: '', tools: '', response_policy: 'mention', on_busy: 'enqueue' };
 }
 
 /** @param {any} agent */
@@ -18,6 +25,7 @@ function formOf(agent) {
     model: agent.model,
     tools: agent.tools.join(', '),
     response_policy: agent.response_policy,
+    on_busy: agent.on_busy ?? 'enqueue',
   };
 }
 
@@ -34,6 +42,7 @@ function bodyOf(form) {
     model: form.model.trim() || null,
     tools: list(form.tools, ','),
     response_policy: form.response_policy,
+    on_busy: form.on_busy,
   };
 }
 
@@ -101,10 +110,17 @@ function AgentForm({ app, agent, onDone }) {
       ${input('tools', { help: true })}
     <//>
     <${Field} id=${`${prefix}-response_policy`} label="Answers" error=${errors.response_policy}>
-      <select id=${`${prefix}-response_policy`} value=${form.response_policy} onChange=${set('response_policy')}>
+      <select id=${`${prefix}-response_policy`} value=${form.response_policy} onChange=${set('response_policy')}
+        aria-invalid=${errors.response_policy ? 'true' : undefined} aria-describedby=${describe('response_policy', false)}>
         <option value="mention">when mentioned (@name)</option>
         <option value="always">every message</option>
         <option value="manual">only when started explicitly</option>
+      </select>
+    <//>
+    <${Field} id=${`${prefix}-on_busy`} label="While busy, a new message" help="What a message to the agent does while it is still answering in that channel" error=${errors.on_busy}>
+      <select id=${`${prefix}-on_busy`} value=${form.on_busy} onChange=${set('on_busy')}
+        aria-invalid=${errors.on_busy ? 'true' : undefined} aria-describedby=${describe('on_busy', true)}>
+        ${Object.entries(ON_BUSY).map(([value, text]) => html`<option value=${value}>${text}</option>`)}
       </select>
     <//>
     ${general ? html`<p class="error" role="alert">${general}</p>` : null}
@@ -164,6 +180,7 @@ function AgentItem({ app, agent }) {
       <dt>Model</dt><dd>${agent.model}</dd>
       <dt>Tools</dt><dd>${agent.tools.length ? agent.tools.join(', ') : 'none'}</dd>
       <dt>Answers</dt><dd>${agent.response_policy}</dd>
+      <dt>While busy</dt><dd data-on-busy=${agent.on_busy}>${ON_BUSY[agent.on_busy] ?? agent.on_busy}</dd>
       ${agent.quirks.length ? html`<dt>Quirks</dt><dd>${agent.quirks.join('; ')}</dd>` : null}
     </dl>
     <div class="row">

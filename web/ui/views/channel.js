@@ -21,6 +21,21 @@ function typingLine(app, channel) {
   return 'Several people are typing…';
 }
 
+/**
+ * A notice that the loop guard stopped a chain of agents answering one
+ * another. Inside the log, so screen readers announce it as it is added.
+ */
+function ChainNotice({ app, notice }) {
+  const name = app.nameOf({ kind: 'agent', id: notice.agentId });
+  const why =
+    notice.reason === 'rate'
+      ? 'too many agent runs started in this channel in the last minute'
+      : 'agents answering one another reached the longest chain this server allows';
+  return html`<p class="notice" data-notice="agent_chain_limited" data-reason=${notice.reason}>
+    ${name} did not answer: ${why}. Mention it again to continue.
+  </p>`;
+}
+
 function OutboxItem({ app, item }) {
   const chorus = app.chorus;
   return html`<div class=${`msg mine outbox ${item.status}`} data-outbox=${item.status}>
@@ -102,6 +117,11 @@ export function ChannelView({ app, channel }) {
   const keep = useRef(/** @type {{height: number, top: number} | null} */ (null));
 
   useEffect(() => {
+    // Names of the members and of their agents, for run cards and the typing line.
+    channel.loadMembers().catch((e) => console.warn('chorus ui: members', e));
+  }, [channel]);
+
+  useEffect(() => {
     channel.viewing = true;
     channel.markRead();
     document.title = `#${channel.info.name} · Chorus`;
@@ -120,7 +140,7 @@ export function ChannelView({ app, channel }) {
   const runs = channel.sub.runs;
   const cards = channel.runCards();
   const outbox = channel.outbox();
-  const lastKey = `${messages.length}:${channel.latestSeq}:${cards.map((r) => `${r.id}:${r.text.length}:${r.items.length}:${r.status}`).join(',')}:${outbox.length}`;
+  const lastKey = `${messages.length}:${channel.latestSeq}:${channel.notices.length}:${cards.map((r) => `${r.id}:${r.text.length}:${r.items.length}:${r.status}`).join(',')}:${outbox.length}`;
 
   // Stick to the bottom while the user is there; keep the view still while older pages come in.
   useLayoutEffect(() => {
@@ -164,6 +184,12 @@ export function ChannelView({ app, channel }) {
   const typing = typingLine(app, channel);
 
   const entries = [];
+  const noticesAfter = new Map();
+  const loose = [];
+  for (const n of channel.notices) {
+    if (n.messageId && channel.messages.has(n.messageId)) noticesAfter.set(n.messageId, [...(noticesAfter.get(n.messageId) ?? []), n]);
+    else loose.push(n);
+  }
   for (const m of messages) {
     if (firstUnread && m.id === firstUnread.id) {
       entries.push(html`<div class="divider" key="divider" role="separator" aria-label="New messages"><span>New messages</span></div>`);
@@ -174,7 +200,9 @@ export function ChannelView({ app, channel }) {
         ? html`<${RunCard} key=${`run:${run.id}`} app=${app} run=${run} message=${m} />`
         : html`<${MessageRow} key=${`msg:${m.id}`} app=${app} channel=${channel} message=${m} />`,
     );
+    for (const n of noticesAfter.get(m.id) ?? []) entries.push(html`<${ChainNotice} key=${`notice:${n.key}`} app=${app} notice=${n} />`);
   }
+  for (const n of loose) entries.push(html`<${ChainNotice} key=${`notice:${n.key}`} app=${app} notice=${n} />`);
   for (const run of cards) entries.push(html`<${RunCard} key=${`run:${run.id}`} app=${app} run=${run} />`);
 
   return html`<section class="channel" aria-labelledby="channel-title">

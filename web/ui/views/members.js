@@ -4,23 +4,31 @@
 import { html, useEffect, useModel, useState } from '../lib.js';
 
 function AddUser({ app, channel }) {
-  const [id, setId] = useState('');
+  const [username, setUsername] = useState('');
   const [error, setError] = useState(/** @type {string | null} */ (null));
   async function submit(e) {
     e.preventDefault();
     setError(null);
+    const wanted = username.trim().replace(/^@/, '');
+    let user;
     try {
-      await app.rest.post(`channels/${encodeURIComponent(channel.id)}/members`, { kind: 'user', id: id.trim() });
-      setId('');
+      user = await app.rest.get(`users/by-username/${encodeURIComponent(wanted)}`);
+    } catch (err) {
+      setError(err.code === 'not_found' ? `No user is called ${wanted}.` : err.message);
+      return;
+    }
+    try {
+      await app.rest.post(`channels/${encodeURIComponent(channel.id)}/members`, { kind: 'user', id: user.id });
+      setUsername('');
       await channel.loadMembers();
     } catch (err) {
-      setError(err.message);
+      setError(err.code === 'conflict' ? `${user.username} is already a member.` : err.message);
     }
   }
   return html`<form class="inline-form" onSubmit=${submit}>
-    <label for="add-user-id">Add a user by id</label>
+    <label for="add-user-name">Add a person by username</label>
     <div class="row">
-      <input id="add-user-id" value=${id} required maxlength="64" onInput=${(e) => setId(e.currentTarget.value)}
+      <input id="add-user-name" value=${username} required maxlength="64" autocomplete="off" onInput=${(e) => setUsername(e.currentTarget.value)}
         aria-invalid=${error ? 'true' : undefined} aria-describedby=${error ? 'add-user-error' : undefined} />
       <button type="submit">Add</button>
     </div>
@@ -90,7 +98,7 @@ export function MembersPanel({ app, channel }) {
                 ? html`<span class=${`presence ${online ? 'online' : 'offline'}`} aria-hidden="true"></span>`
                 : html`<span class="presence agent" aria-hidden="true"></span>`}
               <span class="name">${name}</span>
-              <span class="muted">${m.kind === 'agent' ? 'agent' : online ? 'online' : 'offline'}${m.role === 'owner' ? ', owner' : ''}</span>
+              <span class="muted">${m.kind === 'agent' ? `agent${m.model ? ` · ${m.model}` : ''}` : online ? 'online' : 'offline'}${m.role === 'owner' ? ', owner' : ''}</span>
               ${owner && m.id !== app.user?.id
                 ? html`<button type="button" class="link" onClick=${() => remove(m)} aria-label=${`Remove ${name}`}>Remove</button>`
                 : null}

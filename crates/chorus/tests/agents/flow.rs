@@ -137,6 +137,11 @@ async fn cancel_rights(engine: TestEngine) {
     say(&app, &bob, &room, "@Helper tell me a long story about the sea and the wind and the sky").await;
     let first_delta = watch.until("agent_text_delta").await;
     let run_id = first_delta["data"]["run_id"].as_str().unwrap().to_owned();
+    // Mid-stream, the active view's `text` is the deltas numbered up to its `seq`.
+    let active = app.get(&format!("/api/v1/channels/{}/runs?status=active", room.id), &bob.token).await;
+    let view = active.body["runs"].as_array().unwrap().iter().find(|r| r["id"] == run_id.as_str()).cloned().expect("the run is active");
+    let view_seq = view["seq"].as_i64().expect("a live run's view has its seq");
+    assert!(view_seq >= first_delta["data"]["seq"].as_i64().unwrap(), "{view}");
 
     // A member who is neither the runner, the agent's owner nor a channel owner may not.
     let dave = app.user("dave").await;
@@ -160,6 +165,8 @@ async fn cancel_rights(engine: TestEngine) {
     // What was streamed is kept as the agent's message.
     let partial = streamed_text(&events);
     assert!(!partial.is_empty());
+    let up_to_view: Vec<Value> = events.iter().filter(|e| e["data"]["seq"].as_i64().is_some_and(|s| s <= view_seq)).cloned().collect();
+    assert_eq!(view["text"].as_str(), Some(streamed_text(&up_to_view).as_str()));
     assert_eq!(terminal["data"]["text"].as_str(), Some(partial.as_str()));
     let stored = watch.all.iter().rev().find(|p| p["type"] == "message_created").unwrap();
     assert_eq!(stored["data"]["message"]["text"].as_str(), Some(partial.as_str()));

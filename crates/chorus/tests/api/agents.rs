@@ -326,6 +326,49 @@ async fn others(engine: TestEngine) {
 }
 both_engines!(others_agents_are_hidden_admins_read_and_delete, super::others);
 
+async fn public_profile(engine: TestEngine) {
+    let app = App::start(engine).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let a = agent(&app, &alice, "Helper").await;
+    let id = a["id"].as_str().unwrap().to_owned();
+    let room = channel(&app, &alice, "shared").await;
+    add(&app, &alice, &room, &bob).await;
+    let r = app.post(&format!("/api/v1/channels/{room}/members"), &alice.token, json!({ "kind": "agent", "id": id })).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // A member who shares the channel sees the agent's name, model and owner, and everyone's name.
+    let members = app.get(&format!("/api/v1/channels/{room}/members"), &bob.token).await;
+    assert_eq!(members.status, 200);
+    let list = members.body["members"].as_array().unwrap();
+    let shown = list.iter().find(|m| m["kind"] == "agent").expect("the agent is listed");
+    assert_eq!((shown["id"].as_str(), shown["name"].as_str()), (Some(id.as_str()), Some("Helper")));
+    assert_eq!((shown["model"].as_str(), shown["owner_id"].as_str()), (a["model"].as_str(), Some(alice.id.as_str())));
+    for private in ["persona", "quirks", "tools", "webhook_url", "response_policy", "on_busy"] {
+        assert!(shown.get(private).is_none(), "{private} is the owner's: {shown}");
+    }
+    for user in [&alice, &bob] {
+        let m = list.iter().find(|m| m["kind"] == "user" && m["id"] == user.id.as_str()).expect("listed");
+        assert_eq!(m["name"].as_str(), Some(user.username.as_str()));
+        assert!(m.get("model").is_none() && m.get("owner_id").is_none(), "{m}");
+    }
+    // The agent record itself stays the owner's: still no such agent for bob.
+    let r = app.get(&format!("/api/v1/agents/{id}"), &bob.token).await;
+    assert_eq!((r.status, err(&r)), (404, "not_found"));
+    // Someone who shares no channel learns nothing, not even that the channel exists.
+    let r = app.get(&format!("/api/v1/channels/{room}/members"), &carol.token).await;
+    assert_eq!((r.status, err(&r)), (404, "not_found"));
+    // A renamed agent is listed by its new name.
+    let r = app.patch(&format!("/api/v1/agents/{id}"), &alice.token, json!({ "name": "Helper Two" })).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let members = app.get(&format!("/api/v1/channels/{room}/members"), &bob.token).await;
+    let shown = members.body["members"].as_array().unwrap().iter().find(|m| m["kind"] == "agent").cloned().unwrap();
+    assert_eq!(shown["name"], "Helper Two");
+    app.stop().await;
+}
+both_engines!(members_see_the_public_profile_of_each_others_agents, super::public_profile);
+
 async fn update(engine: TestEngine) {
     let app = roomy(engine).await;
     let alice = app.user("alice").await;

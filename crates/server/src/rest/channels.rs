@@ -268,11 +268,14 @@ pub async fn delete_channel(
 
 // ---------------------------------------------------------------- members
 
-/// `GET /api/v1/channels/{id}/members` (members only).
+/// `GET /api/v1/channels/{id}/members` (members only): each member with its
+/// public profile, so members can name one another and one another's agents
+/// (a user's username; an agent's name, model and owner, not its persona,
+/// tools or webhook).
 #[utoipa::path(get, path = "/api/v1/channels/{id}/members", tag = "channels", security(("bearer" = [])),
     params(("id" = String, Path, description = "Channel id")),
     responses(
-        (status = 200, description = "The members", body = MemberList),
+        (status = 200, description = "The members, with `name` (and `model`, `owner_id` for agents)", body = MemberList),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such channel, or the caller is not a member", body = ErrorBody),
         (status = 429, description = "Request rate limit", body = ErrorBody),

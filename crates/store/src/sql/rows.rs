@@ -49,6 +49,21 @@ pub(crate) struct MemberRow {
     added_at: i64,
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct MemberProfileRow {
+    #[sqlx(flatten)]
+    member: MemberRow,
+    name: String,
+    agent_model: Option<String>,
+    agent_owner_id: Option<String>,
+}
+
+impl From<MemberProfileRow> for MemberProfile {
+    fn from(r: MemberProfileRow) -> Self {
+        MemberProfile { member: r.member.into(), name: r.name, agent_model: r.agent_model, agent_owner_id: r.agent_owner_id }
+    }
+}
+
 impl From<MemberRow> for ChannelMember {
     fn from(r: MemberRow) -> Self {
         ChannelMember {

@@ -231,6 +231,21 @@ async fn members(t: Ctx) {
             (bot_ref.clone(), MemberRole::Member)
         ]
     );
+    // The same members with their public profiles, in one query.
+    let profiles = t.store.list_member_profiles(&c.id).await.unwrap();
+    let members: Vec<ChannelMember> = profiles.iter().map(|p| p.member.clone()).collect();
+    assert_eq!(members, t.store.list_members(&c.id).await.unwrap());
+    let shown: Vec<(&str, Option<&str>, Option<&str>)> =
+        profiles.iter().map(|p| (p.name.as_str(), p.agent_model.as_deref(), p.agent_owner_id.as_deref())).collect();
+    assert_eq!(
+        shown,
+        vec![
+            (alice.username.as_str(), None, None),
+            (bob.username.as_str(), None, None),
+            (bot.name.as_str(), Some(bot.model.as_str()), Some(alice.id.as_str()))
+        ]
+    );
+    assert!(t.store.list_member_profiles("missing").await.unwrap().is_empty());
     assert_eq!(t.store.member_role(&c.id, &MemberRef::user(&alice.id)).await.unwrap(), Some(MemberRole::Owner));
     assert_eq!(t.store.member_role(&c.id, &bot_ref).await.unwrap(), Some(MemberRole::Member));
     assert_eq!(t.store.member_role(&c.id, &MemberRef::user("ghost")).await.unwrap(), None);

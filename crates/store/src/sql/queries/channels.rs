@@ -4,7 +4,7 @@ use super::{This, lock_owner};
 use crate::StoreError;
 use crate::model::*;
 use crate::sql::new_id;
-use crate::sql::rows::MemberRow;
+use crate::sql::rows::{MemberProfileRow, MemberRow};
 use crate::store::StoreResult;
 
 // ------------------------------------------------------------ channels
@@ -192,6 +192,23 @@ pub(super) async fn list_members(store: &This, channel_id: &str) -> StoreResult<
     .fetch_all(&store.reader)
     .await?;
     Ok(rows.into_iter().map(ChannelMember::from).collect())
+}
+
+pub(super) async fn list_member_profiles(store: &This, channel_id: &str) -> StoreResult<Vec<MemberProfile>> {
+    // `user_id` and `agent_id` mirror `member_id` by kind, with foreign keys:
+    // every member has its user or agent row.
+    let rows: Vec<MemberProfileRow> = sqlx::query_as(
+        "SELECT m.channel_id AS channel_id, m.member_kind AS member_kind, m.member_id AS member_id, m.role AS role, m.added_at AS added_at, \
+                COALESCE(u.username, a.name, '') AS name, a.model AS agent_model, a.owner_id AS agent_owner_id \
+         FROM channel_members m \
+         LEFT JOIN users u ON u.id = m.user_id \
+         LEFT JOIN agents a ON a.id = m.agent_id \
+         WHERE m.channel_id = $1 ORDER BY m.added_at, m.member_kind, m.member_id",
+    )
+    .bind(channel_id)
+    .fetch_all(&store.reader)
+    .await?;
+    Ok(rows.into_iter().map(MemberProfile::from).collect())
 }
 
 pub(super) async fn member_role(store: &This, channel_id: &str, member: &MemberRef) -> StoreResult<Option<MemberRole>> {

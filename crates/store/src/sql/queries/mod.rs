@@ -170,6 +170,9 @@ impl Store for This {
     async fn list_members(&self, channel_id: &str) -> StoreResult<Vec<ChannelMember>> {
         channels::list_members(self, channel_id).await
     }
+    async fn list_member_profiles(&self, channel_id: &str) -> StoreResult<Vec<MemberProfile>> {
+        channels::list_member_profiles(self, channel_id).await
+    }
     async fn member_role(&self, channel_id: &str, member: &MemberRef) -> StoreResult<Option<MemberRole>> {
         channels::member_role(self, channel_id, member).await
     }
