@@ -21,7 +21,8 @@ import { Emitter } from './emitter.js';
  * @property {string} callId
  * @property {string} tool
  * @property {unknown} arguments
- * @property {'running' | 'done' | 'failed'} status
+ * @property {'running' | 'done' | 'failed' | 'client'} status `client`: a
+ *   frontend tool the run ended on, handed to the client to execute.
  * @property {unknown} [result]
  * @property {number | null} durationMs
  */
@@ -193,8 +194,8 @@ export function applyRunEvent(run, event) {
     }
     case 'agent_completed':
       run.status = 'completed';
-      endWith(run, d, event);
       run.finishReason = typeof d.finish_reason === 'string' ? d.finish_reason : null;
+      endWith(run, d, event);
       break;
     case 'agent_error': {
       const code = String(d.code ?? 'internal');
@@ -261,9 +262,14 @@ function setText(run, text) {
   if (text) run.items.push({ kind: 'text', text });
 }
 
-/** Tool calls still running when a run ends did not finish. @param {Run} run */
+/**
+ * Tool calls still running when a run ends did not finish, unless the run
+ * completed on them (`finish_reason` `tool_calls`): those are frontend tools
+ * the client executes. @param {Run} run
+ */
 function endTools(run) {
-  for (const call of run.tools.values()) if (call.status === 'running') call.status = 'failed';
+  const left = run.status === 'completed' && run.finishReason === 'tool_calls' ? 'client' : 'failed';
+  for (const call of run.tools.values()) if (call.status === 'running') call.status = left;
 }
 
 /**

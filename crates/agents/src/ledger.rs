@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Ending, RunEvent, RunHeader, terminal_payload};
 use crate::metrics::AgentMetrics;
+use crate::watch::{ClientTurns, RunFeed, Watchers};
 
 /// Sequence numbers reserved per store write (the store reserves the first
 /// block when it creates the run).
@@ -122,6 +123,10 @@ pub struct LiveRun {
     /// Cancelled once the ending is committed and published.
     done: CancellationToken,
     streamed: Mutex<Streamed>,
+    /// Clients watching the run from this node.
+    watchers: Watchers,
+    /// What the client that asked for the run added to it.
+    client: ClientTurns,
 }
 
 impl LiveRun {
@@ -168,6 +173,17 @@ impl LiveRun {
     /// The id the answer message will have.
     pub fn message_id(&self) -> String {
         self.streamed.lock().message_id.clone()
+    }
+
+    /// Frontend tools and continuation turns of the client that asked for the run.
+    pub fn client(&self) -> &ClientTurns {
+        &self.client
+    }
+
+    /// Watches the run's events from now on; `None` when it has ended or has
+    /// enough watchers already.
+    pub fn watch(&self) -> Option<RunFeed> {
+        self.watchers.add()
     }
 
     fn request_stop(&self, reason: Stop) {
@@ -234,6 +250,11 @@ impl RunLedger {
     /// that has ended, whose channel name is unusable, or that is live here
     /// already (someone else took it).
     pub fn open(&self, run: Run, origin: Origin) -> Option<Arc<LiveRun>> {
+        self.open_for_client(run, origin, ClientTurns::default())
+    }
+
+    /// [`RunLedger::open`] with what a client adds to the run.
+    pub fn open_for_client(&self, run: Run, origin: Origin, client: ClientTurns) -> Option<Arc<LiveRun>> {
         if !run.status.is_active() {
             return None;
         }
@@ -259,6 +280,8 @@ impl RunLedger {
             stop_reason: Mutex::new(None),
             done: CancellationToken::new(),
             streamed: Mutex::new(Streamed { message_id: uuid::Uuid::now_v7().to_string(), text: String::new(), seq: next_seq - 1 }),
+            watchers: Watchers::default(),
+            client,
             run,
         });
         live.insert(entry.run.id.clone(), entry.clone());
@@ -342,7 +365,8 @@ impl RunLedger {
             self.0.metrics.first_token(started.elapsed());
         }
         let payload = event.payload(live.header(seq));
-        self.publish(&live.thread, event.event_type(), payload, &live.run.id).await;
+        self.publish(&live.thread, event.event_type(), payload.clone(), &live.run.id).await;
+        live.watchers.send(event.event_type(), &payload);
         *live.last_event.lock() = Instant::now();
         true
     }
@@ -420,7 +444,7 @@ impl RunLedger {
             _ => None,
         };
         // Every number up to `next_seq` was handed out through this gate.
-        let outcome = self.commit_end(&live.run, &live.thread_id, ending, stored_answer, Some(gate.next_seq)).await;
+        let outcome = self.commit_end(&live.run, &live.thread_id, ending, stored_answer, Some(gate.next_seq), Some(&live.watchers)).await;
         match outcome {
             Ok(EndOutcome::Ended(ended)) => {
                 gate.ended = true;
@@ -452,7 +476,7 @@ impl RunLedger {
             return Ok(EndOutcome::AlreadyEnded(Some(run)));
         }
         let thread_id = format!("room:{}", run.channel_id);
-        let outcome = self.commit_end(&run, &thread_id, ending, None, None).await?;
+        let outcome = self.commit_end(&run, &thread_id, ending, None, None, None).await?;
         if let EndOutcome::Ended(ended) = &outcome {
             self.0.metrics.run_ended(ended.run.status.as_str(), ended.run.error_code.as_deref().unwrap_or("completed"), None);
         }
@@ -466,6 +490,7 @@ impl RunLedger {
         ending: Ending,
         answer: Option<RunAnswer>,
         seq: Option<i64>,
+        watchers: Option<&Watchers>,
     ) -> Result<EndOutcome, StoreError> {
         let (status, error_code, error_message) = match &ending {
             Ending::Completed { .. } => (RunStatus::Completed, None, None),
@@ -529,6 +554,13 @@ impl RunLedger {
                 let events = std::mem::take(&mut *built.lock());
                 tracing::info!(run_id = %ended.run.id, status = %ended.run.status, code = ended.run.error_code.as_deref().unwrap_or("-"), seq = ended.seq, "run ended");
                 self.publish_committed(&events, &ended.outbox_ids, &run.id).await;
+                // The terminal event is the last row; watchers get it even if the relay publishes it.
+                if let (Some(watchers), Some(last)) = (watchers, events.last())
+                    && let (Some(event), Ok(data)) =
+                        (EventType::parse(&last.event_type), Payload::from_bytes(Bytes::from(last.payload.clone())))
+                {
+                    watchers.send(event, &data);
+                }
                 Ok(EndOutcome::Ended(Box::new(ended)))
             }
         }
@@ -560,6 +592,7 @@ impl RunLedger {
     }
 
     fn retire(&self, live: &Arc<LiveRun>) {
+        live.watchers.close();
         live.stop.cancel();
         live.done.cancel();
         self.0.live.lock().remove(&live.run.id);

@@ -16,6 +16,7 @@
 //! It knows the store, the chat domain, the hub, `chorus-llm` and
 //! `chorus-tools`; not HTTP, not the wire format beyond the event catalog.
 
+mod client;
 mod coalesce;
 pub mod config;
 pub mod events;
@@ -30,7 +31,9 @@ mod run_loop;
 mod runtime;
 mod service;
 pub mod views;
+pub mod watch;
 
+pub use client::{ClientPrompt, ClientRun, ClientRunOutcome, ClientRunRequest};
 pub use config::{AgentsConfig, AgentsConfigError};
 pub use events::{Ending, RunEvent, UsageView};
 pub use external::{EXTERNAL_PROVIDER, PushError, PushReport, PushedEvent, PushedKind};
@@ -42,3 +45,4 @@ pub use metrics::AgentMetrics;
 pub use runtime::{Runtime, RuntimeParts};
 pub use service::{RUNS_PAGE_MAX, RunListFilter};
 pub use views::{RunErrorView, RunUsageView, RunView};
+pub use watch::{ClientTurns, RunFeed, WatchedEvent};

@@ -122,7 +122,7 @@ impl<'a> RunState<'a> {
         };
         tracing::info!(model = model.name(), "run started");
         let toolset = shared.tools.toolset(&agent.tools);
-        let definitions: Vec<ToolDefinition> = toolset
+        let mut definitions: Vec<ToolDefinition> = toolset
             .specs()
             .iter()
             .map(|s| ToolDefinition {
@@ -131,6 +131,10 @@ impl<'a> RunState<'a> {
                 input_schema: (*s.parameters).clone(),
             })
             .collect();
+        // The client's own tools, offered beside the agent's (names checked apart when the run was asked for).
+        let live: &'a Arc<LiveRun> = self.live;
+        let frontend = &live.client().frontend_tools;
+        definitions.extend(frontend.iter().cloned());
         let prompt = memory::build(MemoryParts {
             store: &shared.store,
             tokens: &shared.tokens,
@@ -162,6 +166,7 @@ impl<'a> RunState<'a> {
             return Some(outcome);
         }
         let mut conversation = prompt.messages;
+        conversation.extend(live.client().continuation.iter().cloned());
         let mut seen: HashMap<(String, String), u32> = HashMap::new();
         let mut rounds = 0u32;
         loop {
@@ -215,9 +220,28 @@ impl<'a> RunState<'a> {
                 );
             }
             self.flush().await;
-            let results = self.call_tools(&toolset, &turn.calls).await;
+            let (client_calls, own_calls): (Vec<ToolCall>, Vec<ToolCall>) =
+                turn.calls.iter().cloned().partition(|c| frontend.iter().any(|t| t.name == c.name));
+            let results = self.call_tools(&toolset, &own_calls).await;
             if self.live.stop_token().is_cancelled() {
                 return self.stopped();
+            }
+            if !client_calls.is_empty() {
+                // The client executes these: the run ends with them announced
+                // and unanswered; the client's results start the next run.
+                for call in &client_calls {
+                    let event =
+                        RunEvent::ToolExecuting { call_id: call.id.clone(), tool: call.name.clone(), arguments: call.arguments.clone() };
+                    shared.ledger.emit(self.live, event).await;
+                }
+                let ending = Ending::Completed {
+                    text: self.text.clone(),
+                    finish_reason: FinishReason::ToolCalls.as_str().to_owned(),
+                    usage: self.usage_view(),
+                    cost_usd: self.cost_usd,
+                    model: turn.served_by,
+                };
+                return Some((ending, None));
             }
             conversation.push(Turn::Assistant { text: turn.text, tool_calls: turn.calls });
             conversation.extend(results.into_iter().map(Turn::ToolResult));

@@ -161,6 +161,12 @@ impl Runtime {
             return;
         }
         let Some(live) = shared.ledger.open(run, origin) else { return };
+        self.admit_live(live).await;
+    }
+
+    /// Admits a run opened in the ledger (see [`Runtime::admit`]).
+    pub(crate) async fn admit_live(&self, live: Arc<crate::ledger::LiveRun>) {
+        let shared = &self.0;
         let run = live.run().clone();
         let span = tracing::info_span!("run", run_id = %run.id, agent_id = %run.agent_id, channel_id = %run.channel_id);
         async {

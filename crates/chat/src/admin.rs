@@ -4,7 +4,8 @@
 //! runs) takes the [`Caller`] and checks the admin role itself, so no front
 //! end can forget it.
 
-use chorus_core::UserId;
+use chorus_core::broker::ConnectionCursor;
+use chorus_core::{ConnId, UserId};
 use chorus_core::maintenance::MaintenanceMode;
 use chorus_protocol::CloseCode;
 use chorus_protocol::timestamp::format_ms;
@@ -36,7 +37,7 @@ pub struct CleanupReport {
     pub duration_ms: u64,
 }
 
-/// One live connection on this node.
+/// One live connection, on whichever node holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ConnectionView {
     pub id: String,
@@ -48,18 +49,36 @@ pub struct ConnectionView {
     pub node: String,
     /// RFC 3339, UTC.
     pub connected_at: String,
-    /// Channels it is subscribed to, sorted.
-    pub subscriptions: Vec<String>,
+    /// Channels it is subscribed to, sorted. Only the node holding a
+    /// connection knows them: absent for connections on other nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriptions: Option<Vec<String>>,
 }
 
-/// A page of this node's connections, oldest first.
+/// Whose connections a list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionScope {
+    /// Every node's (the connection registry answered).
+    Cluster,
+    /// Only the answering node's: the connection registry is unreachable
+    /// (Redis is down), so other nodes' connections are not listed.
+    Node,
+}
+
+/// A page of the connections of every node, oldest first (by opening
+/// time, then id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ConnectionList {
-    /// The node answering; other nodes' connections are not listed.
+    /// The node answering.
     pub node: String,
-    /// Connections on this node in all (may exceed the page).
+    pub scope: ConnectionScope,
+    /// Connections in all, in the scope (may exceed the page).
     pub total: u64,
     pub connections: Vec<ConnectionView>,
+    /// Present when more connections follow: pass it as `after` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// What a disconnect did.
@@ -135,30 +154,46 @@ impl Admin {
         Ok(report)
     }
 
-    /// The oldest `limit` connections of this node (1 to
-    /// [`CONNECTIONS_MAX_LIMIT`], default [`CONNECTIONS_DEFAULT_LIMIT`]) and their total.
-    pub fn connections(&self, caller: &Caller, limit: Option<u32>) -> Result<ConnectionList, ChatError> {
+    /// A page of every node's connections, oldest first: at most `limit`
+    /// (1 to [`CONNECTIONS_MAX_LIMIT`], default [`CONNECTIONS_DEFAULT_LIMIT`])
+    /// after the `after` cursor of a previous page, and their total. When
+    /// the registry cannot answer, this node's connections alone.
+    pub async fn connections(&self, caller: &Caller, limit: Option<u32>, after: Option<&str>) -> Result<ConnectionList, ChatError> {
         caller.require_admin()?;
         let limit = match limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)) {
             None => CONNECTIONS_DEFAULT_LIMIT,
             Some(l) if (1..=CONNECTIONS_MAX_LIMIT).contains(&l) => l,
             Some(_) => return Err(ChatError::invalid("limit", format_args!("must be from 1 to {CONNECTIONS_MAX_LIMIT}"))),
         };
+        let after = after.map(parse_cursor).transpose()?;
         let hub = &self.deps.hub;
-        let node = hub.node().to_string();
-        let (total, infos) = hub.connection_page(limit);
-        let connections = infos
+        let (scope, page) = match hub.cluster_connection_page(after.as_ref(), limit).await {
+            Ok(page) => (ConnectionScope::Cluster, page),
+            Err(e) => {
+                tracing::warn!(error = %e, "the connection registry did not answer; listing this node's connections only");
+                (ConnectionScope::Node, hub.local_connection_page(after.as_ref(), limit))
+            }
+        };
+        let here = hub.node().clone();
+        let connections = page
+            .connections
             .into_iter()
-            .map(|c| ConnectionView {
-                id: c.id.to_string(),
-                user_id: c.user.to_string(),
-                transport: c.transport.as_str().to_owned(),
-                node: node.clone(),
-                connected_at: format_ms(c.opened_at_ms),
-                subscriptions: c.subscriptions.iter().map(ToString::to_string).collect(),
+            .map(|c| {
+                // Only this node knows its connections' subscriptions.
+                let subscriptions = (c.node == here).then(|| {
+                    hub.connection(&c.user, c.conn).map(|live| live.info().subscriptions.iter().map(ToString::to_string).collect()).unwrap_or_default()
+                });
+                ConnectionView {
+                    id: c.conn.to_string(),
+                    user_id: c.user.to_string(),
+                    transport: c.transport.as_str().to_owned(),
+                    node: c.node.to_string(),
+                    connected_at: format_ms(c.since_ms),
+                    subscriptions,
+                }
             })
             .collect();
-        Ok(ConnectionList { node, total: u64::try_from(total).unwrap_or(u64::MAX), connections })
+        Ok(ConnectionList { node: here.to_string(), scope, total: page.total, connections, next_after: page.next.map(|c| format_cursor(&c)) })
     }
 
     /// Closes every connection of a user, on every node, with 4009
@@ -209,6 +244,17 @@ impl Admin {
     }
 }
 
+/// A cursor as clients see it: `<since_ms>_<connection id>`.
+fn format_cursor(c: &ConnectionCursor) -> String {
+    format!("{}_{}", c.since_ms, c.conn)
+}
+
+fn parse_cursor(s: &str) -> Result<ConnectionCursor, ChatError> {
+    let bad = || ChatError::invalid("after", "must be a `next_after` value of a previous page");
+    let (since, conn) = s.split_once('_').ok_or_else(bad)?;
+    Ok(ConnectionCursor { since_ms: since.parse().map_err(|_| bad())?, conn: ConnId::parse(conn).ok_or_else(bad)? })
+}
+
 /// The notice ends up in every refusal's message: one clean line.
 fn valid_message(message: Option<String>) -> Result<Option<String>, ChatError> {
     let Some(m) = message else { return Ok(None) };
@@ -218,6 +264,15 @@ fn valid_message(message: Option<String>) -> Result<Option<String>, ChatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_are_refused() {
+        let c = ConnectionCursor { since_ms: 1_733_000_000_123, conn: ConnId::random() };
+        assert_eq!(parse_cursor(&format_cursor(&c)), Ok(c));
+        for bad in ["", "12", "x_00000000-0000-0000-0000-000000000000", "12_nope", "_"] {
+            assert!(matches!(parse_cursor(bad), Err(ChatError::Invalid(m)) if m.starts_with("after")), "{bad}");
+        }
+    }
 
     #[test]
     fn maintenance_message_bounds() {

@@ -70,6 +70,17 @@ pub struct SentMessage {
     pub duplicate: bool,
 }
 
+/// A message sent to one agent, and that agent's run.
+#[derive(Debug, Clone)]
+pub struct AddressedSend {
+    pub sent: SentMessage,
+    /// The addressed agent's run, committed `queued` with the message and not
+    /// yet handed to the runtime; `None` when the channel's run rate stopped it.
+    pub run: Option<chorus_store::Run>,
+    /// The channel's run rate stopped the addressed agent's run.
+    pub limited: bool,
+}
+
 /// A page of history, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct MessagePageView {
@@ -138,6 +149,27 @@ impl Messages {
         text: &str,
         idempotency_key: Option<&str>,
     ) -> Result<SentMessage, ChatError> {
+        Ok(self.send_inner(user_id, channel_id, text, idempotency_key, None).await?.sent)
+    }
+
+    /// Sends a message addressed to one agent (an AG-UI run): the same
+    /// checks, rules and transaction as [`Messages::send`], and the agent
+    /// answers it whatever its response policy. Its run is handed back to
+    /// the caller, which admits it, instead of to the runtime's intake; the
+    /// other runs the message triggers go the usual way. The caller checks
+    /// that the agent is a member of the channel.
+    pub async fn send_to_agent(&self, user_id: &str, channel_id: &str, text: &str, agent_id: &str) -> Result<AddressedSend, ChatError> {
+        self.send_inner(user_id, channel_id, text, None, Some(agent_id)).await
+    }
+
+    async fn send_inner(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        text: &str,
+        idempotency_key: Option<&str>,
+        addressed: Option<&str>,
+    ) -> Result<AddressedSend, ChatError> {
         self.deps.check_maintenance("sending messages")?;
         let text = self.valid_text(text)?;
         if let Some(key) = idempotency_key {
@@ -146,7 +178,17 @@ impl Messages {
         self.require_member(user_id, channel_id).await?;
         self.check_rate(user_id)?;
         // Decided before the transaction, committed in it: the runs exist if the message does.
-        let decision = self.triggers.decide(channel_id, Speaker::Person { user_id }, &text).await?;
+        let mut decision = self.triggers.decide(channel_id, Speaker::Person { user_id }, &text).await?;
+        if let Some(agent_id) = addressed
+            && !decision.triggers.runs.iter().any(|r| r.agent_id == agent_id)
+        {
+            decision.triggers.runs.push(chorus_store::RunTrigger {
+                agent_id: agent_id.to_owned(),
+                triggered_by: Some(user_id.to_owned()),
+                parent_run_id: None,
+                hop: 0,
+            });
+        }
         let new = NewMessage { channel_id: channel_id.to_owned(), author: MemberRef::user(user_id), text };
         let name = self.username(user_id).await?;
         let event_name = name.clone();
@@ -168,7 +210,8 @@ impl Messages {
                         "idempotency_key: already used for a message in another channel".into(),
                     ));
                 }
-                Ok(SentMessage { message: MessageView::named(&original, name), offset: None, epoch: None, duplicate: true })
+                let sent = SentMessage { message: MessageView::named(&original, name), offset: None, epoch: None, duplicate: true };
+                Ok(AddressedSend { sent, run: None, limited: false })
             }
             InsertOutcome::Inserted(write) => {
                 let view = MessageView::named(&write.message, name);
@@ -176,14 +219,19 @@ impl Messages {
                 if let Some(room) = room_channel(channel_id) {
                     self.deps.hub.stop_typing(&room, &UserId::new(user_id)).await;
                 }
+                // The addressed agent's run goes back to the caller, the others to the runtime.
+                let (addressed_runs, others): (Vec<_>, Vec<_>) =
+                    write.runs.iter().cloned().partition(|r| Some(r.agent_id.as_str()) == addressed);
+                let limited = addressed.is_some_and(|a| write.limited.iter().any(|l| l == a));
                 // After `message_created`, so a run's events follow the message that started it.
-                self.triggers.committed(channel_id, &write.message.id, &decision, &write.runs, &write.limited).await;
-                Ok(SentMessage {
+                self.triggers.committed(channel_id, &write.message.id, &decision, &others, &write.limited).await;
+                let sent = SentMessage {
                     message: view,
                     offset: published.as_ref().map(|p| p.offset),
                     epoch: published.as_ref().map(|p| p.epoch.to_string()),
                     duplicate: false,
-                })
+                };
+                Ok(AddressedSend { sent, run: addressed_runs.into_iter().next(), limited })
             }
         }
     }

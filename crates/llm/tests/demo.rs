@@ -85,12 +85,12 @@ async fn arithmetic_calls_the_calculator_then_answers_with_its_result() {
     request.messages.push(Message::ToolResult(ToolResult {
         call_id: calls[0].id.clone(),
         name: "calculator".into(),
-        content: "84".into(),
+        content: r#"{"expression":"12*(3+4)","result":84}"#.into(),
         is_error: false,
     }));
     let second = collect(model.stream(request)).await;
     second.expect_ok();
-    assert_eq!(second.text(), "12*(3+4) = 84.");
+    assert_eq!(second.text(), "`12*(3+4)` = 84.");
     assert_eq!(second.finish(), Some(FinishReason::Stop));
     assert!(second.completed_calls().is_empty());
 }

@@ -85,3 +85,18 @@ impl RedisBrokerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dead node's entries go once a live node's heartbeat finds its own
+    /// older than `node_ttl`: at most `node_ttl` + one heartbeat after its
+    /// last one. The defaults must keep that within the promised 30 s.
+    #[test]
+    fn by_default_a_dead_node_is_swept_within_30_seconds() {
+        let c = RedisBrokerConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert!(c.node_ttl + c.heartbeat_interval <= Duration::from_secs(30), "{:?} + {:?}", c.node_ttl, c.heartbeat_interval);
+    }
+}

@@ -57,6 +57,7 @@ pub struct Scripts {
     pub registry_unregister: Script,
     pub registry_list: Script,
     pub registry_sync: Script,
+    pub registry_page: Script,
 }
 
 impl Scripts {
@@ -75,10 +76,11 @@ impl Scripts {
             registry_unregister: Script::new("registry_unregister", &[registry, include_str!("lua/registry_unregister.lua")]),
             registry_list: Script::new("registry_list", &[registry, include_str!("lua/registry_list.lua")]),
             registry_sync: Script::new("registry_sync", &[registry, include_str!("lua/registry_sync.lua")]),
+            registry_page: Script::new("registry_page", &[include_str!("lua/registry_page.lua")]),
         }
     }
 
-    pub fn all(&self) -> [&Script; 11] {
+    pub fn all(&self) -> [&Script; 12] {
         [
             &self.publish,
             &self.history,
@@ -91,6 +93,7 @@ impl Scripts {
             &self.registry_unregister,
             &self.registry_list,
             &self.registry_sync,
+            &self.registry_page,
         ]
     }
 }

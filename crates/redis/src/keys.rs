@@ -69,6 +69,13 @@ impl Keys {
         format!("{}:nu:{}", self.prefix, node)
     }
 
+    /// A node's connections for the cluster-wide list: a sorted set, every
+    /// score 0, members `since_ms (20 digits) \t conn \t transport \t user`
+    /// so that their byte order is the list's order.
+    pub fn node_connections(&self, node: &str) -> String {
+        format!("{}:nx:{}", self.prefix, node)
+    }
+
     /// Claim on sweeping a dead node, so one live node does it.
     pub fn sweep_claim(&self, node: &str) -> String {
         format!("{}:sweep:{}", self.prefix, node)

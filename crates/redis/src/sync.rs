@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::codec;
 use crate::engine::{Inner, arg, int_arg, ms};
-use crate::registry::decode_registrations;
+use crate::registry::{decode_registrations, details_arg, index_member};
 
 /// What broke a recovery: the command connection (publishes then go local)
 /// or only pub/sub (publishes keep going through Redis).
@@ -28,6 +28,8 @@ enum Failure {
 const SUBSCRIBE_BATCH: usize = 512;
 /// Scripts run at once while resyncing.
 const RESYNC_CONCURRENCY: usize = 64;
+/// Members written per ZADD when rewriting a node's connection index.
+const INDEX_BATCH: usize = 1000;
 
 impl Inner {
     /// Delivers one pub/sub message: an event, a control message or a probe.
@@ -232,7 +234,7 @@ impl Inner {
                     let mut args = vec![arg(self.node.as_str()), int_arg(limit)];
                     for c in &conns {
                         args.push(arg(c.conn.to_string()));
-                        args.push(int_arg(c.since_ms));
+                        args.push(arg(details_arg(c)));
                     }
                     let keys = vec![self.keys.user_order(user), self.keys.user_details(user)];
                     let v = self.eval(&self.scripts.registry_sync, keys, args).await.map_err(|e| e.to_string())?;
@@ -247,6 +249,29 @@ impl Inner {
         }
         if mine.is_empty() {
             self.redis().del::<(), _>(self.keys.node_users(self.node.as_str())).await.map_err(|e| format!("registry: {e}"))?;
+        }
+        self.resync_index().await
+    }
+
+    /// Makes this node's index for the connection list hold exactly its
+    /// connections again (rewritten whole: bounded by the node's connections).
+    async fn resync_index(&self) -> Result<(), String> {
+        let key = self.keys.node_connections(self.node.as_str());
+        let members: Vec<(f64, String)> = self.mirror.registry.lock().values().flatten().map(|c| (0.0, index_member(c))).collect();
+        self.redis().del::<(), _>(&key).await.map_err(|e| format!("registry: {e}"))?;
+        for batch in members.chunks(INDEX_BATCH) {
+            self.redis().zadd::<(), _, _>(&key, None, None, false, false, batch.to_vec()).await.map_err(|e| format!("registry: {e}"))?;
+        }
+        // Opened or released meanwhile: in or out again (the mirror is the truth).
+        let now: HashSet<String> = self.mirror.registry.lock().values().flatten().map(index_member).collect();
+        let written: HashSet<String> = members.into_iter().map(|(_, m)| m).collect();
+        let stale: Vec<String> = written.difference(&now).cloned().collect();
+        let missing: Vec<(f64, String)> = now.difference(&written).map(|m| (0.0, m.clone())).collect();
+        if !stale.is_empty() {
+            self.redis().zrem::<(), _, _>(&key, stale).await.map_err(|e| format!("registry: {e}"))?;
+        }
+        if !missing.is_empty() {
+            self.redis().zadd::<(), _, _>(&key, None, None, false, false, missing).await.map_err(|e| format!("registry: {e}"))?;
         }
         Ok(())
     }
@@ -358,7 +383,10 @@ impl Inner {
             let keys = vec![self.keys.user_order(&user), self.keys.user_details(&user)];
             self.eval(&self.scripts.registry_sync, keys, vec![arg(dead), int_arg(i64::MAX)]).await.map_err(|e| e.to_string())?;
         }
-        self.redis().del::<(), _>(vec![self.keys.node_channels(dead), self.keys.node_users(dead)]).await.map_err(|e| format!("sweep: {e}"))?;
+        self.redis()
+            .del::<(), _>(vec![self.keys.node_channels(dead), self.keys.node_users(dead), self.keys.node_connections(dead)])
+            .await
+            .map_err(|e| format!("sweep: {e}"))?;
         self.redis().zrem::<(), _, _>(self.keys.nodes(), dead).await.map_err(|e| format!("sweep: {e}"))?;
         Ok(())
     }
@@ -474,7 +502,10 @@ impl Inner {
             let keys = vec![self.keys.user_order(&user), self.keys.user_details(&user)];
             self.eval(&self.scripts.registry_sync, keys, vec![arg(node), int_arg(i64::MAX)]).await.map_err(|e| e.to_string())?;
         }
-        self.redis().del::<(), _>(vec![self.keys.node_channels(node), self.keys.node_users(node)]).await.map_err(|e| e.to_string())?;
+        self.redis()
+            .del::<(), _>(vec![self.keys.node_channels(node), self.keys.node_users(node), self.keys.node_connections(node)])
+            .await
+            .map_err(|e| e.to_string())?;
         self.redis().zrem::<(), _, _>(self.keys.nodes(), node).await.map_err(|e| e.to_string())?;
         Ok(())
     }

@@ -95,6 +95,17 @@ describe('runs', () => {
     assert.equal(tracker.get('early').stored, true);
   });
 
+  it('hands the calls a run completed on to the client instead of failing them', () => {
+    const tracker = new RunTracker();
+    const ev = (type, data) => ({ type, channel: 'room:c', offset: 0, epoch: 'e', timestamp: '2026-12-05T10:00:00.000Z', data: { run_id: 'f', thread_id: 'room:c', agent_id: 'a', ...data } });
+    tracker.onEvent(ev('agent_started', { seq: 1, model: 'm' }));
+    tracker.onEvent(ev('tool_executing', { seq: 2, call_id: 'z', tool: 'confirm', arguments: { ask: 'ok?' } }));
+    tracker.onEvent(ev('agent_completed', { seq: 3, text: '', finish_reason: 'tool_calls' }));
+    const run = tracker.get('f');
+    assert.equal(run.status, 'completed');
+    assert.equal(run.tools.get('z').status, 'client');
+  });
+
   it('keeps one thinking and one text item per step however their pieces interleave', () => {
     const tracker = new RunTracker();
     let seq = 0;

@@ -1,4 +1,4 @@
-// Administration: this node's connections (disconnect a user), maintenance
+// Administration: every node's connections (disconnect a user), maintenance
 // mode, and the live firehose of every event.
 
 import { html, formatTime, useEffect, useRef, useState } from '../lib.js';
@@ -37,7 +37,7 @@ function Connections({ app }) {
     ${error ? html`<p class="error" role="alert">${error}</p>` : null}
     ${note ? html`<p class="ok" role="status">${note}</p>` : null}
     <table class="table">
-      <caption class="visually-hidden">Live connections on this node</caption>
+      <caption class="visually-hidden">Live connections on every node</caption>
       <thead><tr><th scope="col">User</th><th scope="col">Transport</th><th scope="col">Since</th><th scope="col">Subscriptions</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
       <tbody>
         ${rows.map(
@@ -45,7 +45,7 @@ function Connections({ app }) {
             <td>${app.nameOf({ kind: 'user', id: c.user_id })}</td>
             <td>${c.transport}</td>
             <td>${formatTime(c.connected_at)}</td>
-            <td>${c.subscriptions.length}</td>
+            <td>${c.subscriptions ? c.subscriptions.length : '—'}</td>
             <td><button type="button" onClick=${() => disconnect(c.user_id)} aria-label=${`Disconnect user ${app.nameOf({ kind: 'user', id: c.user_id })}`}>Disconnect user</button></td>
           </tr>`,
         )}

@@ -15,7 +15,7 @@ const STATUS = {
 };
 
 function ToolCard({ call }) {
-  const label = call.status === 'running' ? 'running…' : call.status === 'done' ? 'done' : 'failed';
+  const label = { running: 'running…', done: 'done', client: 'sent to the client', failed: 'failed' }[call.status] ?? call.status;
   return html`<div class="tool" data-tool-status=${call.status} data-call-id=${call.callId}>
     <div class="tool-head">
       <span class="tool-name">${call.tool}</span>
@@ -26,7 +26,7 @@ function ToolCard({ call }) {
       <summary>Arguments and result</summary>
       <p class="label">Arguments</p>
       <pre>${pretty(call.arguments) || '(none)'}</pre>
-      ${call.status !== 'running' ? html`<p class="label">Result</p><pre>${pretty(call.result) || '(empty)'}</pre>` : null}
+      ${call.status === 'done' || call.status === 'failed' ? html`<p class="label">Result</p><pre>${pretty(call.result) || '(empty)'}</pre>` : null}
     </details>
   </div>`;
 }

@@ -296,3 +296,36 @@ async fn rest_push(engine: TestEngine) {
     assert_eq!(r.status, 404, "{:?}", r.body);
     app.stop().await;
 }
+
+/// An external agent through the AG-UI endpoint: the message goes to its
+/// webhook like any trigger, and the events its service pushes stream back
+/// to the AG-UI client.
+#[tokio::test]
+async fn an_external_agent_answers_an_agui_client() {
+    use crate::agui;
+    let app = App::start_with(TestEngine::Sqlite, external).await;
+    let alice = app.user("alice").await;
+    let room = room(&app, &alice, "general").await;
+    let hook = MockWebhook::start(&[]).await;
+    let (agent_id, secret) = external_agent(&app, &alice, &room, "Outside", &hook.url("/chorus")).await;
+    hook.set_secrets(&[&secret]);
+    let body = agui::input(&room, "ext-1", json!([agui::user_message("m1", "what is the weather?")]), json!([]));
+    let mut res =
+        app.http.post(app.url(&format!("/api/v1/agui/{agent_id}"))).bearer_auth(&alice.token).json(&body).send().await.expect("response");
+    assert_eq!(res.status(), 200);
+    let got = hook.wait_for(1).await;
+    assert_eq!(got[0].json["message"]["text"], "what is the weather?");
+    let run_id = got[0].json["run"]["id"].as_str().expect("run id").to_owned();
+    let pushed = vec![ev(1, started()), ev(2, delta("Sunny, ")), ev(3, delta("20 degrees.")), ev(4, completed(None))];
+    app.server().agents().push_events(&run_id, &agent_id, pushed).await.expect("pushed");
+    let mut text = Vec::new();
+    while let Some(chunk) = res.chunk().await.expect("a chunk") {
+        text.extend_from_slice(&chunk);
+    }
+    let events = agui::frames(std::str::from_utf8(&text).expect("utf-8"));
+    agui::assert_stream(&events);
+    assert_eq!(events[0]["metadata"]["chorus"]["run_id"], run_id.as_str());
+    assert_eq!(agui::text_of(&events), "Sunny, 20 degrees.");
+    assert_eq!(events.last().expect("events")["type"], "RUN_FINISHED");
+    app.stop().await;
+}

@@ -11,6 +11,7 @@ mod common;
 mod conformance;
 mod harness;
 
+mod agui;
 mod external;
 mod flow;
 mod guard;

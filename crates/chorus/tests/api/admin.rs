@@ -118,6 +118,8 @@ async fn connections(engine: TestEngine) {
     let r = app.get("/api/v1/admin/connections", &admin.token).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["total"], 2, "{}", r.body);
+    assert_eq!(r.body["scope"], "cluster", "{}", r.body);
+    assert!(r.body.get("next_after").is_none(), "{}", r.body);
     let list = r.body["connections"].as_array().unwrap();
     assert_eq!(list.len(), 2);
     let first = &list[0];
@@ -135,8 +137,15 @@ async fn connections(engine: TestEngine) {
     let r = app.get("/api/v1/admin/connections?limit=1", &admin.token).await;
     assert_eq!((r.body["total"].as_u64(), r.body["connections"].as_array().map(Vec::len)), (Some(2), Some(1)), "{}", r.body);
     assert_eq!(r.body["connections"][0]["id"], first["id"]);
+    // The next page starts after the cursor, and is the last.
+    let next = r.body["next_after"].as_str().expect("more follow").to_owned();
+    let r = app.get(&format!("/api/v1/admin/connections?limit=1&after={next}"), &admin.token).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["total"], 2);
+    assert_eq!(r.body["connections"][0]["id"], list[1]["id"]);
+    assert!(r.body.get("next_after").is_none(), "{}", r.body);
     assert_eq!(app.get("/api/v1/admin/connections?limit=1000", &admin.token).await.status, 200);
-    for bad in ["limit=0", "limit=1001", "limit=x", "user=alice"] {
+    for bad in ["limit=0", "limit=1001", "limit=x", "user=alice", "after=x", "after=12_nope"] {
         let r = app.get(&format!("/api/v1/admin/connections?{bad}"), &admin.token).await;
         assert_eq!((r.status, err(&r)), (400, "invalid_field"), "{bad}: {}", r.body);
     }

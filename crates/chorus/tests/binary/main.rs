@@ -5,6 +5,7 @@
 mod process;
 
 mod cli;
+mod cluster;
 mod lifecycle;
 mod logs;
 mod reload;

@@ -15,7 +15,7 @@ use chorus_protocol::ChannelName;
 use parking_lot::{Mutex, RwLock};
 
 use super::{
-    Broker, BrokerError, ConnectionRegistry, Control, Health, HistoryPage, HistoryQuery, NodeSink, PresenceEntry,
+    Broker, BrokerError, ConnectionCursor, ConnectionPage, ConnectionRegistry, Control, Health, HistoryPage, HistoryQuery, NodeSink, PresenceEntry,
     PresenceStore, PresentUser, RegisteredConnection, Retention,
 };
 use crate::config::MemoryBrokerConfig;
@@ -525,6 +525,14 @@ impl ConnectionRegistry for MemoryBroker {
         Ok(self.registry[shard_of(user.as_str())].lock().get(user).cloned().unwrap_or_default())
     }
 
+    async fn page(&self, after: Option<&ConnectionCursor>, limit: usize) -> Result<ConnectionPage, BrokerError> {
+        let mut all = Vec::new();
+        for shard in self.registry.iter() {
+            all.extend(shard.lock().values().flatten().cloned());
+        }
+        Ok(ConnectionPage::of(all, after, limit))
+    }
+
     fn users(&self) -> usize {
         self.registry_users.load(Ordering::Relaxed)
     }
@@ -537,6 +545,7 @@ mod tests {
     use chorus_protocol::{EventType, Payload};
 
     use super::*;
+    use crate::ids::Transport;
     use chorus_clock::ManualClock;
 
     const KEEP: Retention = Retention { max_events: 3, ttl: Duration::from_secs(60) };
@@ -695,7 +704,7 @@ mod tests {
         let ids: Vec<ConnId> = (0..4).map(|_| ConnId::random()).collect();
         for (i, id) in ids.iter().enumerate() {
             let evicted = b
-                .register(RegisteredConnection { conn: *id, user: user.clone(), node: node.clone(), since_ms: i as i64 }, 3)
+                .register(RegisteredConnection { conn: *id, user: user.clone(), node: node.clone(), since_ms: i as i64, transport: Transport::WebSocket }, 3)
                 .await
                 .unwrap();
             if i < 3 {
@@ -709,6 +718,42 @@ mod tests {
             b.unregister(&user, *id).await.unwrap();
         }
         assert_eq!(b.users(), 0);
+    }
+
+    #[tokio::test]
+    async fn every_nodes_connections_page_in_order_with_the_total() {
+        let b = MemoryBroker::new(MemoryBrokerConfig::default());
+        let mut registered = Vec::new();
+        for i in 0..7_i64 {
+            // Two nodes, two users, opening times out of order and one tie.
+            let e = RegisteredConnection {
+                conn: ConnId::random(),
+                user: UserId::new(if i % 2 == 0 { "u" } else { "v" }),
+                node: NodeId::new(if i < 4 { "a" } else { "b" }),
+                since_ms: (7 - i) / 2,
+                transport: if i == 3 { Transport::Sse } else { Transport::WebSocket },
+            };
+            assert!(b.register(e.clone(), 10).await.unwrap().is_empty());
+            registered.push(e);
+        }
+        registered.sort_by_key(RegisteredConnection::cursor);
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = b.page(after.as_ref(), 3).await.unwrap();
+            assert_eq!(page.total, 7);
+            assert!(page.connections.len() <= 3);
+            seen.extend(page.connections);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, registered, "every connection once, by opening time then id");
+        let whole = b.page(None, 1000).await.unwrap();
+        assert_eq!((whole.connections.len(), whole.next), (7, None));
+        b.unregister(&registered[0].user, registered[0].conn).await.unwrap();
+        assert_eq!(b.page(None, 1).await.unwrap().total, 6);
     }
 
     #[tokio::test]

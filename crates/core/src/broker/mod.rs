@@ -3,8 +3,8 @@
 //! per-user connection count ([`ConnectionRegistry`]).
 //!
 //! The in-memory implementation serves a single process (and tests with
-//! several hubs in one process); an engine shared between processes would
-//! serve a cluster (there is none yet). The hub only ever sees these traits.
+//! several hubs in one process); the Redis engine (`chorus-redis`) serves
+//! several processes. The hub only ever sees these traits.
 
 pub mod memory;
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chorus_protocol::{ChannelName, CloseCode};
 
-use crate::ids::{ConnId, NodeId, UserId};
+use crate::ids::{ConnId, NodeId, Transport, UserId};
 use crate::maintenance::MaintenanceMode;
 use crate::publication::{Draft, Position, Publication};
 
@@ -147,6 +147,50 @@ pub struct RegisteredConnection {
     pub node: NodeId,
     /// Unix milliseconds.
     pub since_ms: i64,
+    pub transport: Transport,
+}
+
+impl RegisteredConnection {
+    /// Where this entry sits in the cluster's connection list.
+    pub fn cursor(&self) -> ConnectionCursor {
+        ConnectionCursor { since_ms: self.since_ms, conn: self.conn }
+    }
+}
+
+/// A place in the cluster's connection list, which is ordered by opening
+/// time (`since_ms`), then connection id; a page starts after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConnectionCursor {
+    pub since_ms: i64,
+    pub conn: ConnId,
+}
+
+/// A page of every node's connections, in the list's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionPage {
+    /// Connections in all, on every node (the page may hold fewer).
+    pub total: u64,
+    pub connections: Vec<RegisteredConnection>,
+    /// Set when more follow: the next page starts after it.
+    pub next: Option<ConnectionCursor>,
+}
+
+impl ConnectionPage {
+    /// The page of `entries` (any order) after `after`, at most `limit`
+    /// (at least 1) long; only the page is sorted.
+    pub fn of(entries: Vec<RegisteredConnection>, after: Option<&ConnectionCursor>, limit: usize) -> Self {
+        let total = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+        let limit = limit.max(1);
+        let mut rest: Vec<RegisteredConnection> = entries.into_iter().filter(|e| after.is_none_or(|a| e.cursor() > *a)).collect();
+        let more = rest.len() > limit;
+        if more {
+            rest.select_nth_unstable_by_key(limit, RegisteredConnection::cursor);
+            rest.truncate(limit);
+        }
+        rest.sort_unstable_by_key(RegisteredConnection::cursor);
+        let next = if more { rest.last().map(RegisteredConnection::cursor) } else { None };
+        Self { total, connections: rest, next }
+    }
 }
 
 #[async_trait]
@@ -157,6 +201,13 @@ pub trait ConnectionRegistry: Send + Sync + 'static {
     async fn register(&self, entry: RegisteredConnection, limit: usize) -> Result<Vec<RegisteredConnection>, BrokerError>;
     async fn unregister(&self, user: &UserId, conn: ConnId) -> Result<(), BrokerError>;
     async fn connections(&self, user: &UserId) -> Result<Vec<RegisteredConnection>, BrokerError>;
+    /// Every node's connections, `limit` (at least 1) at a time after
+    /// `after`, in the list's order (see [`ConnectionCursor`]). A registry
+    /// that cannot see other nodes answers `Unavailable` (the default).
+    async fn page(&self, after: Option<&ConnectionCursor>, limit: usize) -> Result<ConnectionPage, BrokerError> {
+        let _ = (after, limit);
+        Err(BrokerError::Unavailable("this connection registry cannot list every node's connections".into()))
+    }
     /// Users with registered connections, for metrics.
     fn users(&self) -> usize;
 }

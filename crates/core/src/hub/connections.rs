@@ -9,7 +9,7 @@ use chorus_protocol::CloseCode;
 use tracing::Instrument;
 
 use super::{Hub, shard_index};
-use crate::broker::{Control, RegisteredConnection};
+use crate::broker::{BrokerError, ConnectionCursor, ConnectionPage, Control, RegisteredConnection};
 use crate::connection::{Connection, ConnectionInfo};
 use crate::identity::Identity;
 use crate::ids::{ConnId, Transport, UserId};
@@ -53,7 +53,7 @@ impl Hub {
         self.0.metrics.connections_opened.get(transport).inc();
         let lease = Lease::new(self.clone(), conn.clone());
 
-        let entry = RegisteredConnection { conn: conn.id, user: conn.user.clone(), node: self.0.node.clone(), since_ms: conn.opened_at_ms };
+        let entry = RegisteredConnection { conn: conn.id, user: conn.user.clone(), node: self.0.node.clone(), since_ms: conn.opened_at_ms, transport };
         match self.0.backplane.registry.register(entry, per_user).await {
             Ok(evicted) => {
                 for e in evicted {
@@ -198,17 +198,21 @@ impl Hub {
         v
     }
 
-    /// The `limit` oldest connections of this node (oldest first) and how
-    /// many there are in all; only the page's details are copied.
-    pub fn connection_page(&self, limit: usize) -> (usize, Vec<ConnectionInfo>) {
-        let mut all = self.all_connections();
-        let total = all.len();
-        if limit < total {
-            all.select_nth_unstable_by_key(limit, |c| c.opened_at_ms);
-            all.truncate(limit);
-        }
-        all.sort_by_key(|c| c.opened_at_ms);
-        (total, all.iter().map(|c| c.info()).collect())
+    /// A page of every node's connections, as the connection registry knows
+    /// them (ordered by opening time, then id).
+    pub async fn cluster_connection_page(&self, after: Option<&ConnectionCursor>, limit: usize) -> Result<ConnectionPage, BrokerError> {
+        self.0.backplane.registry.page(after, limit).await
+    }
+
+    /// The same page over this node's connections only (for when the
+    /// registry cannot answer).
+    pub fn local_connection_page(&self, after: Option<&ConnectionCursor>, limit: usize) -> ConnectionPage {
+        let entries = self
+            .all_connections()
+            .iter()
+            .map(|c| RegisteredConnection { conn: c.id, user: c.user.clone(), node: self.0.node.clone(), since_ms: c.opened_at_ms, transport: c.transport })
+            .collect();
+        ConnectionPage::of(entries, after, limit)
     }
 
     pub(super) fn close_local(&self, user: &UserId, id: ConnId, code: CloseCode) -> bool {

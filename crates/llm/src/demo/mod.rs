@@ -2,7 +2,9 @@
 //! fresh server has a working agent. Deterministic (the answer follows from
 //! the request alone), it streams at a set pace, shows some thinking, calls
 //! the built-in `clock` and `calculator` tools when asked the time or a sum,
-//! answers from their results, and summarizes when asked to.
+//! calls any offered tool a message names (`call <tool>`, arguments from the
+//! first JSON object of the message), answers from their results, and
+//! summarizes when asked to.
 
 mod faults;
 mod plan;

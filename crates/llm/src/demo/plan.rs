@@ -31,6 +31,10 @@ pub(super) fn plan(request: &ChatRequest, fault: Option<&Fault>) -> Plan {
     if !results.is_empty() {
         return answer_from_results(request, &results);
     }
+    if let Some((tool, arguments)) = named_call(request, last_user) {
+        let call = new_call(request, &tool, arguments);
+        return calling(&format!("I am asked to call the {tool} tool; I will."), call);
+    }
     if asks_for_summary(request) {
         return summary(request);
     }
@@ -146,7 +150,13 @@ fn answer_from_results(request: &ChatRequest, results: &[&ToolResult]) -> Plan {
                         .and_then(|a| a.get("expression"))
                         .and_then(Value::as_str)
                         .unwrap_or("the result");
-                    format!("{expression} = {content}.")
+                    // The number alone, and the expression as code: Markdown
+                    // would read `6*7*8` as emphasis.
+                    let result = serde_json::from_str::<Value>(content)
+                        .ok()
+                        .and_then(|v| v.get("result").map(Value::to_string))
+                        .unwrap_or_else(|| content.to_owned());
+                    format!("`{expression}` = {result}.")
                 }
                 other => format!("{other} says: {content}."),
             }
@@ -156,6 +166,38 @@ fn answer_from_results(request: &ChatRequest, results: &[&ToolResult]) -> Plan {
         "The tool answered; I will reply with its result.".into(),
         sentences.join(" "),
     )
+}
+
+/// "call <tool>" or "use <tool>" naming an offered tool (any tool: the
+/// client's own included), with the first JSON object of the text as its
+/// arguments (`{}` without one). Lets tests ask for any call by name.
+fn named_call(request: &ChatRequest, text: &str) -> Option<(String, Value)> {
+    let lower = text.to_lowercase();
+    let tool = request
+        .tools
+        .iter()
+        .filter(|t| {
+            let name = t.name.to_lowercase();
+            ["call ", "use "].iter().any(|verb| {
+                lower.match_indices(&format!("{verb}{name}")).any(|(i, m)| {
+                    let before = lower[..i].chars().next_back();
+                    let after = lower[i + m.len()..].chars().next();
+                    before.is_none_or(|c| !c.is_alphanumeric())
+                        && after.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'))
+                })
+            })
+        })
+        .max_by_key(|t| t.name.len())?;
+    let arguments = text
+        .find('{')
+        .and_then(|start| {
+            let mut stream =
+                serde_json::Deserializer::from_str(&text[start..]).into_iter::<Value>();
+            stream.next().and_then(Result::ok)
+        })
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    Some((tool.name.clone(), arguments))
 }
 
 fn asks_for_summary(request: &ChatRequest) -> bool {
@@ -310,6 +352,39 @@ mod tests {
         assert_eq!(arithmetic("I have 3 apples"), None);
         assert_eq!(arithmetic("well-known"), None);
         assert_eq!(arithmetic("-5"), None);
+    }
+
+    #[test]
+    fn calls_a_tool_named_in_the_text() {
+        let tool = |name: &str| crate::request::ToolDefinition {
+            name: name.into(),
+            description: String::new(),
+            input_schema: json!({"type": "object"}),
+        };
+        let request = |text: &str| ChatRequest {
+            model: "demo".into(),
+            system: None,
+            messages: vec![Message::user(text)],
+            tools: vec![tool("clock"), tool("change_background")],
+            max_output_tokens: 100,
+        };
+        let plan = plan(
+            &request(r#"Please call change_background with {"color": "blue"} now"#),
+            None,
+        );
+        assert_eq!(plan.calls.len(), 1);
+        assert_eq!(plan.calls[0].name, "change_background");
+        assert_eq!(plan.calls[0].arguments, json!({"color": "blue"}));
+        assert_eq!(plan.finish, FinishReason::ToolCalls);
+        let plan = super::plan(&request("use clock"), None);
+        assert_eq!(
+            (plan.calls[0].name.as_str(), &plan.calls[0].arguments),
+            ("clock", &json!({}))
+        );
+        assert!(super::plan(&request("recall change_backgrounds"), None)
+            .calls
+            .is_empty());
+        assert!(super::plan(&request("call paint"), None).calls.is_empty());
     }
 
     #[test]

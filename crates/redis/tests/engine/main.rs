@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::broker::{
-    Broker, BrokerError, ConnectionRegistry, Control, Health, HistoryQuery, PresenceEntry, PresenceStore, RegisteredConnection, Retention,
+    Broker, BrokerError, ConnectionCursor, ConnectionRegistry, Control, Health, HistoryQuery, PresenceEntry, PresenceStore, RegisteredConnection, Retention,
 };
 use chorus_core::maintenance::MaintenanceMode;
 use chorus_core::publication::{Draft, Position};
-use chorus_core::{ConnId, NodeId, UserId};
+use chorus_core::{ConnId, NodeId, Transport, UserId};
 use chorus_protocol::{ChannelName, CloseCode, EventType, Payload};
 use chorus_redis::RedisBrokerConfig;
 use serde_json::json;
@@ -89,7 +89,10 @@ async fn events_reach_every_listening_node_in_order_and_history_serves_recovery(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_is_trimmed_by_length_and_age() {
     let redis = RedisServer::start();
-    let a = node("a", &redis.url()).await;
+    // Event times and the age cut-off come from the node's clock, moved by the test.
+    let clock = chorus_clock::ManualClock::starting_now();
+    let a = node_with_clock("a", config(&redis.url()), Arc::new(clock.clone())).await;
+    assert!(a.engine.until_up(Duration::from_secs(5)).await);
     let short = Retention { max_events: 3, ttl: Duration::from_secs(3600) };
     let mut epoch = String::new();
     for i in 1..=5 {
@@ -100,9 +103,9 @@ async fn history_is_trimmed_by_length_and_age() {
     assert!(matches!(a.engine.history(&ch("room:t"), since(1, &epoch, 10), short).await, Err(BrokerError::Unrecoverable { .. })));
     assert_eq!(a.engine.history(&ch("room:t"), since(2, &epoch, 10), short).await.unwrap().publications.len(), 3);
 
-    let brief = Retention { max_events: 100, ttl: Duration::from_millis(300) };
+    let brief = Retention { max_events: 100, ttl: Duration::from_secs(60) };
     a.engine.publish(&ch("room:age"), draft(1), brief).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_secs(61));
     let p = a.engine.publish(&ch("room:age"), draft(2), brief).await.unwrap();
     let page = a.engine.history(&ch("room:age"), HistoryQuery::Latest { limit: 10 }, brief).await.unwrap();
     assert_eq!(page.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![2], "the old event aged out");
@@ -164,7 +167,7 @@ async fn the_per_user_limit_holds_across_nodes_and_the_holder_is_told() {
     let a = node("a", &redis.url()).await;
     let b = node("b", &redis.url()).await;
     let user = UserId::new("alice");
-    let reg = |node: &str, i: i64| RegisteredConnection { conn: ConnId::random(), user: user.clone(), node: NodeId::new(node), since_ms: i };
+    let reg = |node: &str, i: i64| RegisteredConnection { conn: ConnId::random(), user: user.clone(), node: NodeId::new(node), since_ms: i, transport: Transport::WebSocket };
     let first = reg("a", 3);
     assert!(a.engine.register(first.clone(), 3).await.unwrap().is_empty());
     assert!(a.engine.register(reg("a", 2), 3).await.unwrap().is_empty());
@@ -187,6 +190,70 @@ async fn the_per_user_limit_holds_across_nodes_and_the_holder_is_told() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_list_pages_through_every_nodes_connections() {
+    let redis = RedisServer::start();
+    let a = node("a", &redis.url()).await;
+    let b = node("b", &redis.url()).await;
+    let mut expected = Vec::new();
+    for i in 0..9_i64 {
+        let (holder, name) = if i % 3 == 0 { (&b, "b") } else { (&a, "a") };
+        let e = RegisteredConnection {
+            conn: ConnId::random(),
+            user: UserId::new(format!("u{}", i % 4)),
+            node: NodeId::new(name),
+            // One tie: the id decides.
+            since_ms: 1_000 + (i / 2),
+            transport: if i == 4 { Transport::Sse } else { Transport::WebSocket },
+        };
+        assert!(holder.engine.register(e.clone(), 10).await.unwrap().is_empty());
+        expected.push(e);
+    }
+    expected.sort_by_key(RegisteredConnection::cursor);
+    for asker in [&a, &b] {
+        let mut seen = Vec::new();
+        let mut after: Option<ConnectionCursor> = None;
+        loop {
+            let page = asker.engine.page(after.as_ref(), 4).await.unwrap();
+            assert_eq!(page.total, 9);
+            assert!(page.connections.len() <= 4);
+            seen.extend(page.connections);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "every node's connections once, in order, with node and transport");
+    }
+    // Released and evicted ones leave the list; a killed node's go with its heartbeat.
+    let gone = expected.iter().find(|e| e.node == NodeId::new("a")).unwrap().clone();
+    a.engine.unregister(&gone.user, gone.conn).await.unwrap();
+    assert_eq!(b.engine.page(None, 100).await.unwrap().total, 8);
+    let crowd = UserId::new("u1");
+    let newest = RegisteredConnection { conn: ConnId::random(), user: crowd.clone(), node: NodeId::new("b"), since_ms: 5_000, transport: Transport::WebSocket };
+    let evicted = b.engine.register(newest, 1).await.unwrap();
+    assert!(!evicted.is_empty());
+    for e in &evicted {
+        // What the hub does once the holder closes it.
+        let holder = if e.node == NodeId::new("a") { &a } else { &b };
+        holder.engine.unregister(&e.user, e.conn).await.unwrap();
+    }
+    let listed = a.engine.page(None, 100).await.unwrap();
+    assert_eq!(listed.total as usize, 9 - evicted.len());
+    assert!(listed.connections.iter().all(|c| !evicted.iter().any(|e| e.conn == c.conn)));
+    a.engine.halt().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = b.engine.page(None, 100).await.unwrap();
+        if page.connections.iter().all(|c| c.node == NodeId::new("b")) {
+            assert_eq!(page.total as usize, page.connections.len());
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the dead node's connections stayed listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_users_opening_a_fourth_connection_at_once_keep_exactly_three() {
     let redis = RedisServer::start();
     let a = node("a", &redis.url()).await;
@@ -195,7 +262,7 @@ async fn a_thousand_users_opening_a_fourth_connection_at_once_keep_exactly_three
     let mut oldest = Vec::new();
     for (i, u) in users.iter().enumerate() {
         for k in 0..3 {
-            let e = RegisteredConnection { conn: ConnId::random(), user: u.clone(), node: NodeId::new("a"), since_ms: (i * 3 + k) as i64 };
+            let e = RegisteredConnection { conn: ConnId::random(), user: u.clone(), node: NodeId::new("a"), since_ms: (i * 3 + k) as i64, transport: Transport::WebSocket };
             if k == 0 {
                 oldest.push(e.conn);
             }
@@ -203,7 +270,7 @@ async fn a_thousand_users_opening_a_fourth_connection_at_once_keep_exactly_three
         }
     }
     let calls = users.iter().map(|u| {
-        let e = RegisteredConnection { conn: ConnId::random(), user: u.clone(), node: NodeId::new("b"), since_ms: 0 };
+        let e = RegisteredConnection { conn: ConnId::random(), user: u.clone(), node: NodeId::new("b"), since_ms: 0, transport: Transport::WebSocket };
         b.engine.register(e, 3)
     });
     let results = futures_util::future::join_all(calls).await;
@@ -224,7 +291,7 @@ async fn a_dead_nodes_presence_and_connections_vanish_and_its_users_are_announce
     let room = ch("room:p");
     let ghost = UserId::new("ghost");
     let conn = ConnId::random();
-    doomed.engine.register(RegisteredConnection { conn, user: ghost.clone(), node: NodeId::new("doomed"), since_ms: 0 }, 3).await.unwrap();
+    doomed.engine.register(RegisteredConnection { conn, user: ghost.clone(), node: NodeId::new("doomed"), since_ms: 0, transport: Transport::WebSocket }, 3).await.unwrap();
     assert!(doomed.engine.join(&room, PresenceEntry { conn, user: ghost.clone(), node: NodeId::new("doomed") }).await.unwrap());
     assert_eq!(a.engine.list(&room).await.unwrap().len(), 1);
     doomed.engine.halt().await;
@@ -256,7 +323,7 @@ async fn without_redis_delivery_stays_local_on_a_new_epoch_and_comes_back() {
     assert!(matches!(a.engine.list(&ch("room:d")).await, Err(BrokerError::Unavailable(_))));
     // The per-user limit holds on this node meanwhile.
     let u = UserId::new("bob");
-    let reg = || RegisteredConnection { conn: ConnId::random(), user: u.clone(), node: NodeId::new("a"), since_ms: 0 };
+    let reg = || RegisteredConnection { conn: ConnId::random(), user: u.clone(), node: NodeId::new("a"), since_ms: 0, transport: Transport::WebSocket };
     let first = reg();
     a.engine.register(first.clone(), 2).await.unwrap();
     a.engine.register(reg(), 2).await.unwrap();

@@ -225,11 +225,16 @@ pub struct TestNode {
 }
 
 pub async fn node_with(name: &str, config: RedisBrokerConfig) -> TestNode {
+    node_with_clock(name, config, Arc::new(SystemClock)).await
+}
+
+/// A node whose clock the test moves (event times, trimming by age).
+pub async fn node_with_clock(name: &str, config: RedisBrokerConfig, clock: Arc<dyn chorus_clock::Clock>) -> TestNode {
     use chorus_core::broker::Broker;
     // The engine's warnings (degraded, resyncing) show with a failing test.
     let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_test_writer().try_init();
     let node = NodeId::new(name);
-    let engine = RedisBroker::connect(config, node.clone(), Arc::new(SystemClock), RedisMetrics::default()).await.unwrap();
+    let engine = RedisBroker::connect(config, node.clone(), clock, RedisMetrics::default()).await.unwrap();
     let sink = Arc::new(Recorder::default());
     engine.attach(&node, sink.clone()).await.unwrap();
     TestNode { engine, sink }

@@ -50,13 +50,18 @@ pub struct ConnectionsParams {
     /// 1 to 1000; 100 when absent. The oldest connections come first.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// The `next_after` of the previous page: this page starts after it.
+    pub after: Option<String>,
 }
 
-/// `GET /api/v1/admin/connections`: this node's live connections (WebSocket
-/// and SSE), oldest first, with their subscriptions.
+/// `GET /api/v1/admin/connections`: the live connections (WebSocket and
+/// SSE) of every node, oldest first, each with the node holding it (and its
+/// subscriptions when that is the answering node). Paged with `limit` and
+/// `after`; `total` counts them all. While the broker cannot be reached,
+/// `scope` is `node` and only the answering node's connections are listed.
 #[utoipa::path(get, path = "/api/v1/admin/connections", tag = "admin", params(ConnectionsParams), security(("bearer" = [])),
     responses(
-        (status = 200, description = "A page of this node's connections and their total", body = ConnectionList),
+        (status = 200, description = "A page of every node's connections and their total", body = ConnectionList),
         (status = 400, description = "Invalid or unknown query parameter", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Not an administrator", body = ErrorBody),
@@ -64,14 +69,15 @@ pub struct ConnectionsParams {
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub async fn list_connections(State(chat): State<Arc<Chat>>, AdminUser(caller): AdminUser, RawQuery(query): RawQuery) -> Result<Json<ConnectionList>, ApiError> {
-    let mut limit = None;
+    let (mut limit, mut after) = (None, None);
     for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "limit" => limit = Some(v.parse().map_err(|_| ApiError::new(ErrorCode::InvalidField, "limit: must be an integer from 1 to 1000"))?),
-            _ => return Err(ApiError::new(ErrorCode::InvalidField, format!("{k}: unknown query parameter (known: limit)"))),
+            "after" => after = Some(v.into_owned()),
+            _ => return Err(ApiError::new(ErrorCode::InvalidField, format!("{k}: unknown query parameter (known: limit, after)"))),
         }
     }
-    Ok(Json(chat.admin.connections(&caller, limit)?))
+    Ok(Json(chat.admin.connections(&caller, limit, after.as_deref()).await?))
 }
 
 /// `POST /api/v1/admin/users/{id}/disconnect`: closes every connection of the

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod agents;
+pub mod agui;
 pub mod channels;
 pub mod openapi;
 pub mod run_events;
@@ -68,6 +69,7 @@ pub fn routes() -> OpenApiRouter<RestState> {
         .merge(channels::routes())
         .merge(agents::routes())
         .merge(runs::routes())
+        .routes(utoipa_axum::routes!(agui::run_agent))
         .merge(admin::routes())
 }
 
