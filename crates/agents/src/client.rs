@@ -140,7 +140,7 @@ impl Runtime {
             Some(live) => {
                 // Watched before it is admitted, so no event is missed.
                 let feed = live.watch();
-                self.admit_live(live).await;
+                self.admit_live(live, None).await;
                 match feed {
                     Some(feed) => ClientRunOutcome::Watching { run_id, feed },
                     None => ClientRunOutcome::Unwatchable { run_id },

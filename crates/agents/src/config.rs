@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentsConfig {
-    /// Run hosted agents on this node. With several nodes on one store, run
-    /// the runtime on one of them (runs are claimed by compare-and-set, but
-    /// the start-up sweep ends every run a crash left `running`).
+    /// Run hosted agents on this node. Several nodes on one store share the
+    /// runs: each run is claimed by one node (recorded with the run), which
+    /// alone produces its events.
     pub enabled: bool,
     /// The models agents may use (`allowed_models` follows from their
     /// names). None: the offline demo model, named `demo`.
@@ -57,6 +57,12 @@ pub struct AgentsConfig {
     pub tool_rounds: u32,
     /// Tool calls of one model turn that run at once.
     pub parallel_tool_calls: usize,
+    /// How often the node looks in the store for queued runs no node took
+    /// (another node's messages, a full intake) and for runs whose node
+    /// stopped (its heartbeat expired in the broker): their queued runs are
+    /// taken over, their running ones end as `interrupted`.
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
     /// A run with no event for this long ends with `timeout`.
     #[serde(with = "humantime_serde")]
     pub silence_timeout: Duration,
@@ -98,6 +104,7 @@ impl Default for AgentsConfig {
             channel_runs_per_minute: 20,
             tool_rounds: 8,
             parallel_tool_calls: 4,
+            rescan_interval: Duration::from_secs(5),
             silence_timeout: Duration::from_secs(120),
             delta_interval: Duration::from_millis(100),
             cancel_grace: Duration::from_millis(200),
@@ -130,6 +137,9 @@ impl AgentsConfig {
         positive("summary_max_tokens", self.summary_max_tokens > 0)?;
         if self.running_per_user > self.runs_per_user {
             return Err(AgentsConfigError { key: "running_per_user", message: "must not exceed runs_per_user".into() });
+        }
+        if self.rescan_interval.is_zero() {
+            return Err(AgentsConfigError { key: "rescan_interval", message: "must be positive".into() });
         }
         if self.silence_timeout.is_zero() {
             return Err(AgentsConfigError { key: "silence_timeout", message: "must be positive".into() });

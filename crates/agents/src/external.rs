@@ -99,6 +99,10 @@ pub enum PushError {
     Ended { accepted: usize },
     #[error("the run's events could not be stored; push them again")]
     Unavailable,
+    /// The run is owned by another node of the deployment (only the owner
+    /// takes its events).
+    #[error("another node of this deployment runs this run; push again (another node may answer)")]
+    Elsewhere,
 }
 
 /// Inbound state of one external run.
@@ -278,6 +282,7 @@ impl Runtime {
             return match shared.store.get_run(run_id).await {
                 Ok(Some(run)) if run.agent_id != key_agent => Err(PushError::Forbidden),
                 Ok(Some(run)) if !run.status.is_active() => Err(PushError::Ended { accepted: 0 }),
+                Ok(Some(run)) if run.node_id.as_deref().is_some_and(|owner| owner != self.node()) => Err(PushError::Elsewhere),
                 Ok(Some(_)) => Err(PushError::NotExternal),
                 Ok(None) => Err(PushError::NotFound),
                 Err(_) => Err(PushError::Unavailable),

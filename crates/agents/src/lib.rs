@@ -27,6 +27,7 @@ pub mod ledger;
 mod memory;
 pub mod metrics;
 pub mod queue;
+mod routing;
 mod run_loop;
 mod runtime;
 mod service;

@@ -1,6 +1,13 @@
 //! The runtime: takes committed runs (from the intake, and from the store at
 //! start and on rescans), queues them, runs them under the node's caps, and
 //! watches them (silence watchdog, shutdown).
+//!
+//! Several nodes share the runs of one store: a node takes a run by
+//! claiming it in the store (`claim_run`: one owner per run, and the
+//! per-user limit counted over every node), and only the owner produces its
+//! events. Cancels reach the owner as a control message ([`crate::routing`]);
+//! the rescan takes over queued runs of nodes whose heartbeat stopped and
+//! ends their running runs as `interrupted`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +19,7 @@ use chorus_core::Hub;
 use chorus_core::metrics::CoreMetrics;
 use chorus_llm::{Models, TokenCounter};
 use chorus_protocol::RunErrorCode;
-use chorus_store::{Run, RunStatus, Store};
+use chorus_store::{Run, RunClaim, RunClaimRequest, RunStatus, Store};
 use chorus_tools::ToolRegistry;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -26,13 +33,11 @@ use crate::intake::IntakeReceiver;
 use crate::ledger::{AnswerPlan, Origin, RunLedger, Stop};
 use crate::metrics::AgentMetrics;
 use crate::queue::{Admission, QueueLimits, Queues, Ticket};
+use crate::routing::OwnerWatch;
 use crate::run_loop;
 
-/// Queued runs read per rescan page.
+/// Runs read per rescan page.
 const RESCAN_PAGE: u32 = 500;
-/// How often the store is rescanned for queued runs nobody announced
-/// (another node's messages, a full intake).
-const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the composition root hands in.
 pub struct RuntimeParts {
@@ -75,6 +80,19 @@ pub(crate) struct Shared {
     pub webhooks: Option<chorus_external::WebhookClient>,
     /// External runs being delivered here, and what their services pushed.
     pub inbound: crate::external::InboundRuns,
+    /// What the hub routes other nodes' run controls to (it holds it weakly).
+    routes: Mutex<Option<Arc<dyn chorus_core::RunControls>>>,
+}
+
+impl Shared {
+    pub(crate) fn keep_routes(&self, routes: Arc<dyn chorus_core::RunControls>) {
+        *self.routes.lock() = Some(routes);
+    }
+
+    /// Tasks that shutdown waits for.
+    pub(crate) fn background_tracker(&self) -> TaskTracker {
+        self.runs.clone()
+    }
 }
 
 /// The agent runtime. Cheap to clone.
@@ -112,17 +130,22 @@ impl Runtime {
             finished: Notify::new(),
             webhooks,
             inbound: crate::external::InboundRuns::default(),
+            routes: Mutex::new(None),
         });
         let runtime = Runtime(shared);
+        runtime.0.hub.route_run_controls(crate::routing::controls(&runtime));
         if !runtime.0.config.enabled {
             tracing::info!("agent runtime disabled on this node: runs wait in the store for a node that runs them");
             return Ok(runtime);
         }
-        let interrupted = runtime.sweep_interrupted().await?;
+        // At start, owners missing from the live nodes are dead at once: this
+        // process's earlier incarnation among them.
+        let mut owners = OwnerWatch::at_start(runtime.0.hub.live_nodes().await);
+        let interrupted = runtime.sweep_interrupted(&mut owners).await?;
         if interrupted > 0 {
-            tracing::warn!(interrupted, "runs left running by an earlier process ended as interrupted");
+            tracing::warn!(interrupted, "runs left running by a process that stopped ended as interrupted");
         }
-        runtime.spawn_background(intake);
+        runtime.spawn_background(intake, owners);
         Ok(runtime)
     }
 
@@ -149,6 +172,17 @@ impl Runtime {
     /// it at once (`queue_full`, `busy`, an agent that is gone), then starts
     /// what can start. A run already taken is left alone.
     pub async fn admit(&self, run: Run, origin: Origin) {
+        self.take(run, origin, None).await
+    }
+
+    /// This node's id, as runs record their owner.
+    pub fn node(&self) -> &str {
+        self.0.hub.node().as_str()
+    }
+
+    /// [`Runtime::admit`], claiming the run in the store first: unowned, or
+    /// this node's, or (`dead_owner`) taken over from a node that stopped.
+    async fn take(&self, run: Run, origin: Origin, dead_owner: Option<&str>) {
         let shared = &self.0;
         if !shared.config.enabled || shared.closing.load(Ordering::Acquire) || !run.status.is_active() {
             return;
@@ -160,14 +194,38 @@ impl Runtime {
             // Running elsewhere (or left so by a crash): not ours to start.
             return;
         }
+        // A run taken over may have had events published by its first owner.
+        let origin = if dead_owner.is_some() { Origin::Resumed } else { origin };
         let Some(live) = shared.ledger.open(run, origin) else { return };
-        self.admit_live(live).await;
+        self.admit_live(live, dead_owner).await;
     }
 
-    /// Admits a run opened in the ledger (see [`Runtime::admit`]).
-    pub(crate) async fn admit_live(&self, live: Arc<crate::ledger::LiveRun>) {
+    /// Admits a run opened in the ledger (see [`Runtime::admit`]): claims it
+    /// in the store first (unowned, or this node's, or, with `dead_owner`,
+    /// taken over from a node that stopped).
+    pub(crate) async fn admit_live(&self, live: Arc<crate::ledger::LiveRun>, dead_owner: Option<&str>) {
         let shared = &self.0;
         let run = live.run().clone();
+        let runs_per_user = u32::try_from(shared.config.runs_per_user).unwrap_or(u32::MAX);
+        let claim = RunClaimRequest { run_id: &run.id, node: self.node(), dead_owner, runs_per_user };
+        match shared.store.claim_run(claim).await {
+            Ok(RunClaim::Claimed(_)) => {}
+            // Ended here (the claim wrote nothing; the ending is a compare-and-set).
+            Ok(RunClaim::UserFull(_)) => {
+                let message = format!("you already have {} agent runs waiting or running; wait for one to finish", shared.config.runs_per_user);
+                self.end(&run.id, Ending::failed(RunErrorCode::QueueFull, message)).await;
+                return;
+            }
+            Ok(RunClaim::Taken(_)) => {
+                shared.ledger.forget(&run.id);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %run.id, error = %e, "run not claimed; the next rescan retries");
+                shared.ledger.forget(&run.id);
+                return;
+            }
+        }
         let span = tracing::info_span!("run", run_id = %run.id, agent_id = %run.agent_id, channel_id = %run.channel_id);
         async {
             let agent = match shared.store.get_agent(&run.agent_id).await {
@@ -313,9 +371,10 @@ impl Runtime {
         self.0.metrics.queued_runs.set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
-    /// Ends, as `interrupted`, every run the store has `running` that this
-    /// node is not running (left so by a crash).
-    async fn sweep_interrupted(&self) -> Result<usize, chorus_store::StoreError> {
+    /// Ends, as `interrupted`, every run the store has `running` that no
+    /// live node produces: this node's (or nobody's) that it is not running
+    /// (left so by an earlier process), and those of nodes judged dead.
+    async fn sweep_interrupted(&self, owners: &mut OwnerWatch) -> Result<usize, chorus_store::StoreError> {
         let mut ended = 0;
         let mut after = None;
         loop {
@@ -325,8 +384,17 @@ impl Runtime {
                 if self.0.ledger.get(&run.id).is_some() {
                     continue;
                 }
-                let ending = Ending::failed(RunErrorCode::Interrupted, "the server stopped while the run was going");
+                let orphan = match run.node_id.as_deref() {
+                    None => true,
+                    Some(owner) if owner == self.node() => true,
+                    Some(owner) => owners.is_dead(owner),
+                };
+                if !orphan {
+                    continue;
+                }
+                let ending = Ending::failed(RunErrorCode::Interrupted, "the server running the run stopped while it was going");
                 if let crate::ledger::EndOutcome::Ended(_) = self.0.ledger.end(&run.id, ending, AnswerPlan::default()).await? {
+                    tracing::warn!(run_id = %run.id, owner = run.node_id.as_deref().unwrap_or("-"), "run of a stopped node ended as interrupted");
                     ended += 1;
                 }
             }
@@ -337,12 +405,13 @@ impl Runtime {
         }
     }
 
-    /// Admits every queued run of the store this node has not taken, as
-    /// `origin`: the first pass after start takes runs an earlier process
-    /// may have published events of (`Resumed`: numbering goes on past its
-    /// reservation); later passes take runs nobody opened yet (`Fresh`: a
-    /// run whose hand-off from chat the pass overtook, another node's runs).
-    async fn rescan(&self, origin: Origin) -> Result<(), chorus_store::StoreError> {
+    /// Admits every queued run of the store this node may take: unowned
+    /// ones as `origin` (the first pass after start takes runs an earlier
+    /// process may have published events of, `Resumed`: numbering goes on
+    /// past its reservation; later passes take runs nobody opened yet,
+    /// `Fresh`), its own that it has not opened (an earlier process with
+    /// this node id), and those of nodes judged dead (taken over, `Resumed`).
+    async fn rescan(&self, origin: Origin, owners: &mut OwnerWatch) -> Result<(), chorus_store::StoreError> {
         let mut after = None;
         loop {
             if self.0.closing.load(Ordering::Acquire) {
@@ -352,8 +421,17 @@ impl Runtime {
             let full = page.len() == RESCAN_PAGE as usize;
             after = page.last().map(|r| (r.created_at, r.id.clone()));
             for run in page {
-                if self.0.ledger.get(&run.id).is_none() {
-                    self.admit(run, origin).await;
+                if self.0.ledger.get(&run.id).is_some() {
+                    continue;
+                }
+                match run.node_id.clone() {
+                    None => self.take(run, origin, None).await,
+                    Some(owner) if owner == self.node() => self.take(run, Origin::Resumed, None).await,
+                    Some(owner) if owners.is_dead(&owner) => {
+                        tracing::info!(run_id = %run.id, %owner, "taking over a queued run of a stopped node");
+                        self.take(run, Origin::Resumed, Some(&owner)).await;
+                    }
+                    Some(_) => {}
                 }
             }
             if !full {
@@ -362,7 +440,19 @@ impl Runtime {
         }
     }
 
-    fn spawn_background(&self, intake: IntakeReceiver) {
+    /// One pass over the store: runs of stopped nodes, then queued runs.
+    async fn pass(&self, origin: Origin, owners: &mut OwnerWatch) -> Result<(), chorus_store::StoreError> {
+        owners.begin(self.0.hub.live_nodes().await);
+        let swept = async {
+            self.sweep_interrupted(owners).await?;
+            self.rescan(origin, owners).await
+        }
+        .await;
+        owners.finish();
+        swept
+    }
+
+    fn spawn_background(&self, intake: IntakeReceiver, mut owners: OwnerWatch) {
         let shared = &self.0;
         let stop = shared.stop_background.clone();
         let IntakeReceiver { mut rx, shared: signal } = intake;
@@ -382,7 +472,7 @@ impl Runtime {
         let me = self.clone();
         let stop = shared.stop_background.clone();
         shared.background.spawn(async move {
-            let mut tick = tokio::time::interval(RESCAN_INTERVAL);
+            let mut tick = tokio::time::interval(me.0.config.rescan_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut origin = Origin::Resumed;
             loop {
@@ -392,7 +482,7 @@ impl Runtime {
                     _ = rescan_signal.wake.notified() => {}
                 }
                 rescan_signal.rescan.store(false, Ordering::Release);
-                let pass = chorus_core::supervise::catch_panic(&me.0.core_metrics, "agent_rescan", me.rescan(origin)).await;
+                let pass = chorus_core::supervise::catch_panic(&me.0.core_metrics, "agent_rescan", me.pass(origin, &mut owners)).await;
                 if matches!(pass, Some(Ok(()))) {
                     origin = Origin::Fresh;
                 }

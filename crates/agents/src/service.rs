@@ -101,10 +101,34 @@ impl Runtime {
                     "only who started the run, the agent's owner, the channel's owners and administrators may cancel it".into(),
                 ));
             }
-            self.cancel(run_id, Stop::Cancelled).await?;
+            self.cancel_anywhere(&run).await?;
         }
         let run = self.0.store.get_run(run_id).await?.ok_or_else(|| ChatError::NotFound("run not found".into()))?;
         Ok(RunView::new(&run, self.ledger().get(run_id).as_deref()))
+    }
+
+    /// Cancels an active run where it is: here when this node owns it (or
+    /// nobody does yet: the ending's compare-and-set settles a race with a
+    /// claim), on its owner through a control message otherwise (the owner
+    /// ends it, with nothing published after the ending; the answer may
+    /// still show it running). An owner that is not alive any more cannot
+    /// publish: the run is ended here.
+    async fn cancel_anywhere(&self, run: &Run) -> Result<(), ChatError> {
+        let owner = match run.node_id.as_deref() {
+            Some(owner) if owner != self.node() => owner,
+            _ => return Ok(self.cancel(&run.id, Stop::Cancelled).await?),
+        };
+        let owner = chorus_core::NodeId::new(owner);
+        match self.0.hub.live_nodes().await {
+            Ok(live) if !live.contains(&owner) => {
+                tracing::info!(run_id = %run.id, %owner, "cancelling a run whose node is not alive: ending it here");
+                return Ok(self.cancel(&run.id, Stop::Cancelled).await?);
+            }
+            _ => {}
+        }
+        self.0.hub.cancel_run_on(&owner, &run.id).await.map_err(|e| {
+            ChatError::Unavailable(format!("the node running this run could not be reached ({e}); try again"))
+        })
     }
 
     async fn visible(&self, caller: &Caller, run_id: &str) -> Result<Run, ChatError> {

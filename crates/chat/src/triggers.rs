@@ -278,6 +278,7 @@ mod tests {
             created_at: 0,
             started_at: None,
             ended_at: None,
+            node_id: None,
         }
     }
 

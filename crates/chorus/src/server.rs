@@ -171,7 +171,15 @@ impl Server {
         let agent_metrics = AgentMetrics::register(&mut registry);
         let tool_metrics = ToolMetrics::register(&mut registry);
         let tokens = TokenCounter::new().context("loading the tokenizer")?;
-        let http = reqwest::Client::builder().build().context("building the HTTP client for model providers")?;
+        // One client for every model (shared pools and TLS). Each streaming
+        // call holds its own HTTP/1.1 connection (tens of KiB of buffers);
+        // the idle ones a burst of runs leaves behind are bounded and closed
+        // soon, not kept by the thousand for the default 90 s.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(PROVIDER_IDLE_CONNECTIONS_PER_HOST)
+            .pool_idle_timeout(PROVIDER_IDLE_TIMEOUT)
+            .build()
+            .context("building the HTTP client for model providers")?;
         let faults = if cfg!(feature = "fault-injection") { FaultInjection::Allowed } else { FaultInjection::Refused };
         let models = Models::build(
             &config.agents.models,
@@ -348,6 +356,10 @@ fn spawn_store_probe(tasks: &tokio_util::task::TaskTracker, stop: CancellationTo
 /// arrives at once; a short queue would drop SYNs and cost each dropped
 /// client a one-second retransmission.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Idle connections kept per model provider host, and for how long.
+const PROVIDER_IDLE_CONNECTIONS_PER_HOST: usize = 32;
+const PROVIDER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };

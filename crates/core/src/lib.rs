@@ -27,7 +27,7 @@ pub mod typing;
 
 pub use connection::Connection;
 pub use executor::{ChatCommands, CommandError, Executed, Executor, RunCommands};
-pub use hub::{Hub, HubConfig, HubParts, Lease};
+pub use hub::{Hub, HubConfig, HubParts, Lease, RunControls};
 pub use identity::{Identity, TokenError, TokenVerifier};
 pub use ids::{ConnId, NodeId, Transport, UserId};
 pub use session::{Flow, Session};

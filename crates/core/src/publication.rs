@@ -1,6 +1,6 @@
 //! Events on a channel's stream.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chorus_protocol::{ChannelName, EventType, Payload, PushHeader};
@@ -52,40 +52,42 @@ pub struct Publication {
     /// Server time, Unix milliseconds.
     pub time_ms: i64,
     pub event: EventType,
+    /// A slice of `frame`: an event kept in history holds its data once.
     pub data: Payload,
     /// The node that published it, when known.
     pub origin: Option<NodeId>,
-    frame: OnceLock<Bytes>,
+    frame: Bytes,
 }
 
 impl Publication {
+    /// Encodes the push frame at once: every publication is delivered or
+    /// kept, and its data then lives inside the frame.
     pub fn new(channel: ChannelName, position: Position, time_ms: i64, draft: Draft) -> Self {
+        let (frame, data) = chorus_protocol::encode_push_shared(
+            PushHeader {
+                event: draft.event.as_str(),
+                channel: channel.as_str(),
+                offset: position.offset,
+                epoch: &position.epoch,
+                time_ms,
+            },
+            &draft.data,
+        );
         Self {
             channel,
             offset: position.offset,
             epoch: position.epoch,
             time_ms,
             event: draft.event,
-            data: draft.data,
+            data,
             origin: draft.origin,
-            frame: OnceLock::new(),
+            frame,
         }
     }
 
     /// The encoded push, built once and shared by every subscriber.
     pub fn frame(&self) -> &Bytes {
-        self.frame.get_or_init(|| {
-            chorus_protocol::encode_push(
-                PushHeader {
-                    event: self.event.as_str(),
-                    channel: self.channel.as_str(),
-                    offset: self.offset,
-                    epoch: &self.epoch,
-                    time_ms: self.time_ms,
-                },
-                &self.data,
-            )
-        })
+        &self.frame
     }
 
     pub fn position(&self) -> Position {

@@ -42,6 +42,9 @@ pub enum ErrorCode {
     Maintenance,
     /// A dependency (broker, store) or capacity is not available right now.
     Unavailable,
+    /// An agent run's events were pushed to a node that does not own the
+    /// run; push again (behind a load balancer, another node answers).
+    RunElsewhere,
     /// An internal error; the `request_id` finds it in the logs.
     Internal,
 }
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Maintenance => "maintenance",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RunElsewhere => "run_elsewhere",
             ErrorCode::Internal => "internal",
         }
     }
@@ -88,7 +92,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::LimitExceeded => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::Maintenance | ErrorCode::Unavailable => 503,
+            ErrorCode::Maintenance | ErrorCode::Unavailable | ErrorCode::RunElsewhere => 503,
         }
     }
 }

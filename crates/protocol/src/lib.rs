@@ -28,7 +28,7 @@ pub use depth::{MAX_JSON_DEPTH, exceeds_max_depth};
 pub use error::{ErrorCode, ErrorObject};
 pub use event::{EventType, SchemaError};
 pub use payload::{Payload, PayloadError};
-pub use push::{ControlPush, PushHeader, encode_control, encode_push};
+pub use push::{ControlPush, PushHeader, encode_control, encode_push, encode_push_shared};
 pub use reply::{Reply, ReplyBody};
 pub use run::{RunErrorCode, RunOutcome};
 

@@ -22,7 +22,23 @@ pub struct PushHeader<'a> {
 
 /// Encodes a channel event.
 pub fn encode_push(header: PushHeader<'_>, data: &Payload) -> Bytes {
-    let mut out = String::with_capacity(96 + header.channel.len() + data.len());
+    Bytes::from(push_text(header, data).0)
+}
+
+/// Encodes a channel event and returns, with the frame, its `data` as a
+/// slice of that frame: an event kept in history holds its data once.
+pub fn encode_push_shared(header: PushHeader<'_>, data: &Payload) -> (Bytes, Payload) {
+    let (text, at) = push_text(header, data);
+    let frame = Bytes::from(text);
+    let shared = Payload::from_trusted(frame.slice(at..at + data.len()));
+    (frame, shared)
+}
+
+/// The frame's text and where `data` starts in it.
+fn push_text(header: PushHeader<'_>, data: &Payload) -> (String, usize) {
+    // Sized for the whole frame: it is kept in the channel's history, and a
+    // buffer that grew by doubling would keep up to twice its length there.
+    let mut out = String::with_capacity(ENVELOPE_BYTES + header.event.len() + header.channel.len() + header.epoch.len() + data.len());
     out.push_str("{\"type\":");
     push_json_str(&mut out, header.event);
     out.push_str(",\"channel\":");
@@ -34,11 +50,20 @@ pub fn encode_push(header: PushHeader<'_>, data: &Payload) -> Bytes {
     out.push_str(",\"timestamp\":\"");
     timestamp::write_ms(&mut out, header.time_ms);
     out.push_str("\",\"data\":");
+    let at = out.len();
     // Invariant: Payload bytes are valid UTF-8 JSON (checked on construction).
     out.push_str(std::str::from_utf8(data.as_bytes()).unwrap_or("{}"));
     out.push('}');
-    Bytes::from(out)
+    if out.capacity() > out.len() + 64 {
+        // Only when a name needed escaping: trim what the growth left over.
+        out.shrink_to_fit();
+    }
+    (out, at)
 }
+
+/// The envelope's fixed text (62 bytes), the quotes of three names, the
+/// longest offset (20 digits) and a timestamp (24 characters; 27 past 9999).
+const ENVELOPE_BYTES: usize = 62 + 6 + 20 + 27;
 
 fn push_json_str(out: &mut String, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
@@ -140,6 +165,29 @@ mod tests {
         assert_eq!(v["timestamp"], "2026-11-22T10:20:00.123Z");
         assert_eq!(v["data"]["thought"], "hm \"quoted\"");
         assert!(v.get("id").is_none());
+    }
+
+    #[test]
+    fn a_push_is_built_in_one_buffer_of_about_its_size() {
+        let data = Payload::from_value(&serde_json::json!({"delta": "x".repeat(300), "seq": 7})).unwrap();
+        for (event, offset, time_ms) in [("agent_text_delta", u64::MAX, 253_402_300_799_999), ("a", 0, 0)] {
+            let header = PushHeader { event, channel: "room:0123456789abcdef", offset, epoch: "e-0123456789", time_ms };
+            let (text, _) = push_text(header, &data);
+            // No growth (which doubles) and little slack: it is kept in history.
+            assert!(text.capacity() <= text.len() + 64, "{} bytes in {}", text.len(), text.capacity());
+            assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_shared_push_holds_its_data_as_a_slice_of_the_frame() {
+        let data = Payload::from_value(&serde_json::json!({"delta": "hello", "seq": 3})).unwrap();
+        let header = PushHeader { event: "agent_text_delta", channel: "room:a", offset: 9, epoch: "E", time_ms: 0 };
+        let (frame, shared) = encode_push_shared(header, &data);
+        assert_eq!(frame, encode_push(header, &data));
+        assert_eq!(shared, data);
+        let inside = frame.as_ptr_range();
+        assert!(inside.contains(&shared.as_bytes().as_ptr()), "no second copy of the data");
     }
 
     #[test]

@@ -212,6 +212,16 @@ impl Broker for RedisBroker {
         Err(BrokerError::Unavailable("Redis is unreachable: only this node applied the change".into()))
     }
 
+    async fn live_nodes(&self) -> Result<Vec<NodeId>, BrokerError> {
+        let i = &self.0;
+        if !i.is_up() {
+            return Err(BrokerError::Unavailable("Redis is unreachable: which nodes are alive is unknown".into()));
+        }
+        let args = vec![int_arg(ms(i.cfg.node_ttl))];
+        let v = i.eval(&i.scripts.live_nodes, vec![i.keys.nodes()], args).await?;
+        Ok(v.into_array().into_iter().filter_map(|v| v.as_string()).map(NodeId::new).collect())
+    }
+
     async fn sweep(&self) {
         self.0.local.sweep().await;
     }

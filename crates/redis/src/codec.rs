@@ -88,6 +88,7 @@ pub fn encode_control(target: Option<&NodeId>, control: &Control) -> String {
         }
         Control::Maintenance(mode) => json!({"k": "maintenance", "mode": encode_maintenance(mode)}),
         Control::PresenceExpired { channel, user } => json!({"k": "presence_expired", "channel": channel.as_str(), "user": user.as_str()}),
+        Control::CancelRun { run_id } => json!({"k": "cancel_run", "run": run_id}),
     };
     json!({"to": to, "c": body}).to_string()
 }
@@ -140,6 +141,7 @@ pub fn decode_control(text: &str) -> Result<(Option<NodeId>, Control), CodecErro
         Some("unsubscribe") => Control::Unsubscribe { user: user()?, channel: channel(c)?, reason: string(c, "reason")? },
         Some("maintenance") => Control::Maintenance(decode_maintenance(&c["mode"])?),
         Some("presence_expired") => Control::PresenceExpired { channel: channel(c)?, user: user()? },
+        Some("cancel_run") => Control::CancelRun { run_id: string(c, "run")? },
         _ => return Err(CodecError::Malformed("control kind")),
     };
     Ok((to, control))
@@ -180,6 +182,7 @@ mod tests {
             Control::Maintenance(MaintenanceMode::On { message: Some("m".into()), since_ms: 5 }),
             Control::Maintenance(MaintenanceMode::Off),
             Control::PresenceExpired { channel: ChannelName::parse("room:a").unwrap(), user: UserId::new("u") },
+            Control::CancelRun { run_id: "r".into() },
         ];
         for c in all {
             let node = NodeId::new("n");

@@ -50,6 +50,7 @@ pub struct Scripts {
     pub history: Script,
     pub control: Script,
     pub heartbeat: Script,
+    pub live_nodes: Script,
     pub presence_join: Script,
     pub presence_leave: Script,
     pub presence_sync: Script,
@@ -69,6 +70,7 @@ impl Scripts {
             history: Script::new("history", &[stream, include_str!("lua/history.lua")]),
             control: Script::new("control", &[include_str!("lua/control.lua")]),
             heartbeat: Script::new("heartbeat", &[include_str!("lua/heartbeat.lua")]),
+            live_nodes: Script::new("live_nodes", &[include_str!("lua/live_nodes.lua")]),
             presence_join: Script::new("presence_join", &[include_str!("lua/presence_join.lua")]),
             presence_leave: Script::new("presence_leave", &[include_str!("lua/presence_leave.lua")]),
             presence_sync: Script::new("presence_sync", &[include_str!("lua/presence_sync.lua")]),
@@ -80,12 +82,13 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Script; 12] {
+    pub fn all(&self) -> [&Script; 13] {
         [
             &self.publish,
             &self.history,
             &self.control,
             &self.heartbeat,
+            &self.live_nodes,
             &self.presence_join,
             &self.presence_leave,
             &self.presence_sync,

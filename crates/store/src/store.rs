@@ -226,6 +226,10 @@ pub trait Store: Send + Sync + 'static {
         after: Option<(i64, String)>,
         limit: u32,
     ) -> StoreResult<Vec<Run>>;
+    /// Claims a queued run for a node, under the per-user limit counted over
+    /// every node's claimed active runs (race-free: the person's row is
+    /// locked). See [`RunClaim`].
+    async fn claim_run(&self, claim: RunClaimRequest<'_>) -> StoreResult<RunClaim>;
     /// Compare-and-set `queued` → `running`, recording the provider and
     /// model and reserving `reserve` more event sequence numbers. `None` if
     /// the run is not queued (ended, or started elsewhere).

@@ -329,3 +329,33 @@ async fn an_external_agent_answers_an_agui_client() {
     assert_eq!(events.last().expect("events")["type"], "RUN_FINISHED");
     app.stop().await;
 }
+
+/// A push for a run another node of the deployment owns is refused with
+/// 503 `run_elsewhere` and a Retry-After (a load balancer sends the retry
+/// to any node; only the owner takes the run's events).
+#[tokio::test]
+async fn a_push_for_a_run_another_node_owns_is_run_elsewhere() {
+    let app = App::start_with(TestEngine::Sqlite, external).await;
+    let alice = app.user("alice").await;
+    let room = room(&app, &alice, "general").await;
+    let hook = MockWebhook::start(&[]).await;
+    let (agent_id, _) = external_agent(&app, &alice, &room, "Outside", &hook.url("/")).await;
+    let key = scoped_key(&app, &alice, &agent_id).await;
+    let store = app.server().store();
+    let new = chorus_store::NewRun {
+        agent_id: agent_id.clone(),
+        channel_id: room.id.clone(),
+        trigger_message_id: None,
+        triggered_by: Some(alice.id.clone()),
+        parent_run_id: None,
+        hop: 0,
+    };
+    let run = store.create_run(new).await.expect("run");
+    let claim = chorus_store::RunClaimRequest { run_id: &run.id, node: "elsewhere", dead_owner: None, runs_per_user: 10 };
+    assert!(matches!(store.claim_run(claim).await.expect("claim"), chorus_store::RunClaim::Claimed(_)));
+    let start = json!({ "seq": 1, "type": "agent_started", "data": { "model": "m" } });
+    let r = app.post(&format!("/api/v1/runs/{}/events", run.id), &key, start).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (503, Some("run_elsewhere")), "{:?}", r.body);
+    assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    app.stop().await;
+}

@@ -117,7 +117,20 @@ pub fn is_terminal(event: &Value) -> bool {
 impl Watch {
     /// Subscribes `user`'s new connection to `room`.
     pub async fn new(app: &App, user: &TestUser, room: &Room) -> Watch {
-        let mut ws = app.ws(&user.token).await;
+        let ws = app.ws(&user.token).await;
+        Self::subscribed(ws, room).await
+    }
+
+    /// Subscribes `user`'s new connection to the server at `addr` (another
+    /// node of the deployment) to `room`.
+    pub async fn at(addr: std::net::SocketAddr, user: &TestUser, room: &Room) -> Watch {
+        let mut ws = WsClient::connect(&format!("ws://{addr}/ws?token={}", user.token)).await.expect("ws connect");
+        let first = ws.push().await;
+        assert_eq!(first["type"], "connected", "{first}");
+        Self::subscribed(ws, room).await
+    }
+
+    async fn subscribed(mut ws: WsClient, room: &Room) -> Watch {
         let r = ws.request(json!({ "type": "subscribe", "channel": room.stream })).await;
         assert!(r.get("result").is_some(), "{r}");
         Watch { ws, runs: BTreeMap::new(), all: Vec::new(), seen: Default::default(), stream: room.stream.clone() }

@@ -17,6 +17,7 @@ mod flow;
 mod guard;
 mod lifecycle;
 mod mcp;
+mod nodes;
 mod memory;
 mod providers;
 mod storm;

@@ -408,6 +408,10 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn live_nodes(&self) -> Result<Vec<NodeId>, BrokerError> {
+        Ok(self.nodes.read().keys().cloned().collect())
+    }
+
     async fn control(&self, target: Option<&NodeId>, control: Control) -> Result<(), BrokerError> {
         let sinks: Vec<Sink> = {
             let nodes = self.nodes.read();

@@ -70,6 +70,9 @@ pub enum Control {
     /// is sent to announces `presence_left` if the user is gone indeed; an
     /// engine sends it to one live node.
     PresenceExpired { channel: ChannelName, user: UserId },
+    /// Cancel an agent run; sent to the node that owns it (the only one that
+    /// produces its events), which cancels it as if asked locally.
+    CancelRun { run_id: String },
 }
 
 /// Where a node receives what the broker delivers. Implementations must not
@@ -104,6 +107,11 @@ pub trait Broker: Send + Sync + 'static {
     async fn unlisten(&self, node: &NodeId, channel: &ChannelName) -> Result<(), BrokerError>;
     /// Sends a control message to one node, or to all when `target` is `None`.
     async fn control(&self, target: Option<&NodeId>, control: Control) -> Result<(), BrokerError>;
+    /// The nodes alive now: for an engine shared between processes, those
+    /// whose heartbeat has not expired; for the in-memory one, the attached
+    /// nodes. `Unavailable` when the engine cannot tell (degraded): callers
+    /// must then judge no node dead.
+    async fn live_nodes(&self) -> Result<Vec<NodeId>, BrokerError>;
     /// Drops idle streams and other expired state; called by the hub's cleanup task.
     async fn sweep(&self);
     fn health(&self) -> Health;

@@ -157,16 +157,25 @@ impl Admission {
         [UserLimiter::Frames, UserLimiter::Messages, UserLimiter::Rest].into_iter().map(|l| self.limiter(l).sweep(idle, now)).sum()
     }
 
-    /// Drops entries that have refilled (they carry nothing a new entry
-    /// would not); returns how many remain.
+    /// Drops the entries due in the limiters' expiry queues that have
+    /// refilled; returns how many went. Cheap: it touches only what goes.
+    fn expire_refilled(&self) -> usize {
+        let now = tokio::time::Instant::now();
+        let rates = self.rates.borrow();
+        [UserLimiter::Frames, UserLimiter::Messages, UserLimiter::Rest].into_iter().map(|l| self.limiter(l).expire(l.rate(&rates), now)).sum()
+    }
+
+    /// Drops every entry that has refilled, queued or not (a full pass, which
+    /// also catches entries queued under a rate since reloaded); returns how
+    /// many remain.
     fn drop_refilled(&self) -> usize {
         let now = tokio::time::Instant::now();
         let rates = self.rates.borrow();
         [UserLimiter::Frames, UserLimiter::Messages, UserLimiter::Rest].into_iter().map(|l| self.limiter(l).drop_full(l.rate(&rates), now)).sum()
     }
 
-    /// Drops a user's entries that have refilled; the others wait for the
-    /// cleanup pass, which drops them once refilled.
+    /// Drops a user's entries that have refilled; the others keep the
+    /// user's budget until they refill, then leave through the expiry queue.
     fn forget_refilled(&self, user: &UserId) {
         let now = tokio::time::Instant::now();
         let rates = self.rates.borrow();
@@ -201,8 +210,15 @@ impl Hub {
         self.0.admission.sweep()
     }
 
-    /// Drops per-user limiter entries that have refilled (run by the cleanup
-    /// pass): a user who stopped sending holds no entry for long.
+    /// Drops the per-user limiter entries that have refilled since they were
+    /// last looked at (run every second, and a few on every check): a user
+    /// who stopped sending holds no entry for much longer than its refill.
+    pub fn expire_refilled_limiters(&self) -> usize {
+        self.0.admission.expire_refilled()
+    }
+
+    /// Drops every per-user limiter entry that has refilled (run by the
+    /// cleanup pass, in case a rate was reloaded since entries were queued).
     pub fn drop_refilled_limiters(&self) -> usize {
         self.0.admission.drop_refilled()
     }

@@ -1,5 +1,5 @@
-//! The hub's periodic passes (cleanup, token and typing expiry, limiter
-//! sweep, queue bounds following reloads), its one-off background tasks,
+//! The hub's periodic passes (cleanup, token, typing and limiter-entry
+//! expiry, limiter sweep, queue bounds following reloads), its one-off background tasks,
 //! and the gauges computed at scrape time.
 
 use std::future::Future;
@@ -129,8 +129,9 @@ impl Hub {
         }
     }
 
-    /// Token expiry and typing expiry; runs every second.
+    /// Token expiry, typing expiry and refilled limiter entries; runs every second.
     async fn expire(&self) {
+        self.expire_refilled_limiters();
         let now = self.now_ms();
         for c in self.all_connections() {
             if c.deadline_ms().is_some_and(|t| t <= now) {

@@ -8,8 +8,15 @@ use chorus_protocol::{ChannelName, CloseCode};
 use super::Hub;
 use crate::broker::{BrokerError, Control};
 use crate::connection::Connection;
-use crate::ids::UserId;
+use crate::ids::{NodeId, UserId};
 use crate::outbound::Outgoing;
+
+/// What a node does with the run controls other nodes send it: the agent
+/// runtime, which owns the runs (the hub knows nothing of them).
+pub trait RunControls: Send + Sync + 'static {
+    /// Cancels a run this node owns (idempotent; unknown runs are ignored).
+    fn cancel_run(&self, run_id: String);
+}
 
 impl Hub {
     /// Closes every connection of `user` on every node.
@@ -28,8 +35,37 @@ impl Hub {
         self.0.backplane.broker.control(None, msg).await
     }
 
+    /// Routes the run controls this node receives to `controls` (the agent
+    /// runtime, once it has started). Held weakly: a runtime that is gone
+    /// simply receives nothing.
+    pub fn route_run_controls(&self, controls: std::sync::Weak<dyn RunControls>) {
+        *self.0.run_controls.write() = Some(controls);
+    }
+
+    /// Asks `node`, the owner of a run, to cancel it.
+    pub async fn cancel_run_on(&self, node: &NodeId, run_id: &str) -> Result<(), BrokerError> {
+        let control = Control::CancelRun { run_id: run_id.to_owned() };
+        if node == self.node() {
+            self.on_control(control);
+            return Ok(());
+        }
+        self.0.backplane.broker.control(Some(node), control).await
+    }
+
+    /// The nodes alive now (see [`crate::broker::Broker::live_nodes`]).
+    pub async fn live_nodes(&self) -> Result<Vec<NodeId>, BrokerError> {
+        self.0.backplane.broker.live_nodes().await
+    }
+
     pub(super) fn on_control(&self, control: Control) {
         match control {
+            Control::CancelRun { run_id } => {
+                let controls = self.0.run_controls.read().as_ref().and_then(std::sync::Weak::upgrade);
+                match controls {
+                    Some(controls) => controls.cancel_run(run_id),
+                    None => tracing::warn!(%run_id, "a cancel for a run reached a node without an agent runtime"),
+                }
+            }
             Control::Disconnect { user, conn, code } => {
                 self.close_local(&user, conn, code);
             }

@@ -62,6 +62,7 @@ use crate::typing::TypingTracker;
 
 pub use admission::{ConnectRefusal, UserLimiter};
 pub use connections::{Lease, OpenError};
+pub use control::RunControls;
 pub use firehose::{FIREHOSE_BUFFER, Firehose, FirehoseItem};
 pub use follow_up::FollowUp;
 pub use presence::TypingError;
@@ -116,6 +117,8 @@ pub(crate) struct HubInner {
     queue_bounds: Arc<QueueBounds>,
     maintenance: MaintenanceSwitch,
     tap: Arc<Tap>,
+    /// Where run controls from other nodes go (the agent runtime).
+    run_controls: RwLock<Option<std::sync::Weak<dyn RunControls>>>,
     metrics: CoreMetrics,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
@@ -171,6 +174,7 @@ impl Hub {
             queue_bounds,
             maintenance: MaintenanceSwitch::default(),
             tap: Arc::new(Tap::new()),
+            run_controls: RwLock::new(None),
             metrics: parts.metrics,
             clock: parts.clock,
             shutdown: CancellationToken::new(),

@@ -185,6 +185,10 @@ impl chorus_core::broker::Broker for PanicsOnce {
         self.inner.control(target, control).await
     }
 
+    async fn live_nodes(&self) -> Result<Vec<chorus_core::NodeId>, BrokerError> {
+        self.inner.live_nodes().await
+    }
+
     async fn sweep(&self) {
         if self.sweeps.fetch_add(1, Ordering::SeqCst) == 0 {
             panic!("injected sweep failure");
@@ -280,10 +284,11 @@ async fn a_users_last_connection_leaves_no_state_that_carries_nothing() {
         }
     }
     assert_eq!(counts(&n), (2, 2, 1, 2));
-    // The frame bucket refills (400 a second); the first connection's end keeps everything.
+    // The frame bucket refills (400 a second) and leaves with the next expiry
+    // tick, connections or not; the first connection's end keeps the rest.
     tokio::time::sleep(Duration::from_secs(5)).await;
     a.close().await;
-    assert_eq!(counts(&n), (2, 2, 1, 1));
+    assert_eq!(counts(&n), (2, 2, 0, 1));
     // The last one drops the channel entries, the bucket and the stream that never held an event
     // (`user:fresh`); `chat:lobby` held the presence joins and leaves, so its history stays.
     b.close().await;
@@ -299,6 +304,29 @@ async fn a_bucket_that_has_not_refilled_outlives_the_connection() {
     c.close().await;
     // It still remembers the frame: reconnecting does not reset the limit.
     assert_eq!(n.hub.limiter_entries(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bucket_goes_within_a_second_of_refilling_and_a_quick_reconnect_stays_limited() {
+    // One frame a second, burst 3; neither the cleanup pass nor the idle sweep runs.
+    let rates = RateLimits { user_frames_per_second: 1.0, user_frames_burst: 3, limiter_sweep: Duration::from_secs(3600), ..RateLimits::default() };
+    let timing = Timing { cleanup_interval: Duration::from_secs(3600), ..Timing::default() };
+    let n = node(NodeOptions { rates, timing, ..Default::default() }).await;
+    let mut c = Client::open(&n, &token("spender", &[])).await;
+    for _ in 0..3 {
+        assert_eq!(c.request(json!({"type": "ping"})).await["result"]["pong"], true);
+    }
+    c.close().await;
+    assert_eq!(n.hub.limiter_entries(), 1, "drained: kept past the connection");
+    // Back at once: the budget is the one it left with.
+    let mut c = Client::open(&n, &token("spender", &[])).await;
+    assert_eq!(c.request(json!({"type": "ping"})).await["error"]["error"], "rate_limited");
+    c.close().await;
+    // Full again 3 s after that last frame; gone by the next expiry tick, with no pass.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(n.hub.limiter_entries(), 1);
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    assert_eq!(n.hub.limiter_entries(), 0);
 }
 
 /// One admission answer for every transport: the node's limit, its connect

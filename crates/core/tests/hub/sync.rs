@@ -75,6 +75,10 @@ impl Broker for Lossy {
         self.inner.control(target, control).await
     }
 
+    async fn live_nodes(&self) -> Result<Vec<NodeId>, BrokerError> {
+        self.inner.live_nodes().await
+    }
+
     async fn sweep(&self) {
         self.inner.sweep().await;
     }

@@ -236,7 +236,7 @@ async fn key_agent(rest: &RestState, headers: &HeaderMap) -> Result<String, ApiE
         (status = 404, description = "No such run", body = ErrorBody),
         (status = 409, description = "A `seq` gap, an event out of order (not agent_started first, a second agent_started), or the run has ended", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 503, description = "The run is not delivered by this node, no agent runtime, or the store is unavailable", body = ErrorBody),
+        (status = 503, description = "`run_elsewhere` (with Retry-After): another node of the deployment owns the run, push again; `unavailable`: the run is not being delivered, no agent runtime, or the store is unavailable", body = ErrorBody),
     ))]
 pub async fn push_run_events(
     State(rest): State<RestState>,
@@ -253,6 +253,8 @@ pub async fn push_run_events(
             PushError::Forbidden => ErrorCode::Forbidden,
             PushError::Gap { .. } | PushError::State { .. } | PushError::Ended { .. } => ErrorCode::Conflict,
             PushError::NotExternal | PushError::Unavailable => ErrorCode::Unavailable,
+            // Retried at once: a load balancer sends the retry to any node.
+            PushError::Elsewhere => return ApiError::new(ErrorCode::RunElsewhere, e.to_string()).retry_after(1),
         };
         ApiError::new(code, e.to_string())
     })?;

@@ -1,6 +1,9 @@
 //! Two hubs in one process sharing one broker behave like two nodes: once
 //! over the in-memory engine, once over Redis (`CHORUS_TEST_REDIS_URL`, as
-//! `scripts/test.sh` sets it), with the same assertions.
+//! `scripts/test.sh` sets it), with the same assertions: the conformance
+//! suite of the broker seam at the level of whole nodes (fan-out, history,
+//! recovery, presence, the per-user limit, revocations, maintenance, run
+//! cancels and live nodes).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use chorus_protocol::ChannelName;
 use chorus_redis::{RedisBroker, RedisBrokerConfig, RedisMetrics};
 use serde_json::json;
 
-use crate::common::{Options, TestServer};
+use crate::common::{Options, TestServer, eventually};
 
 #[derive(Debug, Clone, Copy)]
 enum Engine {
@@ -181,6 +184,76 @@ async fn a_revoked_subscription_ends_on_every_node() {
         b.publish("user:alice", "publication", json!({"n": "after"})).await;
         let p = alice_a.push().await;
         assert_eq!((p["channel"].as_str(), p["data"]["n"].as_str()), (Some("user:alice"), Some("after")), "nothing of feed:r came first: {p}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_written_on_one_node_is_read_on_the_other() {
+    on_every_engine(|a, b| async move {
+        for n in 1..=3 {
+            assert_eq!(a.publish("room:h", "publication", json!({"n": n})).await.0, 200);
+        }
+        let mut c = b.client("alice", &["room:h"]).await;
+        let r = c.request(json!({"type": "history", "channel": "room:h", "limit": 10})).await;
+        let ns: Vec<_> = r["result"]["events"].as_array().unwrap().iter().map(|e| e["data"]["n"].clone()).collect();
+        assert_eq!(ns, vec![json!(1), json!(2), json!(3)], "{r}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_set_on_one_node_applies_on_the_other() {
+    use chorus_core::maintenance::MaintenanceMode;
+    on_every_engine(|a, b| async move {
+        a.hub.set_maintenance(MaintenanceMode::On { message: Some("upgrading".into()), since_ms: 1 }).await.unwrap();
+        eventually("maintenance on node b", || b.hub.in_maintenance()).await;
+        a.hub.set_maintenance(MaintenanceMode::Off).await.unwrap();
+        eventually("maintenance off on node b", || !b.hub.in_maintenance()).await;
+    })
+    .await;
+}
+
+/// Records the run cancels a node receives.
+#[derive(Default)]
+struct Cancels(parking_lot::Mutex<Vec<String>>, tokio::sync::Notify);
+
+impl chorus_core::RunControls for Cancels {
+    fn cancel_run(&self, run_id: String) {
+        self.0.lock().push(run_id);
+        self.1.notify_waiters();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cancel_reaches_only_the_node_it_is_sent_to_and_live_nodes_follow_the_nodes() {
+    on_every_engine(|a, b| async move {
+        let (on_a, on_b) = (Arc::new(Cancels::default()), Arc::new(Cancels::default()));
+        let (weak_a, weak_b): (std::sync::Weak<dyn chorus_core::RunControls>, std::sync::Weak<dyn chorus_core::RunControls>) = {
+            let (x, y): (Arc<dyn chorus_core::RunControls>, Arc<dyn chorus_core::RunControls>) = (on_a.clone(), on_b.clone());
+            (Arc::downgrade(&x), Arc::downgrade(&y))
+        };
+        a.hub.route_run_controls(weak_a);
+        b.hub.route_run_controls(weak_b);
+        let heard = on_b.1.notified();
+        a.hub.cancel_run_on(b.hub.node(), "r1").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), heard).await.expect("node b heard the cancel");
+        assert_eq!(*on_b.0.lock(), vec!["r1".to_owned()]);
+        // Sent to itself, a node applies it at once; the other node hears nothing of either.
+        a.hub.cancel_run_on(a.hub.node(), "r2").await.unwrap();
+        assert_eq!(*on_a.0.lock(), vec!["r2".to_owned()]);
+        assert_eq!(on_b.0.lock().len(), 1);
+
+        let live = a.hub.live_nodes().await.unwrap();
+        assert!(live.contains(a.hub.node()) && live.contains(b.hub.node()), "{live:?}");
+        let gone = b.hub.node().clone();
+        b.shutdown();
+        b.hub.drained().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while a.hub.live_nodes().await.unwrap().contains(&gone) {
+            assert!(tokio::time::Instant::now() < deadline, "node b still alive after its shutdown");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await;
 }

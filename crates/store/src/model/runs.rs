@@ -67,6 +67,9 @@ pub struct Run {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
+    /// The node that claimed the run and alone produces its events; `None`
+    /// until a node claims it.
+    pub node_id: Option<String>,
 }
 
 /// A run to create.
@@ -180,6 +183,31 @@ pub struct RunEnded {
     pub runs: Vec<Run>,
     /// Agents whose trigger the channel's run rate stopped.
     pub limited: Vec<String>,
+}
+
+/// A node's claim on a queued run ([`Store::claim_run`](crate::Store::claim_run)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunClaimRequest<'a> {
+    pub run_id: &'a str,
+    /// The node claiming it.
+    pub node: &'a str,
+    /// The owner the caller saw and judged dead (its queued run is taken
+    /// over); `None` claims only an unowned run (or one this node owns).
+    pub dead_owner: Option<&'a str>,
+    /// Active runs (claimed by any node) the accountable person may have.
+    pub runs_per_user: u32,
+}
+
+/// What [`Store::claim_run`](crate::Store::claim_run) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunClaim {
+    /// The caller owns the queued run now (or owned it already).
+    Claimed(Run),
+    /// The accountable person has `runs_per_user` active runs already, on
+    /// any node; nothing was written (the caller ends the run).
+    UserFull(Run),
+    /// Not queued any more, or owned by another node; nothing was written.
+    Taken(Option<Run>),
 }
 
 /// An agent's rolling summary of a channel's older messages.

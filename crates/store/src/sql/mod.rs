@@ -50,7 +50,7 @@ macro_rules! run_cols {
     () => {
         "id, agent_id, channel_id, trigger_message_id, triggered_by, parent_run_id, hop, status, provider, model, \
          input_tokens, output_tokens, usage_estimated, cost_usd, error_code, error_message, answer_message_id, \
-         seq_reserved, created_at, started_at, ended_at"
+         seq_reserved, created_at, started_at, ended_at, node_id"
     };
 }
 

@@ -180,6 +180,7 @@ pub(crate) struct RunRow {
     created_at: i64,
     started_at: Option<i64>,
     ended_at: Option<i64>,
+    node_id: Option<String>,
 }
 
 impl From<RunRow> for Run {
@@ -204,6 +205,7 @@ impl From<RunRow> for Run {
             created_at: r.created_at,
             started_at: r.started_at,
             ended_at: r.ended_at,
+            node_id: r.node_id,
         }
     }
 }

@@ -14,6 +14,7 @@ both_engines!(
     start_and_end_are_compare_and_set,
     an_answer_is_stored_with_the_ending_and_triggers_runs,
     concurrent_endings_have_one_winner,
+    claims_give_each_run_one_owner_within_the_per_user_limit,
     usage_adds_up_per_person_and_day,
     summaries_never_move_backwards,
 );
@@ -252,6 +253,58 @@ async fn concurrent_endings_have_one_winner(t: Ctx) {
     }
     let rows = t.store.pending_outbox(100).await.unwrap();
     assert_eq!(rows.iter().filter(|r| r.event_type == "agent_error").count(), 5, "one terminal event per run");
+}
+
+fn claim<'a>(run: &'a Run, node: &'a str, dead_owner: Option<&'a str>, limit: u32) -> RunClaimRequest<'a> {
+    RunClaimRequest { run_id: &run.id, node, dead_owner, runs_per_user: limit }
+}
+
+async fn claims_give_each_run_one_owner_within_the_per_user_limit(t: Ctx) {
+    let alice = t.user("alice").await;
+    let c = t.channel(&alice, "general").await;
+    let a = t.agent(&alice, "Ann").await;
+    let one = RunTriggers { runs: vec![trigger(&a, &alice)], channel_runs_per_minute: 0 };
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        runs.push(send_with(&t, &c, &alice, &format!("m{i}"), &one).await.runs[0].clone());
+    }
+    // One owner: the first claim wins, the owner's repeat is idempotent, another node's is refused.
+    let RunClaim::Claimed(owned) = t.store.claim_run(claim(&runs[0], "n1", None, 3)).await.unwrap() else { panic!("claimed") };
+    assert_eq!(owned.node_id.as_deref(), Some("n1"));
+    assert_eq!(t.store.get_run(&runs[0].id).await.unwrap().unwrap().node_id.as_deref(), Some("n1"));
+    assert!(matches!(t.store.claim_run(claim(&runs[0], "n1", None, 3)).await.unwrap(), RunClaim::Claimed(_)));
+    assert!(matches!(t.store.claim_run(claim(&runs[0], "n2", None, 3)).await.unwrap(), RunClaim::Taken(Some(_))));
+    // A node taking over from an owner it saw dead must name that owner.
+    assert!(matches!(t.store.claim_run(claim(&runs[0], "n2", Some("n9"), 3)).await.unwrap(), RunClaim::Taken(Some(_))));
+    assert!(matches!(t.store.claim_run(claim(&runs[0], "n2", Some("n1"), 3)).await.unwrap(), RunClaim::Claimed(_)));
+    assert!(matches!(t.store.claim_run(claim(&runs[0], "n1", None, 3)).await.unwrap(), RunClaim::Taken(Some(_))));
+
+    // Five unclaimed runs of one person, claimed at once from two nodes under
+    // a limit of 3 (one is held already): exactly two more are taken.
+    let mut tasks = Vec::new();
+    for (i, run) in runs[1..].iter().enumerate() {
+        let (store, run) = (t.store.clone(), run.clone());
+        let node = if i % 2 == 0 { "n1" } else { "n2" };
+        tasks.push(tokio::spawn(async move { store.claim_run(claim(&run, node, None, 3)).await }));
+    }
+    let mut claimed = Vec::new();
+    let mut full = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            RunClaim::Claimed(r) => claimed.push(r),
+            RunClaim::UserFull(_) => full += 1,
+            RunClaim::Taken(r) => panic!("unexpected taken {r:?}"),
+        }
+    }
+    assert_eq!((claimed.len(), full), (2, 3));
+    // An ended run frees its place; unknown and ended runs are not claimable.
+    t.store.end_run(ending(&claimed[0], RunStatus::Cancelled, None), &terminal).await.unwrap();
+    let waiting: Vec<&Run> = runs[1..].iter().filter(|r| !claimed.iter().any(|c| c.id == r.id)).collect();
+    assert!(matches!(t.store.claim_run(claim(waiting[0], "n2", None, 3)).await.unwrap(), RunClaim::Claimed(_)));
+    assert!(matches!(t.store.claim_run(claim(waiting[1], "n2", None, 3)).await.unwrap(), RunClaim::UserFull(_)));
+    assert!(matches!(t.store.claim_run(claim(&claimed[0], "n1", None, 3)).await.unwrap(), RunClaim::Taken(Some(_))));
+    let ghost = Run { id: "no-such-run".into(), ..claimed[0].clone() };
+    assert!(matches!(t.store.claim_run(claim(&ghost, "n1", None, 3)).await.unwrap(), RunClaim::Taken(None)));
 }
 
 async fn usage_adds_up_per_person_and_day(t: Ctx) {

@@ -268,6 +268,9 @@ impl Store for This {
     ) -> StoreResult<Vec<Run>> {
         runs::list_runs_with_status(self, status, after, limit).await
     }
+    async fn claim_run(&self, claim: RunClaimRequest<'_>) -> StoreResult<RunClaim> {
+        runs::claim_run(self, claim).await
+    }
     async fn start_run(&self, id: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>> {
         runs::start_run(self, id, provider, model, reserve).await
     }

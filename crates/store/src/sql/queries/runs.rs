@@ -41,6 +41,7 @@ async fn insert_run(conn: &mut DbConn, new: NewRun, now: i64) -> StoreResult<Run
         created_at: now,
         started_at: None,
         ended_at: None,
+        node_id: None,
     };
     sqlx::query(
         "INSERT INTO runs (id, agent_id, channel_id, trigger_message_id, triggered_by, parent_run_id, hop, status, \
@@ -168,6 +169,48 @@ pub(super) async fn list_runs_with_status(
     .fetch_all(&store.reader)
     .await?;
     Ok(rows.into_iter().map(Run::from).collect())
+}
+
+pub(super) async fn claim_run(store: &This, claim: RunClaimRequest<'_>) -> StoreResult<RunClaim> {
+    let mut tx = store.begin_write().await?;
+    // The row lock (PostgreSQL) makes the check and the update one compare-and-set.
+    let row: Option<RunRow> = sqlx::query_as(for_update!(concat!("SELECT ", run_cols!(), " FROM runs WHERE id = $1")))
+        .bind(claim.run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(mut run) = row.map(Run::from) else {
+        return Ok(RunClaim::Taken(None));
+    };
+    let owner = run.node_id.as_deref();
+    if run.status != RunStatus::Queued || !(owner.is_none() || owner == Some(claim.node) || owner == claim.dead_owner) {
+        tx.rollback().await?;
+        return Ok(RunClaim::Taken(Some(run)));
+    }
+    if owner == Some(claim.node) {
+        tx.rollback().await?;
+        return Ok(RunClaim::Claimed(run));
+    }
+    if let Some(user) = run.triggered_by.clone() {
+        // The person's row lock serialises claims of their runs on every node,
+        // so two nodes never both take the last place.
+        sqlx::query(for_no_key_update!("SELECT id FROM users WHERE id = $1")).bind(&user).fetch_optional(&mut *tx).await?;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE triggered_by = $1 AND status IN ('queued', 'running') \
+             AND node_id IS NOT NULL AND id <> $2",
+        )
+        .bind(&user)
+        .bind(&run.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active >= i64::from(claim.runs_per_user) {
+            tx.rollback().await?;
+            return Ok(RunClaim::UserFull(run));
+        }
+    }
+    sqlx::query("UPDATE runs SET node_id = $2 WHERE id = $1").bind(&run.id).bind(claim.node).execute(&mut *tx).await?;
+    tx.commit().await?;
+    run.node_id = Some(claim.node.to_owned());
+    Ok(RunClaim::Claimed(run))
 }
 
 pub(super) async fn start_run(store: &This, id: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>> {
