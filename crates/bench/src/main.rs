@@ -256,3 +256,32 @@ async fn run(cli: Cli) -> i32 {
 fn shell_quote(a: &str) -> String {
     if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@".contains(c)) { a.to_owned() } else { format!("'{}'", a.replace('\'', "'\\''")) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_urls_are_the_nodes_in_order_and_clients_spread_over_them() {
+        let cli = Cli::try_parse_from([
+            "chorus-bench",
+            "--url",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--url",
+            "http://127.0.0.1:3",
+            "--secret",
+            "0123456789abcdef0123456789abcdef",
+            "--deployment-pid",
+            "10,11",
+            "fanout",
+        ])
+        .unwrap();
+        let ctx = Ctx::new(&cli.common).unwrap();
+        assert_eq!(ctx.nodes.iter().map(|t| t.addr.port()).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(ctx.target.addr.port(), 1);
+        assert_eq!((0..6).map(|i| ctx.node(i).addr.port()).collect::<Vec<_>>(), [1, 2, 3, 1, 2, 3]);
+        assert_eq!(cli.common.deployment_pid, [10, 11]);
+        let bad = Cli::try_parse_from(["chorus-bench", "--url", "http://127.0.0.1:1,http://10.0.0.1:2", "--secret", "x", "fanout"]).unwrap();
+        assert!(Ctx::new(&bad.common).is_err(), "every node must be loopback");
+    }
+}
