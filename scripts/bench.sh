@@ -68,7 +68,7 @@ row_args() {
     *) return 1 ;;
   esac
 }
-ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres agent-runs)
+ALL_ROWS=(idle-5000 idle-15000 connect-rate fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres agent-runs cluster-fanout cluster-eviction cluster-ceiling)
 ROWS_HELP="idle-5000 idle-15000 connect-rate connect-rate-sustained fanout-1000x50 fanout-5000x10 fanout-1000x100 agent-streams recovery-storm sse churn churn-fresh logins message-rtt-sqlite message-rtt-postgres agent-runs cluster-fanout cluster-eviction cluster-ceiling soak"
 
 if [ $# -eq 0 ]; then
@@ -298,7 +298,10 @@ for row in "${rows[@]}"; do
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     log=$RESULTS_DIR/logs/$row-$stamp.server.log
     out=$RESULTS_DIR/logs/$row-$stamp.out
-    echo "=== $row (run $n/$REPEAT) — server log $log" >&2
+    case "$row" in
+      cluster-*) echo "=== $row (run $n/$REPEAT) — node logs $RESULTS_DIR/logs/$row-$stamp.n*.server.log" >&2 ;;
+      *) echo "=== $row (run $n/$REPEAT) — server log $log" >&2 ;;
+    esac
     store_url=""
     row_extra=""
     case "$row" in
