@@ -389,7 +389,7 @@ impl Runtime {
                 }
                 Ok(())
             }
-            Ok(EndOutcome::AlreadyEnded(_)) => Err(Applied::Ended),
+            Ok(EndOutcome::AlreadyEnded(_) | EndOutcome::OwnedElsewhere(_)) => Err(Applied::Ended),
             Err(e) => {
                 tracing::warn!(error = %e, "external run's ending not stored");
                 Err(Applied::Unavailable)

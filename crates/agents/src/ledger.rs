@@ -208,6 +208,10 @@ pub enum EndOutcome {
     Ended(Box<RunEnded>),
     /// The run had already ended (or is unknown); nothing was written.
     AlreadyEnded(Option<Run>),
+    /// Another node owns the run (it was claimed there after this node
+    /// opened it): that node produces its events and ending; nothing was
+    /// written, and the run is no longer live here.
+    OwnedElsewhere(Run),
 }
 
 /// The answer an ending stores (with the runs it triggers, for a completed one).
@@ -289,9 +293,14 @@ impl RunLedger {
     }
 
     /// Drops a run opened here that nothing was published for (it stays
-    /// queued in the store; a later rescan takes it again).
+    /// queued in the store; a later rescan, here or on another node, takes
+    /// it again). Its watchers' feeds end, marked as moved: this node
+    /// will not produce the run's events.
     pub fn forget(&self, run_id: &str) {
-        self.0.live.lock().remove(run_id);
+        let removed = self.0.live.lock().remove(run_id);
+        if let Some(live) = removed {
+            live.watchers.close_moved();
+        }
     }
 
     pub fn get(&self, run_id: &str) -> Option<Arc<LiveRun>> {
@@ -425,7 +434,7 @@ impl RunLedger {
     /// run stays live here (the watchdog tries again later).
     pub async fn end(&self, run_id: &str, ending: Ending, answer: AnswerPlan) -> Result<EndOutcome, StoreError> {
         let Some(live) = self.get(run_id) else {
-            return self.end_stored(run_id, ending).await;
+            return self.end_stored(run_id, ending, None).await;
         };
         let mut gate = live.gate.lock().await;
         if gate.ended {
@@ -444,7 +453,11 @@ impl RunLedger {
             _ => None,
         };
         // Every number up to `next_seq` was handed out through this gate.
-        let outcome = self.commit_end(&live.run, &live.thread_id, ending, stored_answer, Some(gate.next_seq), Some(&live.watchers)).await;
+        // Guarded by this node: a run claimed elsewhere after it was opened
+        // here is that node's to end (its events may be numbered already).
+        let ender = Some(self.0.hub.node().as_str());
+        let outcome =
+            self.commit_end(&live.run, &live.thread_id, ending, stored_answer, Some(gate.next_seq), Some(&live.watchers), ender).await;
         match outcome {
             Ok(EndOutcome::Ended(ended)) => {
                 gate.ended = true;
@@ -462,13 +475,33 @@ impl RunLedger {
                 self.retire(&live);
                 Ok(EndOutcome::AlreadyEnded(run))
             }
+            Ok(EndOutcome::OwnedElsewhere(run)) => {
+                tracing::info!(run_id = %run.id, owner = run.node_id.as_deref().unwrap_or("-"), "run claimed by another node; left to it");
+                gate.ended = true;
+                live.ended.store(true, Ordering::Release);
+                drop(gate);
+                live.watchers.close_moved();
+                self.retire(&live);
+                Ok(EndOutcome::OwnedElsewhere(run))
+            }
             Err(e) => Err(e),
         }
     }
 
-    /// Ends a run this node does not produce (found in the store): its
-    /// terminal event takes the reserved high-water mark + 1.
-    async fn end_stored(&self, run_id: &str, ending: Ending) -> Result<EndOutcome, StoreError> {
+    /// Ends a run this node does not produce, unless another node owns it
+    /// ([`EndOutcome::OwnedElsewhere`]): for a run nobody owns yet, so that
+    /// a claim racing the ending leaves exactly one producer.
+    pub async fn end_unowned(&self, run_id: &str, ending: Ending) -> Result<EndOutcome, StoreError> {
+        if self.get(run_id).is_some() {
+            return self.end(run_id, ending, AnswerPlan::default()).await;
+        }
+        self.end_stored(run_id, ending, Some(self.0.hub.node().as_str())).await
+    }
+
+    /// Ends a run this node does not produce (found in the store), whoever
+    /// owns it, or (`ender`) unless another node does: its terminal event
+    /// takes the reserved high-water mark + 1.
+    async fn end_stored(&self, run_id: &str, ending: Ending, ender: Option<&str>) -> Result<EndOutcome, StoreError> {
         let Some(run) = self.0.store.get_run(run_id).await? else {
             return Ok(EndOutcome::AlreadyEnded(None));
         };
@@ -476,7 +509,7 @@ impl RunLedger {
             return Ok(EndOutcome::AlreadyEnded(Some(run)));
         }
         let thread_id = format!("room:{}", run.channel_id);
-        let outcome = self.commit_end(&run, &thread_id, ending, None, None, None).await?;
+        let outcome = self.commit_end(&run, &thread_id, ending, None, None, None, ender).await?;
         if let EndOutcome::Ended(ended) = &outcome {
             self.0.metrics.run_ended(ended.run.status.as_str(), ended.run.error_code.as_deref().unwrap_or("completed"), None);
         }
@@ -491,6 +524,7 @@ impl RunLedger {
         answer: Option<RunAnswer>,
         seq: Option<i64>,
         watchers: Option<&Watchers>,
+        ender: Option<&str>,
     ) -> Result<EndOutcome, StoreError> {
         let (status, error_code, error_message) = match &ending {
             Ending::Completed { .. } => (RunStatus::Completed, None, None),
@@ -534,6 +568,7 @@ impl RunLedger {
                 usage,
                 seq,
                 answer: answer.clone(),
+                ender: ender.map(str::to_owned),
             };
             match self.0.store.end_run(end, &builder).await {
                 Ok(outcome) => break outcome,
@@ -550,6 +585,7 @@ impl RunLedger {
         };
         match outcome {
             RunEndOutcome::AlreadyEnded(run) => Ok(EndOutcome::AlreadyEnded(run)),
+            RunEndOutcome::OwnedElsewhere(run) => Ok(EndOutcome::OwnedElsewhere(run)),
             RunEndOutcome::Ended(ended) => {
                 let events = std::mem::take(&mut *built.lock());
                 tracing::info!(run_id = %ended.run.id, status = %ended.run.status, code = ended.run.error_code.as_deref().unwrap_or("-"), seq = ended.seq, "run ended");

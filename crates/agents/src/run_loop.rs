@@ -37,7 +37,7 @@ pub(crate) async fn run(shared: Arc<Shared>, live: Arc<LiveRun>) {
                 shared.chat.triggers.committed(&ended.run.channel_id, &message.id, &decision, &ended.runs, &ended.limited).await;
             }
         }
-        Ok(EndOutcome::AlreadyEnded(_)) => {}
+        Ok(EndOutcome::AlreadyEnded(_) | EndOutcome::OwnedElsewhere(_)) => {}
         Err(e) => tracing::error!(error = %e, "run ending not stored; the watchdog retries"),
     }
 }

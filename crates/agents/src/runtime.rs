@@ -38,6 +38,9 @@ use crate::run_loop;
 
 /// Runs read per rescan page.
 const RESCAN_PAGE: u32 = 500;
+/// Active runs of a channel read when a run ends, to take the next of its
+/// agent (more wait for the rescan).
+const PAIR_PAGE: u32 = 50;
 
 /// What the composition root hands in.
 pub struct RuntimeParts {
@@ -220,6 +223,10 @@ impl Runtime {
                 shared.ledger.forget(&run.id);
                 return;
             }
+            Ok(RunClaim::Busy { owner, .. }) => {
+                self.busy_elsewhere(&run, &owner).await;
+                return;
+            }
             Err(e) => {
                 tracing::warn!(run_id = %run.id, error = %e, "run not claimed; the next rescan retries");
                 shared.ledger.forget(&run.id);
@@ -285,6 +292,58 @@ impl Runtime {
         self.update_gauges();
     }
 
+    /// The agent has a run going or waiting in the channel on another node
+    /// (`owner`), so this run was not claimed. `reject` ends it here with
+    /// `busy` (guarded: if a node claimed it meanwhile, that node decides);
+    /// `enqueue` and `interrupt` leave it queued and unowned for the owner,
+    /// which takes it when its run of the pair ends or at its next rescan,
+    /// and applies the policy there.
+    async fn busy_elsewhere(&self, run: &Run, owner: &str) {
+        let shared = &self.0;
+        let agent = match shared.store.get_agent(&run.agent_id).await {
+            Ok(Some(agent)) => agent,
+            Ok(None) => {
+                self.end(&run.id, Ending::failed(RunErrorCode::AgentUnavailable, "the agent no longer exists")).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %run.id, error = %e, "agent not read; the run waits for the next rescan");
+                shared.ledger.forget(&run.id);
+                return;
+            }
+        };
+        if OnBusy::from_stored(&agent.on_busy) == OnBusy::Reject {
+            let message = format!("{} is busy in this channel; try again when it has answered", agent.name);
+            self.end(&run.id, Ending::failed(RunErrorCode::Busy, message)).await;
+        } else {
+            tracing::debug!(run_id = %run.id, %owner, "agent busy in the channel on another node; the run waits for that node");
+            shared.ledger.forget(&run.id);
+        }
+    }
+
+    /// After a run of `agent_id` in `channel_id` ended here: takes the
+    /// pair's next queued runs that nobody owns (they waited for this node,
+    /// or for the pair to be free), oldest first, so they start now rather
+    /// than at the next rescan.
+    async fn take_next_of_pair(&self, agent_id: &str, channel_id: &str) {
+        let shared = &self.0;
+        if !shared.config.enabled || shared.closing.load(Ordering::Acquire) {
+            return;
+        }
+        let runs = match shared.store.list_channel_runs(channel_id, chorus_store::RunFilter::Active, PAIR_PAGE).await {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::warn!(%channel_id, error = %e, "queued runs not read; the next rescan takes them");
+                return;
+            }
+        };
+        for run in runs {
+            if run.agent_id == agent_id && run.status == RunStatus::Queued && run.node_id.is_none() {
+                self.take(run, Origin::Fresh, None).await;
+            }
+        }
+    }
+
     /// `on_busy = "interrupt"`: the agent's waiting runs in the channel end
     /// and its running one is stopped, all with `superseded`.
     fn interrupt(&self, running: Option<String>, waiting: Vec<String>) {
@@ -310,10 +369,12 @@ impl Runtime {
     /// running one is asked to stop (keeping its partial answer) and ended
     /// directly if it does not within the grace. Idempotent.
     pub async fn cancel(&self, run_id: &str, reason: Stop) -> Result<(), chorus_store::StoreError> {
-        let removed = self.0.queues.lock().remove_waiting(run_id).is_some();
-        if removed {
+        let removed = self.0.queues.lock().remove_waiting(run_id);
+        if let Some(ticket) = removed {
             self.end(run_id, Ending::failed(reason.code(), reason.message())).await;
             self.update_gauges();
+            // It held its agent's place in the channel for this node.
+            self.spawn_take_next(ticket.agent_id, ticket.channel_id);
             return Ok(());
         }
         self.0.ledger.stop(run_id, reason, self.0.config.cancel_grace).await.map(|_| ())
@@ -323,6 +384,13 @@ impl Runtime {
         if let Err(e) = self.0.ledger.end(run_id, ending, AnswerPlan::default()).await {
             tracing::error!(%run_id, error = %e, "run not ended; the watchdog or the next start will");
         }
+    }
+
+    /// Takes the pair's next queued runs in a task of its own (see
+    /// [`Runtime::take_next_of_pair`]).
+    fn spawn_take_next(&self, agent_id: String, channel_id: String) {
+        let me = self.clone();
+        self.0.runs.spawn(async move { me.take_next_of_pair(&agent_id, &channel_id).await });
     }
 
     /// Starts every run that can start now.
@@ -351,6 +419,7 @@ impl Runtime {
         shared.finished.notify_waiters();
         if !shared.closing.load(Ordering::Acquire) {
             self.dispatch();
+            self.spawn_take_next(ticket.agent_id.clone(), ticket.channel_id.clone());
         }
         self.update_gauges();
     }

@@ -14,7 +14,8 @@ use chorus_core::{CommandError, Identity, RunCommands};
 use chorus_protocol::reply::RunCancelResult;
 use chorus_store::{MemberRef, MemberRole, NewRun, Run, RunFilter, UserRole};
 
-use crate::ledger::{Origin, Stop};
+use crate::events::Ending;
+use crate::ledger::{EndOutcome, Origin, Stop};
 use crate::runtime::Runtime;
 use crate::views::RunView;
 
@@ -115,8 +116,21 @@ impl Runtime {
     /// publish: the run is ended here.
     async fn cancel_anywhere(&self, run: &Run) -> Result<(), ChatError> {
         let owner = match run.node_id.as_deref() {
-            Some(owner) if owner != self.node() => owner,
-            _ => return Ok(self.cancel(&run.id, Stop::Cancelled).await?),
+            Some(owner) if owner != self.node() => owner.to_owned(),
+            Some(_) => return Ok(self.cancel(&run.id, Stop::Cancelled).await?),
+            None if self.ledger().get(&run.id).is_some() => return Ok(self.cancel(&run.id, Stop::Cancelled).await?),
+            // Nobody owns it yet: ended here unless a node claims it first,
+            // in which case that node (the one producer) is asked.
+            None => {
+                let stop = Stop::Cancelled;
+                match self.ledger().end_unowned(&run.id, Ending::failed(stop.code(), stop.message())).await? {
+                    EndOutcome::OwnedElsewhere(claimed) => match claimed.node_id {
+                        Some(owner) if owner != self.node() => owner,
+                        _ => return Ok(self.cancel(&run.id, stop).await?),
+                    },
+                    _ => return Ok(()),
+                }
+            }
         };
         let owner = chorus_core::NodeId::new(owner);
         match self.0.hub.live_nodes().await {

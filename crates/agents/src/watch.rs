@@ -32,6 +32,7 @@ pub struct WatchedEvent {
 pub struct RunFeed {
     rx: mpsc::Receiver<WatchedEvent>,
     lagged: Arc<AtomicBool>,
+    moved: Arc<AtomicBool>,
 }
 
 impl RunFeed {
@@ -44,6 +45,13 @@ impl RunFeed {
     /// The watch was dropped because its buffer was full.
     pub fn lagged(&self) -> bool {
         self.lagged.load(Ordering::Acquire)
+    }
+
+    /// The feed ended because another node produces the run (it claimed
+    /// it first, or the agent was busy in the channel there): the run's
+    /// events and ending are on the channel, not here.
+    pub fn moved(&self) -> bool {
+        self.moved.load(Ordering::Acquire)
     }
 }
 
@@ -61,6 +69,8 @@ struct WatcherList {
     list: Vec<Watcher>,
     /// The run is over here: no new watch (it would never end).
     closed: bool,
+    /// Shared with every feed: set when the run moved to another node.
+    moved: Arc<AtomicBool>,
 }
 
 impl Watchers {
@@ -70,6 +80,7 @@ impl Watchers {
         if guard.closed {
             return None;
         }
+        let moved = guard.moved.clone();
         let list = &mut guard.list;
         list.retain(|w| !w.tx.is_closed());
         if list.len() >= MAX_WATCHERS {
@@ -78,7 +89,7 @@ impl Watchers {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let lagged = Arc::new(AtomicBool::new(false));
         list.push(Watcher { tx, lagged: lagged.clone() });
-        Some(RunFeed { rx, lagged })
+        Some(RunFeed { rx, lagged, moved })
     }
 
     /// Hands `event` to every watcher; drops those that are gone or full.
@@ -96,6 +107,12 @@ impl Watchers {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
+    }
+
+    /// Another node produces the run: every feed ends, marked moved.
+    pub(crate) fn close_moved(&self) {
+        self.0.lock().moved.store(true, Ordering::Release);
+        self.close();
     }
 
     /// The run is over here: every feed ends.
@@ -148,8 +165,10 @@ mod tests {
         assert!(slow.lagged(), "one past its buffer drops the slow watcher");
         assert!(!fast.lagged());
         assert_eq!(fast.next().await.map(|e| e.event), Some(EventType::AgentTextDelta));
-        watchers.close();
+        assert!(!fast.moved());
+        watchers.close_moved();
         assert!(fast.next().await.is_none(), "the feed ends when the run ends");
+        assert!(fast.moved(), "and says the run moved to another node");
         assert!(watchers.add().is_none(), "no watch after the ending");
     }
 }

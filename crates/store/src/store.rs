@@ -228,6 +228,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Run>>;
     /// Claims a queued run for a node, under the per-user limit counted over
     /// every node's claimed active runs (race-free: the person's row is
+    /// locked), and never while another node has a claimed active run of
+    /// the same agent in the same channel (race-free: the agent's row is
     /// locked). See [`RunClaim`].
     async fn claim_run(&self, claim: RunClaimRequest<'_>) -> StoreResult<RunClaim>;
     /// Compare-and-set `queued` → `running`, recording the provider and
@@ -245,6 +247,8 @@ pub trait Store: Send + Sync + 'static {
     /// is not archived) with the runs it triggers, sets the terminal status,
     /// and inserts the outbox rows `events` builds. The first caller wins;
     /// any later one gets [`RunEndOutcome::AlreadyEnded`] and writes nothing.
+    /// With [`RunEnd::ender`] set, a run owned by another node is left to it
+    /// ([`RunEndOutcome::OwnedElsewhere`], nothing written).
     async fn end_run(&self, end: RunEnd, events: &RunEventBuilder<'_>) -> StoreResult<RunEndOutcome>;
     /// What the runs a person is accountable for, created at or after
     /// `since_ms`, have cost (US dollars).

@@ -322,6 +322,11 @@ impl AguiStream {
                     None => {
                         let (code, message) = if feed.lagged() {
                             ("slow_consumer", "the client read too slowly; the run goes on and its answer lands in the channel")
+                        } else if feed.moved() {
+                            (
+                                "not_watchable",
+                                "another server runs this run (the agent was busy in the channel there, or it took the run first); its events and answer are on the channel",
+                            )
                         } else {
                             ("internal", "the run ended without its ending reaching this stream; see the channel")
                         };

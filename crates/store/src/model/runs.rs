@@ -144,6 +144,11 @@ pub struct RunEnd {
     /// earlier numbers, e.g. after a crash).
     pub seq: Option<i64>,
     pub answer: Option<RunAnswer>,
+    /// Who may end it: `Some(node)` ends it only while it is unowned or
+    /// owned by `node` (a producer ending a run it may have lost to a claim
+    /// elsewhere); `None` ends it whoever owns it (the sweep of a dead
+    /// node's runs, a cancel of a run no live node produces).
+    pub ender: Option<String>,
 }
 
 /// What the outbox events of an ending are built from, inside its transaction.
@@ -170,6 +175,9 @@ pub enum RunEndOutcome {
     Ended(RunEnded),
     /// The run had already ended (or does not exist: `None`); nothing was written.
     AlreadyEnded(Option<Run>),
+    /// Still active but owned by another node than [`RunEnd::ender`]: that
+    /// node produces it; nothing was written.
+    OwnedElsewhere(Run),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +216,11 @@ pub enum RunClaim {
     UserFull(Run),
     /// Not queued any more, or owned by another node; nothing was written.
     Taken(Option<Run>),
+    /// Another node (`owner`) has a claimed active run of the same agent in
+    /// the same channel: the agent answers one run at a time per channel
+    /// across nodes, so the run waits unowned for that node (which takes it
+    /// when its run ends, or at its next rescan); nothing was written.
+    Busy { run: Run, owner: String },
 }
 
 /// An agent's rolling summary of a channel's older messages.

@@ -15,6 +15,7 @@ both_engines!(
     an_answer_is_stored_with_the_ending_and_triggers_runs,
     concurrent_endings_have_one_winner,
     claims_give_each_run_one_owner_within_the_per_user_limit,
+    an_agent_and_channel_pair_has_one_owning_node_at_a_time,
     usage_adds_up_per_person_and_day,
     summaries_never_move_backwards,
 );
@@ -41,6 +42,7 @@ fn ending(run: &Run, status: RunStatus, seq: Option<i64>) -> RunEnd {
         usage: None,
         seq,
         answer: None,
+        ender: None,
     }
 }
 
@@ -262,10 +264,11 @@ fn claim<'a>(run: &'a Run, node: &'a str, dead_owner: Option<&'a str>, limit: u3
 async fn claims_give_each_run_one_owner_within_the_per_user_limit(t: Ctx) {
     let alice = t.user("alice").await;
     let c = t.channel(&alice, "general").await;
-    let a = t.agent(&alice, "Ann").await;
-    let one = RunTriggers { runs: vec![trigger(&a, &alice)], channel_runs_per_minute: 0 };
+    // One agent per run: runs of one agent in one channel go to one node (see below).
     let mut runs = Vec::new();
     for i in 0..6 {
+        let a = t.agent(&alice, &format!("Ann{i}")).await;
+        let one = RunTriggers { runs: vec![trigger(&a, &alice)], channel_runs_per_minute: 0 };
         runs.push(send_with(&t, &c, &alice, &format!("m{i}"), &one).await.runs[0].clone());
     }
     // One owner: the first claim wins, the owner's repeat is idempotent, another node's is refused.
@@ -293,7 +296,7 @@ async fn claims_give_each_run_one_owner_within_the_per_user_limit(t: Ctx) {
         match task.await.unwrap().unwrap() {
             RunClaim::Claimed(r) => claimed.push(r),
             RunClaim::UserFull(_) => full += 1,
-            RunClaim::Taken(r) => panic!("unexpected taken {r:?}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!((claimed.len(), full), (2, 3));
@@ -353,4 +356,77 @@ async fn summaries_never_move_backwards(t: Ctx) {
     assert_eq!(t.store.put_agent_summary(&ghost).await, Err(StoreError::NotFound));
     t.store.delete_agent(&a.id).await.unwrap();
     assert_eq!(t.store.get_agent_summary(&a.id, &c.id).await.unwrap(), None, "gone with its agent");
+}
+
+async fn an_agent_and_channel_pair_has_one_owning_node_at_a_time(t: Ctx) {
+    let alice = t.user("alice").await;
+    let (c, d) = (t.channel(&alice, "general").await, t.channel(&alice, "other").await);
+    let a = t.agent(&alice, "Ann").await;
+    let one = RunTriggers { runs: vec![trigger(&a, &alice)], channel_runs_per_minute: 0 };
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        runs.push(send_with(&t, &c, &alice, &format!("m{i}"), &one).await.runs[0].clone());
+    }
+    let in_d = send_with(&t, &d, &alice, "elsewhere", &one).await.runs[0].clone();
+    assert!(matches!(t.store.claim_run(claim(&runs[0], "n1", None, 10)).await.unwrap(), RunClaim::Claimed(_)));
+    // Another node may not take a second run of the pair; nothing is written.
+    match t.store.claim_run(claim(&runs[1], "n2", None, 10)).await.unwrap() {
+        RunClaim::Busy { run, owner } => assert_eq!((run.id.as_str(), owner.as_str()), (runs[1].id.as_str(), "n1")),
+        other => panic!("expected busy, got {other:?}"),
+    }
+    assert_eq!(t.store.get_run(&runs[1].id).await.unwrap().unwrap().node_id, None);
+    // The owning node may; another channel is another pair.
+    assert!(matches!(t.store.claim_run(claim(&runs[1], "n1", None, 10)).await.unwrap(), RunClaim::Claimed(_)));
+    assert!(matches!(t.store.claim_run(claim(&in_d, "n2", None, 10)).await.unwrap(), RunClaim::Claimed(_)));
+    // A node taking over from the dead owner takes the pair with it.
+    assert!(matches!(t.store.claim_run(claim(&runs[2], "n2", Some("n1"), 10)).await.unwrap(), RunClaim::Claimed(_)));
+
+    // An ending guarded by a node leaves another node's run alone.
+    let RunEndOutcome::OwnedElsewhere(left) =
+        t.store.end_run(RunEnd { ender: Some("n2".into()), ..ending(&runs[0], RunStatus::Failed, None) }, &terminal).await.unwrap()
+    else {
+        panic!("owned elsewhere")
+    };
+    assert_eq!((left.status, left.node_id.as_deref()), (RunStatus::Queued, Some("n1")));
+    for (run, ender) in [(&runs[0], "n1"), (&runs[1], "n1"), (&runs[2], "n2")] {
+        let end = RunEnd { ender: Some(ender.into()), ..ending(run, RunStatus::Cancelled, None) };
+        assert!(matches!(t.store.end_run(end, &terminal).await.unwrap(), RunEndOutcome::Ended(_)));
+    }
+    // The pair is free: any node may take the next run; a running run holds the pair too.
+    let next = send_with(&t, &c, &alice, "next", &one).await.runs[0].clone();
+    assert!(matches!(t.store.claim_run(claim(&next, "n2", None, 10)).await.unwrap(), RunClaim::Claimed(_)));
+    t.store.start_run(&next.id, "demo", "demo", 0).await.unwrap().expect("started");
+    let after = send_with(&t, &c, &alice, "after", &one).await.runs[0].clone();
+    assert!(matches!(t.store.claim_run(claim(&after, "n1", None, 10)).await.unwrap(), RunClaim::Busy { ref owner, .. } if owner == "n2"));
+    // An unowned run ends under a guard (a cancel racing a claim).
+    let end = RunEnd { ender: Some("n1".into()), ..ending(&after, RunStatus::Cancelled, None) };
+    assert!(matches!(t.store.end_run(end, &terminal).await.unwrap(), RunEndOutcome::Ended(_)));
+
+    // Runs of one pair claimed at once from two nodes: every claimed one has
+    // the same owner, every refused one names it.
+    let b = t.agent(&alice, "Bea").await;
+    let of_b = RunTriggers { runs: vec![trigger(&b, &alice)], channel_runs_per_minute: 0 };
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let run = send_with(&t, &c, &alice, &format!("b{i}"), &of_b).await.runs[0].clone();
+        let store = t.store.clone();
+        let node = if i % 2 == 0 { "n1" } else { "n2" };
+        tasks.push(tokio::spawn(async move { store.claim_run(claim(&run, node, None, 10)).await }));
+    }
+    let mut owners = std::collections::HashSet::new();
+    let mut claimed = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            RunClaim::Claimed(r) => {
+                claimed += 1;
+                owners.insert(r.node_id.expect("owner"));
+            }
+            RunClaim::Busy { owner, .. } => {
+                owners.insert(owner);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(claimed, 3, "the three runs of the node that claimed first");
+    assert_eq!(owners.len(), 1, "one owner for the pair: {owners:?}");
 }

@@ -190,6 +190,26 @@ pub(super) async fn claim_run(store: &This, claim: RunClaimRequest<'_>) -> Store
         tx.rollback().await?;
         return Ok(RunClaim::Claimed(run));
     }
+    // The agent's row lock serialises claims of its runs on every node, so
+    // the runs of one agent in one channel always have one owner at a time.
+    sqlx::query(for_no_key_update!("SELECT id FROM agents WHERE id = $1")).bind(&run.agent_id).fetch_optional(&mut *tx).await?;
+    let elsewhere: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT node_id FROM runs WHERE agent_id = $1 AND channel_id = $2 AND id <> $3 \
+         AND (status = 'running' OR (status = 'queued' AND node_id IS NOT NULL)) \
+         AND (node_id IS NULL OR (node_id <> $4 AND node_id <> $5)) \
+         ORDER BY created_at, id LIMIT 1",
+    )
+    .bind(&run.agent_id)
+    .bind(&run.channel_id)
+    .bind(&run.id)
+    .bind(claim.node)
+    .bind(claim.dead_owner.unwrap_or(claim.node))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(owner) = elsewhere {
+        tx.rollback().await?;
+        return Ok(RunClaim::Busy { run, owner: owner.unwrap_or_default() });
+    }
     if let Some(user) = run.triggered_by.clone() {
         // The person's row lock serialises claims of their runs on every node,
         // so two nodes never both take the last place.
@@ -274,6 +294,12 @@ pub(super) async fn end_run(store: &This, end: RunEnd, events: &RunEventBuilder<
     if !run.status.is_active() {
         tx.rollback().await?;
         return Ok(RunEndOutcome::AlreadyEnded(Some(run)));
+    }
+    if let (Some(ender), Some(owner)) = (end.ender.as_deref(), run.node_id.as_deref())
+        && ender != owner
+    {
+        tx.rollback().await?;
+        return Ok(RunEndOutcome::OwnedElsewhere(run));
     }
     let seq = match end.seq {
         Some(seq) => seq.max(1),
