@@ -125,8 +125,10 @@ async fn the_per_user_run_limit_counts_the_runs_of_every_node() {
     let b = second_node(&app).await;
     let alice = app.user("alice").await;
     let room = room(&app, &alice, "general").await;
+    // One agent per start: two runs of one agent in one channel go to one
+    // node (see `on_busy_across_nodes`), which is not what this counts.
     let mut agents = Vec::new();
-    for i in 0..3 {
+    for i in 0..6 {
         agents.push(agent_in(&app, &alice, &room, &format!("Helper{i}"), json!({ "response_policy": "manual" })).await);
     }
     // Six starts at once, half through each node.
@@ -236,5 +238,140 @@ async fn a_run_of_a_node_that_is_gone_ends_as_interrupted_on_the_memory_engine()
     store.start_run(&run.id, "demo", "demo", 0).await.expect("start").expect("started");
     watch.until_ended(1).await;
     assert_eq!(watch.terminal(&run.id)["data"]["code"], "interrupted");
+    app.stop().await;
+}
+
+/// Two nodes on `engine` (one Redis): an agent answers one run at a time
+/// per channel across nodes. `enqueue`: the second message, handled on the
+/// other node, starts its run only after the first run ended; `reject`:
+/// it ends at once with `busy`. Every run is numbered 1, 2, 3… with one
+/// ending, seen alike on both nodes.
+async fn on_busy_across_nodes(engine: TestEngine) {
+    let app = App::start_with(engine, on_redis(prefix(), paced_demo(40.0))).await;
+    let b = second_node(&app).await;
+    let alice = app.user("alice").await;
+    let room = room(&app, &alice, "general").await;
+    let queue = agent_in(&app, &alice, &room, "Queue", json!({})).await;
+    let reject = agent_in(&app, &alice, &room, "Reject", json!({ "on_busy": "reject" })).await;
+    let mut on_a = Watch::new(&app, &alice, &room).await;
+    let mut on_b = Watch::at(b.addr(), &alice, &room).await;
+    let say_on_b = |text: &'static str| {
+        let (app, alice, room, addr) = (&app, &alice, &room, b.addr());
+        async move {
+            let r = call_at(app, addr, &format!("/api/v1/channels/{}/messages", room.id), alice, json!({ "text": text })).await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+        }
+    };
+    let runs_of = |w: &Watch, agent: &str| -> Vec<String> {
+        w.runs.iter().filter(|(_, e)| e[0]["data"]["agent_id"] == agent).map(|(id, _)| id.clone()).collect()
+    };
+
+    // enqueue: the first run goes on node a, the second message is handled on b.
+    say(&app, &alice, &room, "@Queue one").await;
+    let first = until_started_by(&mut on_a, &queue).await;
+    say_on_b("@Queue two").await;
+    on_a.until_ended(2).await;
+    let runs = runs_of(&on_a, &queue);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let second = runs.iter().find(|r| **r != first).expect("the second run").clone();
+    let offset_of = |w: &Watch, run: &str, kind: &str| {
+        w.runs[run].iter().find(|e| e["type"] == kind).and_then(|e| e["offset"].as_u64()).unwrap_or_else(|| panic!("{kind} of {run}: {:?}", w.types(run)))
+    };
+    assert!(
+        offset_of(&on_a, &first, "agent_completed") < offset_of(&on_a, &second, "agent_started"),
+        "one run per agent and channel at a time, across nodes: {:?} / {:?}",
+        on_a.types(&first),
+        on_a.types(&second)
+    );
+    assert_eq!(on_a.terminal(&second)["type"], "agent_completed", "{:?}", on_a.types(&second));
+    assert_eq!(owner_of(&app, &first).await, owner_of(&app, &second).await, "one owner for the pair");
+
+    // reject: the second run ends with `busy`, once.
+    say(&app, &alice, &room, "@Reject one").await;
+    until_started_by(&mut on_a, &reject).await;
+    say_on_b("@Reject two").await;
+    on_a.until_ended(4).await;
+    let runs = runs_of(&on_a, &reject);
+    let mut codes: Vec<String> =
+        runs.iter().map(|r| on_a.terminal(r)["data"]["code"].as_str().unwrap_or("completed").to_owned()).collect();
+    codes.sort();
+    assert_eq!(codes, ["busy", "completed"], "{runs:?}");
+
+    on_b.until_ended(4).await;
+    for watch in [&on_a, &on_b] {
+        assert_eq!(watch.runs.len(), 4);
+        for (run, events) in &watch.runs {
+            crate::harness::assert_well_formed(run, events);
+        }
+    }
+    b.shutdown().await;
+    app.stop().await;
+}
+
+/// Reads `w` until `agent` starts a run; its id.
+async fn until_started_by(w: &mut Watch, agent: &str) -> String {
+    loop {
+        let p = w.until("agent_started").await;
+        if p["data"]["agent_id"] == agent {
+            return p["data"]["run_id"].as_str().expect("run id").to_owned();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_busy_holds_across_nodes_on_sqlite() {
+    on_busy_across_nodes(TestEngine::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_busy_holds_across_nodes_on_postgres() {
+    on_busy_across_nodes(TestEngine::Postgres).await
+}
+
+/// An AG-UI stream on node b for an agent busy in the channel on node a:
+/// the run waits for node a (which runs it after its current run), so b's
+/// stream ends at once with `RUN_ERROR` `not_watchable` instead of hanging,
+/// and the run's events and answer come on the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agui_stream_for_a_run_another_node_takes_ends_with_not_watchable() {
+    let app = App::start_with(TestEngine::Sqlite, on_redis(prefix(), paced_demo(40.0))).await;
+    let b = second_node(&app).await;
+    let alice = app.user("alice").await;
+    let room = room(&app, &alice, "general").await;
+    let agent = agent_in(&app, &alice, &room, "Helper", json!({})).await;
+    let mut watch = Watch::new(&app, &alice, &room).await;
+    say(&app, &alice, &room, "@Helper one").await;
+    let first = watch.until("agent_started").await["data"]["run_id"].as_str().expect("run id").to_owned();
+    let body = json!({
+        "threadId": room.stream, "runId": "client-run", "state": {}, "tools": [], "context": [], "forwardedProps": {},
+        "messages": [{ "id": "m1", "role": "user", "content": "and you?" }],
+    });
+    let res = app
+        .http
+        .post(format!("http://{}/api/v1/agui/{agent}", b.addr()))
+        .bearer_auth(&alice.token)
+        .json(&body)
+        .send()
+        .await
+        .expect("agui request");
+    assert_eq!(res.status(), 200);
+    let text = tokio::time::timeout(WAIT, res.text()).await.expect("the stream ends").expect("body");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("frame json"))
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
+    // A rescan on node a may take the run before b's claim: either way b does not produce it.
+    assert_eq!(types, ["RUN_STARTED", "RUN_ERROR"], "{events:#?}");
+    assert_eq!(events[1]["code"], "not_watchable", "{events:#?}");
+    // The run goes on on node a after the first, and lands in the channel.
+    watch.until_ended(2).await;
+    let second = watch.runs.keys().find(|r| **r != first).expect("the client's run").clone();
+    assert_eq!(watch.terminal(&second)["type"], "agent_completed", "{:?}", watch.types(&second));
+    for (run, events) in &watch.runs {
+        crate::harness::assert_well_formed(run, events);
+    }
+    b.shutdown().await;
     app.stop().await;
 }
