@@ -343,10 +343,11 @@ impl RunLedger {
         }
         if gate.next_seq > gate.reserved {
             let needed = gate.next_seq - gate.reserved - 1 + SEQ_BLOCK;
-            match self.0.store.reserve_run_seq(&live.run.id, needed).await {
+            match self.0.store.reserve_run_seq(&live.run.id, self.0.hub.node().as_str(), needed).await {
                 Ok(Some(high)) => gate.reserved = high,
                 Ok(None) => {
-                    // Ended in the store by a producer elsewhere: nothing more of it goes out.
+                    // Ended in the store by a producer elsewhere, or taken over by
+                    // another node: nothing more of it goes out from here.
                     gate.ended = true;
                     live.ended.store(true, Ordering::Release);
                     self.0.metrics.event_dropped();
@@ -398,7 +399,8 @@ impl RunLedger {
             return Err(LedgerError::NotQueued);
         }
         let reserve = if gate.next_seq > gate.reserved { gate.next_seq - gate.reserved - 1 + SEQ_BLOCK } else { 0 };
-        let run = self.0.store.start_run(&live.run.id, provider, model, reserve).await?.ok_or(LedgerError::NotQueued)?;
+        let node = self.0.hub.node().as_str();
+        let run = self.0.store.start_run(&live.run.id, node, provider, model, reserve).await?.ok_or(LedgerError::NotQueued)?;
         gate.reserved = run.seq_reserved;
         *live.started_at.lock() = Some(Instant::now());
         live.started.store(true, Ordering::Release);

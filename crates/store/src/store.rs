@@ -232,13 +232,15 @@ pub trait Store: Send + Sync + 'static {
     /// the same agent in the same channel (race-free: the agent's row is
     /// locked). See [`RunClaim`].
     async fn claim_run(&self, claim: RunClaimRequest<'_>) -> StoreResult<RunClaim>;
-    /// Compare-and-set `queued` → `running`, recording the provider and
-    /// model and reserving `reserve` more event sequence numbers. `None` if
-    /// the run is not queued (ended, or started elsewhere).
-    async fn start_run(&self, id: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>>;
-    /// Reserves `block` more event sequence numbers for an active run and
-    /// returns the new high-water mark; `None` once the run has ended.
-    async fn reserve_run_seq(&self, id: &str, block: i64) -> StoreResult<Option<i64>>;
+    /// Compare-and-set `queued` → `running` of a run `node` owns (claimed),
+    /// recording the provider and model and reserving `reserve` more event
+    /// sequence numbers. `None` if the run is not queued (ended, or started
+    /// elsewhere) or another node owns it now (taken over).
+    async fn start_run(&self, id: &str, node: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>>;
+    /// Reserves `block` more event sequence numbers for an active run that
+    /// `node` owns (or nobody does) and returns the new high-water mark;
+    /// `None` once the run has ended or another node owns it.
+    async fn reserve_run_seq(&self, id: &str, node: &str, block: i64) -> StoreResult<Option<i64>>;
     /// Records the usage and cost of an active run so far (budgets read it);
     /// returns whether the run was still active.
     async fn record_run_usage(&self, id: &str, usage: RunUsage, cost_usd: f64) -> StoreResult<bool>;

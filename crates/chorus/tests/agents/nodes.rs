@@ -196,7 +196,7 @@ async fn the_running_runs_of_a_node_whose_heartbeat_stops_end_once_as_interrupte
         .expect("run");
     let claim = RunClaimRequest { run_id: &run.id, node: "ghost", dead_owner: None, runs_per_user: 10 };
     assert!(matches!(store.claim_run(claim).await.expect("claim"), RunClaim::Claimed(_)));
-    store.start_run(&run.id, "demo", "demo", 0).await.expect("start").expect("started");
+    store.start_run(&run.id, "ghost", "demo", "demo", 0).await.expect("start").expect("started");
 
     let mut on_a = Watch::new(&app, &alice, &room).await;
     let mut on_b = Watch::at(b.addr(), &bob, &room).await;
@@ -235,7 +235,7 @@ async fn a_run_of_a_node_that_is_gone_ends_as_interrupted_on_the_memory_engine()
     let run = store.create_run(new).await.expect("run");
     let claim = RunClaimRequest { run_id: &run.id, node: "gone", dead_owner: None, runs_per_user: 10 };
     assert!(matches!(store.claim_run(claim).await.expect("claim"), RunClaim::Claimed(_)));
-    store.start_run(&run.id, "demo", "demo", 0).await.expect("start").expect("started");
+    store.start_run(&run.id, "gone", "demo", "demo", 0).await.expect("start").expect("started");
     watch.until_ended(1).await;
     assert_eq!(watch.terminal(&run.id)["data"]["code"], "interrupted");
     app.stop().await;

@@ -142,11 +142,17 @@ async fn start_and_end_are_compare_and_set(t: Ctx) {
     let w = send_with(&t, &c, &alice, "go", &triggers).await;
     let (run, other) = (&w.runs[0], &w.runs[1]);
 
-    let started = t.store.start_run(&run.id, "demo", "demo", 0).await.unwrap().expect("started");
+    // Only the node that claimed it starts it; numbers go to the owner (or to nobody's run).
+    assert_eq!(t.store.reserve_run_seq(&run.id, "n2", 0).await.unwrap(), Some(RUN_SEQ_BLOCK));
+    assert_eq!(t.store.start_run(&run.id, "n1", "demo", "demo", 0).await.unwrap(), None, "not claimed");
+    assert!(matches!(t.store.claim_run(claim(run, "n1", None, 10)).await.unwrap(), RunClaim::Claimed(_)));
+    assert_eq!(t.store.start_run(&run.id, "n2", "demo", "demo", 0).await.unwrap(), None, "another node's");
+    assert_eq!(t.store.reserve_run_seq(&run.id, "n2", 64).await.unwrap(), None, "another node's");
+    let started = t.store.start_run(&run.id, "n1", "demo", "demo", 0).await.unwrap().expect("started");
     assert_eq!((started.status, started.provider.as_deref(), started.model.as_deref()), (RunStatus::Running, Some("demo"), Some("demo")));
     assert!(started.started_at.is_some());
-    assert_eq!(t.store.start_run(&run.id, "demo", "demo", 0).await.unwrap(), None, "only a queued run starts");
-    assert_eq!(t.store.reserve_run_seq(&run.id, 64).await.unwrap(), Some(128));
+    assert_eq!(t.store.start_run(&run.id, "n1", "demo", "demo", 0).await.unwrap(), None, "only a queued run starts");
+    assert_eq!(t.store.reserve_run_seq(&run.id, "n1", 64).await.unwrap(), Some(128));
     assert!(t.store.record_run_usage(&run.id, RunUsage { input_tokens: 10, output_tokens: 2, estimated: true }, 0.5).await.unwrap());
 
     // The live producer ends it with its own next number.
@@ -167,9 +173,9 @@ async fn start_and_end_are_compare_and_set(t: Ctx) {
     let again = t.store.end_run(ending(run, RunStatus::Failed, None), &terminal).await.unwrap();
     assert_eq!(again, RunEndOutcome::AlreadyEnded(Some(ended.run.clone())));
     assert_eq!(t.store.pending_outbox(10).await.unwrap().len(), outbox.len());
-    assert_eq!(t.store.reserve_run_seq(&run.id, 64).await.unwrap(), None);
+    assert_eq!(t.store.reserve_run_seq(&run.id, "n1", 64).await.unwrap(), None);
     assert!(!t.store.record_run_usage(&run.id, RunUsage::default(), 0.0).await.unwrap());
-    assert_eq!(t.store.start_run(&run.id, "demo", "demo", 0).await.unwrap(), None);
+    assert_eq!(t.store.start_run(&run.id, "n1", "demo", "demo", 0).await.unwrap(), None);
 
     // Another producer (no numbers of its own) takes the high-water mark + 1.
     let RunEndOutcome::Ended(other_end) = t.store.end_run(ending(other, RunStatus::Failed, None), &terminal).await.unwrap() else {
@@ -395,7 +401,7 @@ async fn an_agent_and_channel_pair_has_one_owning_node_at_a_time(t: Ctx) {
     // The pair is free: any node may take the next run; a running run holds the pair too.
     let next = send_with(&t, &c, &alice, "next", &one).await.runs[0].clone();
     assert!(matches!(t.store.claim_run(claim(&next, "n2", None, 10)).await.unwrap(), RunClaim::Claimed(_)));
-    t.store.start_run(&next.id, "demo", "demo", 0).await.unwrap().expect("started");
+    t.store.start_run(&next.id, "n2", "demo", "demo", 0).await.unwrap().expect("started");
     let after = send_with(&t, &c, &alice, "after", &one).await.runs[0].clone();
     assert!(matches!(t.store.claim_run(claim(&after, "n1", None, 10)).await.unwrap(), RunClaim::Busy { ref owner, .. } if owner == "n2"));
     // An unowned run ends under a guard (a cancel racing a claim).

@@ -271,11 +271,11 @@ impl Store for This {
     async fn claim_run(&self, claim: RunClaimRequest<'_>) -> StoreResult<RunClaim> {
         runs::claim_run(self, claim).await
     }
-    async fn start_run(&self, id: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>> {
-        runs::start_run(self, id, provider, model, reserve).await
+    async fn start_run(&self, id: &str, node: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>> {
+        runs::start_run(self, id, node, provider, model, reserve).await
     }
-    async fn reserve_run_seq(&self, id: &str, block: i64) -> StoreResult<Option<i64>> {
-        runs::reserve_run_seq(self, id, block).await
+    async fn reserve_run_seq(&self, id: &str, node: &str, block: i64) -> StoreResult<Option<i64>> {
+        runs::reserve_run_seq(self, id, node, block).await
     }
     async fn record_run_usage(&self, id: &str, usage: RunUsage, cost_usd: f64) -> StoreResult<bool> {
         runs::record_run_usage(self, id, usage, cost_usd).await

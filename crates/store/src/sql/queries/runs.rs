@@ -233,11 +233,11 @@ pub(super) async fn claim_run(store: &This, claim: RunClaimRequest<'_>) -> Store
     Ok(RunClaim::Claimed(run))
 }
 
-pub(super) async fn start_run(store: &This, id: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>> {
+pub(super) async fn start_run(store: &This, id: &str, node: &str, provider: &str, model: &str, reserve: i64) -> StoreResult<Option<Run>> {
     let now = store.clock.now_ms();
     let row: Option<RunRow> = sqlx::query_as(concat!(
         "UPDATE runs SET status = 'running', provider = $2, model = $3, started_at = $4, seq_reserved = seq_reserved + $5 \
-         WHERE id = $1 AND status = 'queued' RETURNING ",
+         WHERE id = $1 AND status = 'queued' AND node_id = $6 RETURNING ",
         run_cols!()
     ))
     .bind(id)
@@ -245,18 +245,20 @@ pub(super) async fn start_run(store: &This, id: &str, provider: &str, model: &st
     .bind(model)
     .bind(now)
     .bind(reserve)
+    .bind(node)
     .fetch_optional(&store.writer)
     .await?;
     Ok(row.map(Run::from))
 }
 
-pub(super) async fn reserve_run_seq(store: &This, id: &str, block: i64) -> StoreResult<Option<i64>> {
+pub(super) async fn reserve_run_seq(store: &This, id: &str, node: &str, block: i64) -> StoreResult<Option<i64>> {
     Ok(sqlx::query_scalar(
         "UPDATE runs SET seq_reserved = seq_reserved + $2 WHERE id = $1 AND status IN ('queued', 'running') \
-         RETURNING seq_reserved",
+         AND (node_id IS NULL OR node_id = $3) RETURNING seq_reserved",
     )
     .bind(id)
     .bind(block)
+    .bind(node)
     .fetch_optional(&store.writer)
     .await?)
 }
