@@ -1,4 +1,4 @@
-//! Who runs next: per-person queues, first in first out, served round-robin
+//! Who runs next: per-person queues, oldest run first, served round-robin
 //! across people under the node's worker cap, with at most one run per agent
 //! and channel at a time. Pure bookkeeping (no I/O), under the runtime's lock.
 //!
@@ -26,6 +26,9 @@ pub struct Ticket {
     pub channel_id: String,
     /// The person accountable (empty when none is known).
     pub user: String,
+    /// When the run was created (Unix ms): a person's runs wait in this
+    /// order, so a run admitted late (taken from another node) keeps its place.
+    pub created_at: i64,
 }
 
 impl Ticket {
@@ -37,7 +40,8 @@ impl Ticket {
 /// What admission decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Waiting; `position` counts the person's waiting runs up to this one.
+    /// Waiting; `position` counts the person's waiting runs up to this one
+    /// (older runs first).
     Waiting { position: u32 },
     /// Past a bound; the run must end with `queue_full`.
     Refused(Full),
@@ -113,8 +117,9 @@ impl Queues {
             return Admission::Refused(Full::Node);
         }
         let was_idle = user.waiting.is_empty();
-        user.waiting.push_back(Waiting { ticket: ticket.clone(), ready: false });
-        let position = u32::try_from(user.waiting.len()).unwrap_or(u32::MAX);
+        let index = user.waiting.iter().position(|w| w.ticket.created_at > ticket.created_at).unwrap_or(user.waiting.len());
+        user.waiting.insert(index, Waiting { ticket: ticket.clone(), ready: false });
+        let position = u32::try_from(index + 1).unwrap_or(u32::MAX);
         if was_idle {
             self.ring.push_back(ticket.user.clone());
         }
@@ -226,7 +231,7 @@ mod tests {
     use super::*;
 
     fn t(run: &str, agent: &str, user: &str) -> Ticket {
-        Ticket { run_id: run.into(), agent_id: agent.into(), channel_id: "c".into(), user: user.into() }
+        Ticket { run_id: run.into(), agent_id: agent.into(), channel_id: "c".into(), user: user.into(), created_at: 0 }
     }
 
     fn limits() -> QueueLimits {
@@ -283,6 +288,26 @@ mod tests {
         assert!(q.start_next().is_none(), "the agent is busy in the channel");
         q.finished(&t("r1", "helper", "alice"));
         assert_eq!(q.start_next().map(|t| t.run_id), Some("r2".into()));
+    }
+
+    #[test]
+    fn a_run_admitted_late_waits_in_its_order_of_creation() {
+        let mut q = Queues::new(limits());
+        let at = |run: &str, created_at: i64| Ticket { created_at, ..t(run, "helper", "alice") };
+        admit_ready(&mut q, at("r1", 1));
+        assert_eq!(q.start_next().map(|t| t.run_id), Some("r1".into()));
+        assert_eq!(admit_ready(&mut q, at("r3", 3)), Admission::Waiting { position: 1 });
+        // Older, taken late (it waited for this node elsewhere).
+        assert_eq!(admit_ready(&mut q, at("r2", 2)), Admission::Waiting { position: 1 });
+        assert_eq!(admit_ready(&mut q, at("r4", 3)), Admission::Waiting { position: 3 }, "equal times keep admission order");
+        q.finished(&at("r1", 1));
+        let order: Vec<String> = std::iter::from_fn(|| {
+            let next = q.start_next()?;
+            q.finished(&next);
+            Some(next.run_id)
+        })
+        .collect();
+        assert_eq!(order, vec!["r2", "r3", "r4"]);
     }
 
     #[test]

@@ -264,6 +264,7 @@ impl Runtime {
                 agent_id: run.agent_id.clone(),
                 channel_id: run.channel_id.clone(),
                 user: run.triggered_by.clone().unwrap_or_default(),
+                created_at: run.created_at,
             };
             let admission = shared.queues.lock().admit(ticket.clone());
             match admission {
@@ -418,8 +419,10 @@ impl Runtime {
         shared.queues.lock().finished(&ticket);
         shared.finished.notify_waiters();
         if !shared.closing.load(Ordering::Acquire) {
+            // The pair's runs that waited for this node join the queue before
+            // anything starts, so they go in their order of creation.
+            self.take_next_of_pair(&ticket.agent_id, &ticket.channel_id).await;
             self.dispatch();
-            self.spawn_take_next(ticket.agent_id.clone(), ticket.channel_id.clone());
         }
         self.update_gauges();
     }
