@@ -76,14 +76,17 @@ pub struct RunHeader<'a> {
     pub seq: i64,
 }
 
+/// `seq` comes last: a run's events then share their header and most of
+/// their body as one prefix, which channel history keeps once (a delta then
+/// costs its piece and its number).
 #[derive(Serialize)]
 struct Envelope<'a, T: Serialize> {
     run_id: &'a str,
     thread_id: &'a str,
     agent_id: &'a str,
-    seq: i64,
     #[serde(flatten)]
     body: T,
+    seq: i64,
 }
 
 #[derive(Serialize)]

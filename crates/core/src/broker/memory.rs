@@ -4,7 +4,7 @@
 //! engine shared between processes must, which the hub tests rely on.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use chorus_clock::{Clock, SystemClock};
 use chorus_protocol::ChannelName;
 use parking_lot::{Mutex, RwLock};
 
+use super::history::History;
 use super::{
     Broker, BrokerError, ConnectionCursor, ConnectionPage, ConnectionRegistry, Control, Health, HistoryPage, HistoryQuery, NodeSink, PresenceEntry,
     PresenceStore, PresentUser, RegisteredConnection, Retention,
@@ -29,9 +30,7 @@ type Sink = Arc<dyn NodeSink>;
 struct Stream {
     epoch: crate::publication::Epoch,
     top: u64,
-    events: VecDeque<Arc<Publication>>,
-    /// What `events` cost, by [`cost`].
-    bytes: usize,
+    events: History,
     retention: Retention,
     /// Nodes with local subscribers, and where to deliver to them.
     listeners: Vec<(NodeId, Sink)>,
@@ -41,19 +40,12 @@ struct Stream {
     removed: bool,
 }
 
-/// Memory an event holds in history: the publication, its payload and its
-/// encoded frame (about the payload plus a header).
-fn cost(p: &Publication) -> usize {
-    std::mem::size_of::<Publication>() + 2 * p.data.len() + 128 + p.channel.as_str().len()
-}
-
 impl Stream {
     fn new(epoch: crate::publication::Epoch, retention: Retention, now_ms: i64) -> Self {
         Self {
             epoch,
             top: 0,
-            events: VecDeque::new(),
-            bytes: 0,
+            events: History::default(),
             retention,
             listeners: Vec::new(),
             last_touch_ms: now_ms,
@@ -64,18 +56,12 @@ impl Stream {
     /// Trims to the retention; returns the bytes freed.
     fn trim(&mut self, now_ms: i64) -> usize {
         let ttl_ms = i64::try_from(self.retention.ttl.as_millis()).unwrap_or(i64::MAX);
-        let before = self.bytes;
+        let mut freed = 0;
         while self.events.len() > self.retention.max_events
-            || self.events.front().is_some_and(|p| now_ms.saturating_sub(p.time_ms) > ttl_ms)
+            || self.events.first_time_ms().is_some_and(|t| now_ms.saturating_sub(t) > ttl_ms)
         {
-            self.pop_oldest();
+            freed += self.events.pop_oldest();
         }
-        before - self.bytes
-    }
-
-    fn pop_oldest(&mut self) -> usize {
-        let freed = self.events.pop_front().map_or(0, |p| cost(&p));
-        self.bytes -= freed;
         freed
     }
 
@@ -196,7 +182,7 @@ impl MemoryBroker {
         if let Some(stream) = map.remove(name) {
             let mut s = stream.lock();
             s.removed = true;
-            self.bytes.fetch_sub(s.bytes, Ordering::Relaxed);
+            self.bytes.fetch_sub(s.events.bytes(), Ordering::Relaxed);
             self.stream_count.fetch_sub(1, Ordering::Relaxed);
             if s.top > 0 {
                 // Its positions must never match a later stream of that name.
@@ -240,7 +226,7 @@ impl MemoryBroker {
             drop(map);
             let mut s = stream.lock();
             while !s.removed && !s.events.is_empty() && self.bytes.load(Ordering::Relaxed) > target {
-                let freed = s.pop_oldest();
+                let freed = s.events.pop_oldest();
                 self.bytes.fetch_sub(freed, Ordering::Relaxed);
             }
         }
@@ -310,15 +296,14 @@ impl Broker for MemoryBroker {
             s.retention = retention;
             s.last_touch_ms = now;
             let publication = Arc::new(Publication::new(channel.clone(), s.position(), now, draft));
-            let added = cost(&publication);
-            s.events.push_back(publication.clone());
-            s.bytes += added;
-            let freed = s.trim(now);
-            // Cannot underflow: `added` was just counted into this stream.
-            if added >= freed {
-                self.bytes.fetch_add(added - freed, Ordering::Relaxed);
+            let before = s.events.bytes();
+            s.events.push(publication.clone());
+            s.trim(now);
+            let after = s.events.bytes();
+            if after >= before {
+                self.bytes.fetch_add(after - before, Ordering::Relaxed);
             } else {
-                self.bytes.fetch_sub(freed - added, Ordering::Relaxed);
+                self.bytes.fetch_sub(before - after, Ordering::Relaxed);
             }
             // Delivering under the stream lock keeps every node's deliveries in offset order.
             for (_, sink) in &s.listeners {
@@ -343,20 +328,18 @@ impl Broker for MemoryBroker {
             s.last_touch_ms = now;
             let current = s.position();
             let publications = match &query {
-                HistoryQuery::Position => Vec::new(),
-                HistoryQuery::Latest { limit } => {
-                    let skip = s.events.len().saturating_sub(*limit);
-                    s.events.iter().skip(skip).cloned().collect()
-                }
+                HistoryQuery::Position => Ok(Vec::new()),
+                HistoryQuery::Latest { limit } => s.events.latest(*limit),
                 HistoryQuery::Since { position, limit } => {
-                    let first_retained = s.events.front().map_or(s.top + 1, |p| p.offset);
+                    let first_retained = s.events.first_offset().unwrap_or(s.top + 1);
                     if position.epoch != s.epoch || position.offset > s.top || position.offset + 1 < first_retained {
                         return Err(BrokerError::Unrecoverable { current });
                     }
-                    let skip = usize::try_from(position.offset + 1 - first_retained).unwrap_or(usize::MAX);
-                    s.events.iter().skip(skip).take(*limit).cloned().collect()
+                    s.events.read(position.offset + 1, *limit)
                 }
             };
+            // Kept events that cannot be rebuilt are as good as trimmed.
+            let publications = publications.map_err(|_| BrokerError::Unrecoverable { current: current.clone() })?;
             Ok(HistoryPage { current, publications })
         })
     }
@@ -616,11 +599,12 @@ mod tests {
         let clock = ManualClock::starting_at(0);
         let b = MemoryBroker::with_clock(MemoryBrokerConfig { max_bytes: 64 * 1024, ..MemoryBrokerConfig::default() }, Arc::new(clock.clone()));
         let keep = Retention { max_events: 1000, ttl: Duration::from_secs(3600) };
-        let data = Payload::from_value(&serde_json::json!({ "text": "x".repeat(500) })).unwrap();
-        let first = b.publish(&ch("room:old"), Draft::new(EventType::Publication, data.clone()), keep).await.unwrap();
+        // Each event's data differs from its start, so none is kept as a series piece.
+        let data = |i: usize| Payload::from_value(&serde_json::json!({ "id": i, "text": "x".repeat(500) })).unwrap();
+        let first = b.publish(&ch("room:old"), Draft::new(EventType::Publication, data(0)), keep).await.unwrap();
         for i in 0..400 {
             clock.advance_ms(1);
-            b.publish(&ch(&format!("room:{}", i % 4)), Draft::new(EventType::Publication, data.clone()), keep).await.unwrap();
+            b.publish(&ch(&format!("room:{}", i % 4)), Draft::new(EventType::Publication, data(i)), keep).await.unwrap();
             assert!(b.history_bytes() <= 64 * 1024 + 2048, "{} bytes held", b.history_bytes());
         }
         // The least recently used stream went first; its position cannot be recovered.

@@ -6,6 +6,7 @@
 //! several hubs in one process); the Redis engine (`chorus-redis`) serves
 //! several processes. The hub only ever sees these traits.
 
+mod history;
 pub mod memory;
 
 use std::sync::Arc;
