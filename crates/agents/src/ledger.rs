@@ -459,7 +459,7 @@ impl RunLedger {
         // here is that node's to end (its events may be numbered already).
         let ender = Some(self.0.hub.node().as_str());
         let outcome =
-            self.commit_end(&live.run, &live.thread_id, ending, stored_answer, Some(gate.next_seq), Some(&live.watchers), ender).await;
+            self.commit_end(&live.run, &live.thread_id, ending, stored_answer, Ender { seq: Some(gate.next_seq), watchers: Some(&live.watchers), node: ender }).await;
         match outcome {
             Ok(EndOutcome::Ended(ended)) => {
                 gate.ended = true;
@@ -511,7 +511,7 @@ impl RunLedger {
             return Ok(EndOutcome::AlreadyEnded(Some(run)));
         }
         let thread_id = format!("room:{}", run.channel_id);
-        let outcome = self.commit_end(&run, &thread_id, ending, None, None, None, ender).await?;
+        let outcome = self.commit_end(&run, &thread_id, ending, None, Ender { seq: None, watchers: None, node: ender }).await?;
         if let EndOutcome::Ended(ended) = &outcome {
             self.0.metrics.run_ended(ended.run.status.as_str(), ended.run.error_code.as_deref().unwrap_or("completed"), None);
         }
@@ -524,10 +524,9 @@ impl RunLedger {
         thread_id: &str,
         ending: Ending,
         answer: Option<RunAnswer>,
-        seq: Option<i64>,
-        watchers: Option<&Watchers>,
-        ender: Option<&str>,
+        by: Ender<'_>,
     ) -> Result<EndOutcome, StoreError> {
+        let Ender { seq, watchers, node: ender } = by;
         let (status, error_code, error_message) = match &ending {
             Ending::Completed { .. } => (RunStatus::Completed, None, None),
             Ending::Failed { code, message, .. } => {
@@ -635,6 +634,14 @@ impl RunLedger {
         live.done.cancel();
         self.0.live.lock().remove(&live.run.id);
     }
+}
+
+/// Who commits an ending: the terminal event's `seq` (`None`: the reserved
+/// mark + 1), the watchers that get it, and the node it is guarded by.
+struct Ender<'a> {
+    seq: Option<i64>,
+    watchers: Option<&'a Watchers>,
+    node: Option<&'a str>,
 }
 
 fn to_run_usage(usage: &crate::events::UsageView) -> RunUsage {
