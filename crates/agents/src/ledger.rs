@@ -400,7 +400,18 @@ impl RunLedger {
         }
         let reserve = if gate.next_seq > gate.reserved { gate.next_seq - gate.reserved - 1 + SEQ_BLOCK } else { 0 };
         let node = self.0.hub.node().as_str();
-        let run = self.0.store.start_run(&live.run.id, node, provider, model, reserve).await?.ok_or(LedgerError::NotQueued)?;
+        let Some(run) = self.0.store.start_run(&live.run.id, node, provider, model, reserve).await? else {
+            // Ended by another producer, or taken over by another node: not
+            // live here any more (its events and ending are that producer's).
+            gate.ended = true;
+            live.ended.store(true, Ordering::Release);
+            drop(gate);
+            live.watchers.close_moved();
+            if let Some(live) = self.get(&live.run.id) {
+                self.retire(&live);
+            }
+            return Err(LedgerError::NotQueued);
+        };
         gate.reserved = run.seq_reserved;
         *live.started_at.lock() = Some(Instant::now());
         live.started.store(true, Ordering::Release);
