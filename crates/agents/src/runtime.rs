@@ -3,9 +3,11 @@
 //! watches them (silence watchdog, shutdown).
 //!
 //! Several nodes share the runs of one store: a node takes a run by
-//! claiming it in the store (`claim_run`: one owner per run, and the
-//! per-user limit counted over every node), and only the owner produces its
-//! events. Cancels reach the owner as a control message ([`crate::routing`]);
+//! claiming it in the store (`claim_run`: one owner per run, the per-user
+//! limit counted over every node, and one node at a time for an agent's runs
+//! in a channel, so `on_busy` holds across nodes), and only the owner
+//! produces its events. A node that ends a run of an agent in a channel
+//! takes the pair's runs that waited for it, oldest first. Cancels reach the owner as a control message ([`crate::routing`]);
 //! the rescan takes over queued runs of nodes whose heartbeat stopped and
 //! ends their running runs as `interrupted`.
 

@@ -15,6 +15,9 @@
 //!   nobody (403).
 //! - A client that goes away does not stop the run: it goes on and lands
 //!   in the channel.
+//! - A run another node runs (the agent is busy in the channel there, or
+//!   that node took it first) is not streamed from here: the stream ends at
+//!   once with `RUN_ERROR` `not_watchable`; the run lands in the channel.
 
 use std::collections::VecDeque;
 
