@@ -226,7 +226,7 @@ impl Runtime {
                 return;
             }
             Ok(RunClaim::Busy { owner, .. }) => {
-                self.busy_elsewhere(&run, &owner).await;
+                self.busy_elsewhere(&live, &owner).await;
                 return;
             }
             Err(e) => {
@@ -300,9 +300,12 @@ impl Runtime {
     /// `busy` (guarded: if a node claimed it meanwhile, that node decides);
     /// `enqueue` and `interrupt` leave it queued and unowned for the owner,
     /// which takes it when its run of the pair ends or at its next rescan,
-    /// and applies the policy there.
-    async fn busy_elsewhere(&self, run: &Run, owner: &str) {
+    /// and applies the policy there. A run carrying a client's frontend
+    /// tools or tool results cannot run elsewhere (they live here only): it
+    /// ends with `busy` too.
+    async fn busy_elsewhere(&self, live: &crate::ledger::LiveRun, owner: &str) {
         let shared = &self.0;
+        let run = live.run();
         let agent = match shared.store.get_agent(&run.agent_id).await {
             Ok(Some(agent)) => agent,
             Ok(None) => {
@@ -315,8 +318,15 @@ impl Runtime {
                 return;
             }
         };
+        let client = live.client();
         if OnBusy::from_stored(&agent.on_busy) == OnBusy::Reject {
             let message = format!("{} is busy in this channel; try again when it has answered", agent.name);
+            self.end(&run.id, Ending::failed(RunErrorCode::Busy, message)).await;
+        } else if !client.frontend_tools.is_empty() || !client.continuation.is_empty() {
+            let message = format!(
+                "{} is busy in this channel on another server, and a run with frontend tools or tool results runs only here; try again when it has answered",
+                agent.name
+            );
             self.end(&run.id, Ending::failed(RunErrorCode::Busy, message)).await;
         } else {
             tracing::debug!(run_id = %run.id, %owner, "agent busy in the channel on another node; the run waits for that node");

@@ -365,10 +365,35 @@ async fn an_agui_stream_for_a_run_another_node_takes_ends_with_not_watchable() {
     // A rescan on node a may take the run before b's claim: either way b does not produce it.
     assert_eq!(types, ["RUN_STARTED", "RUN_ERROR"], "{events:#?}");
     assert_eq!(events[1]["code"], "not_watchable", "{events:#?}");
-    // The run goes on on node a after the first, and lands in the channel.
-    watch.until_ended(2).await;
-    let second = watch.runs.keys().find(|r| **r != first).expect("the client's run").clone();
-    assert_eq!(watch.terminal(&second)["type"], "agent_completed", "{:?}", watch.types(&second));
+    // With a frontend tool (known to node b only) it cannot wait for node a: `busy`.
+    let with_tool = json!({
+        "threadId": room.stream, "runId": "client-run-2", "state": {}, "context": [], "forwardedProps": {},
+        "tools": [{ "name": "change_background", "description": "Sets the page background", "parameters": { "type": "object", "properties": {} } }],
+        "messages": [{ "id": "m2", "role": "user", "content": "paint it" }],
+    });
+    let res = app
+        .http
+        .post(format!("http://{}/api/v1/agui/{agent}", b.addr()))
+        .bearer_auth(&alice.token)
+        .json(&with_tool)
+        .send()
+        .await
+        .expect("agui request");
+    let text = tokio::time::timeout(WAIT, res.text()).await.expect("the stream ends").expect("body");
+    let events: Vec<Value> =
+        text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).expect("frame json")).collect();
+    let last = events.last().expect("frames");
+    assert_eq!((last["type"].as_str(), last["code"].as_str()), (Some("RUN_ERROR"), Some("busy")), "{events:#?}");
+    // The client's first run goes on on node a after the first, and lands in the channel.
+    watch.until_ended(3).await;
+    let mut endings: Vec<String> = watch
+        .runs
+        .keys()
+        .filter(|r| **r != first)
+        .map(|r| watch.terminal(r)["data"]["code"].as_str().unwrap_or("completed").to_owned())
+        .collect();
+    endings.sort();
+    assert_eq!(endings, ["busy", "completed"], "{:#?}", watch.runs);
     for (run, events) in &watch.runs {
         crate::harness::assert_well_formed(run, events);
     }
