@@ -1,6 +1,6 @@
 //! Two hubs in one process sharing one broker behave like two nodes: once
 //! over the in-memory engine, once over Redis (`CHORUS_TEST_REDIS_URL`, as
-//! `scripts/test.sh` sets it), with the same assertions: the conformance
+//! `scripts/test.sh` sets it; see `common::Engine`), with the same assertions: the conformance
 //! suite of the broker seam at the level of whole nodes (fan-out, history,
 //! recovery, presence, the per-user limit, revocations, maintenance, run
 //! cancels and live nodes).
@@ -10,28 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_core::broker::memory::MemoryBroker;
-use chorus_clock::SystemClock;
 use chorus_core::config::MemoryBrokerConfig;
-use chorus_core::{NodeId, UserId};
+use chorus_core::UserId;
 use chorus_protocol::ChannelName;
-use chorus_redis::{RedisBroker, RedisBrokerConfig, RedisMetrics};
 use serde_json::json;
 
-use crate::common::{Options, TestServer, eventually};
-
-#[derive(Debug, Clone, Copy)]
-enum Engine {
-    Memory,
-    Redis,
-}
-
-async fn redis_node(prefix: &str) -> (NodeId, chorus_core::broker::Backplane) {
-    let url = std::env::var("CHORUS_TEST_REDIS_URL").expect("CHORUS_TEST_REDIS_URL (run the suite through scripts/test.sh)");
-    let node = NodeId::random();
-    let config = RedisBrokerConfig { url, key_prefix: prefix.to_owned(), ..RedisBrokerConfig::default() };
-    let engine = RedisBroker::connect(config, node.clone(), Arc::new(SystemClock), RedisMetrics::default()).await.expect("redis engine");
-    (node, engine.backplane())
-}
+use crate::common::{Engine, Options, TestServer, eventually, redis_prefix};
 
 async fn pair(engine: Engine) -> (TestServer, TestServer) {
     let (a, b) = match engine {
@@ -42,18 +26,9 @@ async fn pair(engine: Engine) -> (TestServer, TestServer) {
             (a, b)
         }
         Engine::Redis => {
-            // Its own key prefix: tests share the suite's Redis.
-            let prefix = format!("t{}", NodeId::random());
-            let a = TestServer::start(Options { backplane: Some(redis_node(&prefix).await), ..Options::default() }).await;
-            let b = TestServer::start(Options { backplane: Some(redis_node(&prefix).await), ..Options::default() }).await;
-            for s in [&a, &b] {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                while !matches!(s.hub.broker_health(), chorus_core::broker::Health::Up { .. }) {
-                    assert!(tokio::time::Instant::now() < deadline, "Redis engine not up: {:?}", s.hub.broker_health());
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            (a, b)
+            // Its own deployment: tests share the suite's Redis.
+            let prefix = redis_prefix();
+            (TestServer::start_in(&prefix, Options::default()).await, TestServer::start_in(&prefix, Options::default()).await)
         }
     };
     assert_ne!(a.hub.node(), b.hub.node());

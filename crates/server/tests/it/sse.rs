@@ -8,7 +8,13 @@ use serde_json::{Value, json};
 use chorus_core::UserId;
 use chorus_protocol::CloseCode;
 
-use crate::common::{Options, RawSseClient, TestServer, eventually, metric};
+use crate::common::{Engine, Options, RawSseClient, TestServer, eventually, every_engine, metric};
+
+every_engine!(
+    last_event_id_resumes_every_channel,
+    a_channel_that_cannot_resume_gets_its_own_recovery_failed,
+    sse_counts_toward_the_per_user_limit,
+);
 
 /// An event id as a map: channel -> (epoch, offset).
 fn positions(id: &str) -> BTreeMap<String, (String, u64)> {
@@ -56,9 +62,8 @@ async fn streams_events_with_positions_and_keepalives() {
     assert_eq!(sse.next_of("publication").await.data["data"]["n"], 2);
 }
 
-#[tokio::test]
-async fn last_event_id_resumes_every_channel() {
-    let s = TestServer::start(Options::default()).await;
+async fn last_event_id_resumes_every_channel(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     let token = s.token("alice", &["room:a", "room:b"]);
     let mut sse = s.sse(&token, "channel=room:a&channel=room:b", None).await.unwrap();
     s.publish("room:a", "publication", json!({"n": "a1"})).await;
@@ -83,13 +88,12 @@ async fn last_event_id_resumes_every_channel() {
     assert_eq!(b, vec!["b2"]);
 }
 
-#[tokio::test]
-async fn a_channel_that_cannot_resume_gets_its_own_recovery_failed() {
+async fn a_channel_that_cannot_resume_gets_its_own_recovery_failed(engine: Engine) {
     let mut opts = Options::default();
     if let Some(room) = opts.namespaces.0.get_mut("room") {
         room.history_size = 3;
     }
-    let s = TestServer::start(opts).await;
+    let s = TestServer::start_on(engine, opts).await;
     let token = s.token("alice", &["room:a", "room:b"]);
     let mut sse = s.sse(&token, "channel=room:a&channel=room:b", None).await.unwrap();
     s.publish("room:a", "publication", json!({"n": 0})).await;
@@ -161,9 +165,8 @@ async fn refusals_before_streaming_are_http_errors() {
     assert_eq!(s.hub.connection_count(), 0, "refused streams hold nothing");
 }
 
-#[tokio::test]
-async fn sse_counts_toward_the_per_user_limit() {
-    let s = TestServer::start(Options::default()).await;
+async fn sse_counts_toward_the_per_user_limit(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     let mut ws1 = s.client("alice", &[]).await;
     let _ws2 = s.client("alice", &[]).await;
     let _ws3 = s.client("alice", &[]).await;
