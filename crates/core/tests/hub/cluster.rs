@@ -200,6 +200,8 @@ async fn history_older_than_its_ttl_is_not_recovered(d: Deployment) {
     let mut c = Client::open(&b, &token("alice", &[])).await;
     let r = c.request(json!({"type": "subscribe", "channel": "brief:x", "since": since})).await;
     assert_eq!(r["result"]["recovered"], false, "{r}");
+    let f = c.frame().await;
+    assert_eq!((f["type"].as_str(), f["channel"].as_str()), (Some("recovery_failed"), Some("brief:x")), "{f}");
     let r = c.request(json!({"type": "history", "channel": "brief:x", "limit": 10})).await;
     assert_eq!(r["result"]["events"], json!([]), "{r}");
 }
