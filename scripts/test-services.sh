@@ -4,6 +4,10 @@
 # environment the tests read; `stop` ends exactly the processes it started.
 #
 #   eval "$(scripts/test-services.sh start)"   # exports CHORUS_TEST_* variables
+#
+# CHORUS_TEST_POSTGRES_URL: the PostgreSQL variants of the store tests;
+# CHORUS_TEST_REDIS_URL: the Redis variants of the hub and server tests.
+# A test of either engine fails when its variable is missing.
 #   scripts/test-services.sh stop
 set -euo pipefail
 

@@ -57,7 +57,8 @@ struct RunState<'a> {
 
 /// One model turn's result.
 struct TurnResult {
-    text: String,
+    /// Where this turn's text starts in the run's answer (kept once, there).
+    text_from: usize,
     calls: Vec<ToolCall>,
     finish: FinishReason,
     served_by: String,
@@ -243,7 +244,8 @@ impl<'a> RunState<'a> {
                 };
                 return Some((ending, None));
             }
-            conversation.push(Turn::Assistant { text: turn.text, tool_calls: turn.calls });
+            let text = self.text.get(turn.text_from..).unwrap_or_default().to_owned();
+            conversation.push(Turn::Assistant { text, tool_calls: turn.calls });
             conversation.extend(results.into_iter().map(Turn::ToolResult));
         }
     }
@@ -253,7 +255,7 @@ impl<'a> RunState<'a> {
         let input_estimate = self.shared.tokens.request(&request) as u64;
         let mut stream = model.stream(request);
         let mut result =
-            TurnResult { text: String::new(), calls: Vec::new(), finish: FinishReason::Stop, served_by: model.name().to_owned() };
+            TurnResult { text_from: self.text.len(), calls: Vec::new(), finish: FinishReason::Stop, served_by: model.name().to_owned() };
         let mut usage = None;
         let stop = self.live.stop_token().clone();
         loop {
@@ -284,7 +286,6 @@ impl<'a> RunState<'a> {
                 }
                 Some(Ok(event)) => match event {
                     StreamEvent::TextDelta { text } => {
-                        result.text.push_str(&text);
                         self.text.push_str(&text);
                         if let Some(piece) = self.text_out.push(&text, Instant::now()) {
                             self.emit_text(piece).await;
@@ -322,7 +323,7 @@ impl<'a> RunState<'a> {
             let arguments: usize = turn.calls.iter().map(|c| self.shared.tokens.text(&c.arguments.to_string())).sum();
             Usage {
                 input_tokens: input_estimate,
-                output_tokens: (self.shared.tokens.text(&turn.text) + arguments) as u64,
+                output_tokens: (self.shared.tokens.text(self.text.get(turn.text_from..).unwrap_or_default()) + arguments) as u64,
                 reasoning_tokens: None,
                 estimated: true,
             }

@@ -257,6 +257,12 @@ impl Series {
 
     fn append(&mut self, p: &Publication) {
         let rest = &p.data.as_bytes()[self.prefix.len()..];
+        // Grow by a quarter rather than double: a series lives as long as
+        // its channel's history, and the slack would live with it.
+        let need = rest.len() + 20;
+        if self.pieces.capacity() - self.pieces.len() < need {
+            self.pieces.reserve_exact(need.max(self.pieces.capacity() / 4));
+        }
         put_varint(&mut self.pieces, (p.time_ms - self.base_time_ms) as u64);
         put_varint(&mut self.pieces, rest.len() as u64);
         self.pieces.extend_from_slice(rest);

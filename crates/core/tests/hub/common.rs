@@ -52,13 +52,17 @@ pub fn token_expiring(user: &str, grants: &[&str], exp_ms: i64, leeway_ms: i64) 
 }
 
 /// `room:` by grants (no store here) and `chat:` open to everyone, both with
-/// presence and typing.
+/// presence and typing; `wide:` and `brief:` open to everyone, without.
 pub fn namespaces() -> Namespaces {
     let mut ns = Namespaces::default();
     if let Some(room) = ns.0.get_mut("room") {
         room.subscribe = SubscribeRule::Grants;
     }
     ns.0.insert("chat".into(), NamespaceConfig { subscribe: SubscribeRule::Authenticated, presence: true, typing: true, ..Default::default() });
+    // Open to everyone without presence: big fan-outs carry only the events under test.
+    ns.0.insert("wide".into(), NamespaceConfig { subscribe: SubscribeRule::Authenticated, ..Default::default() });
+    // History kept for a minute only.
+    ns.0.insert("brief".into(), NamespaceConfig { subscribe: SubscribeRule::Authenticated, history_ttl: Duration::from_secs(60), ..Default::default() });
     ns
 }
 
@@ -81,6 +85,8 @@ pub struct Node {
 }
 
 pub struct NodeOptions {
+    /// The node's id; an engine that serves one node (Redis) was connected under it.
+    pub id: NodeId,
     pub limits: Limits,
     pub rates: RateLimits,
     pub timing: Timing,
@@ -90,7 +96,7 @@ pub struct NodeOptions {
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        Self { limits: Limits::default(), rates: RateLimits::default(), timing: Timing::default(), backplane: None, clock: ManualClock::starting_at(T0) }
+        Self { id: NodeId::random(), limits: Limits::default(), rates: RateLimits::default(), timing: Timing::default(), backplane: None, clock: ManualClock::starting_at(T0) }
     }
 }
 
@@ -104,7 +110,7 @@ pub async fn node(opts: NodeOptions) -> Node {
     let (limits, limits_rx) = watch::channel(opts.limits);
     let (_, rates_rx) = watch::channel(opts.rates);
     let hub = Hub::start(HubParts {
-        config: HubConfig { node: NodeId::random(), timing: opts.timing },
+        config: HubConfig { node: opts.id, timing: opts.timing },
         access: AccessPolicy::new(namespaces(), None),
         limits: limits_rx,
         rates: rates_rx,

@@ -1,4 +1,6 @@
-//! Token expiry and typing indicators against paused time.
+//! Token expiry and typing indicators against paused time, over the
+//! in-memory engine only: they test the hub's own timers (typing lives in
+//! the hub, not the engine), which a real Redis cannot run under paused time.
 
 use std::time::Duration;
 

@@ -1,9 +1,9 @@
-//! Presence: per user, and settled after races between a user's connections.
+//! Presence: per user, and settled after races between a user's connections,
+//! on every engine.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::broker::{Backplane, BrokerError, PresenceEntry, PresenceStore, PresentUser};
 use chorus_core::{ConnId, UserId};
 use chorus_protocol::ChannelName;
@@ -11,11 +11,18 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::common::*;
+use crate::engines::{Deployment, every_engine};
+
+every_engine!(
+    presence_is_per_user_and_announced_once_each_way,
+    a_leave_overtaken_by_a_join_ends_with_the_user_present,
+    expired_presence_of_a_dead_node_is_announced_as_left,
+);
 
 /// Presence store whose `leave` can be held after it changed the store and
 /// before it returns, to force a join to overtake a leave's announcement.
 struct HeldLeave {
-    inner: Arc<MemoryBroker>,
+    inner: Arc<dyn PresenceStore>,
     hold: parking_lot::Mutex<Option<Arc<Notify>>>,
     reached: Notify,
 }
@@ -45,7 +52,7 @@ impl PresenceStore for HeldLeave {
     }
 
     fn channels(&self) -> usize {
-        PresenceStore::channels(&*self.inner)
+        self.inner.channels()
     }
 }
 
@@ -57,9 +64,8 @@ fn presence_of(frames: &[Value], user: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn presence_is_per_user_and_announced_once_each_way() {
-    let n = node(NodeOptions::default()).await;
+async fn presence_is_per_user_and_announced_once_each_way(d: Deployment) {
+    let n = d.node().await;
     let mut watcher = Client::open(&n, &token("wendy", &[])).await;
     watcher.request(json!({"type": "subscribe", "channel": "chat:p"})).await;
     let mut a1 = Client::open(&n, &token("alice", &[])).await;
@@ -75,13 +81,12 @@ async fn presence_is_per_user_and_announced_once_each_way() {
     assert_eq!(presence_of(&frames, "alice"), ["presence_joined", "presence_left"]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_leave_overtaken_by_a_join_ends_with_the_user_present() {
-    let clock = chorus_clock::ManualClock::starting_at(T0);
-    let (memory, _) = memory_backplane(&clock);
-    let held = Arc::new(HeldLeave { inner: memory.clone(), hold: parking_lot::Mutex::new(None), reached: Notify::new() });
-    let backplane = Backplane { broker: memory.clone(), presence: held.clone(), registry: memory.clone() };
-    let n = node(NodeOptions { backplane: Some(backplane), clock, ..Default::default() }).await;
+async fn a_leave_overtaken_by_a_join_ends_with_the_user_present(d: Deployment) {
+    let id = chorus_core::NodeId::random();
+    let engine = d.backplane(&id).await;
+    let held = Arc::new(HeldLeave { inner: engine.presence, hold: parking_lot::Mutex::new(None), reached: Notify::new() });
+    let backplane = Backplane { broker: engine.broker, presence: held.clone(), registry: engine.registry };
+    let n = d.node_with(NodeOptions { id, backplane: Some(backplane), clock: d.clock.clone(), ..Default::default() }).await;
     let mut watcher = Client::open(&n, &token("wendy", &[])).await;
     watcher.request(json!({"type": "subscribe", "channel": "chat:r"})).await;
     let mut old_tab = Client::open(&n, &token("alice", &[])).await;
@@ -107,26 +112,28 @@ async fn a_leave_overtaken_by_a_join_ends_with_the_user_present() {
     assert!(r["result"]["users"].as_array().unwrap().iter().any(|u| u["user_id"] == "alice"));
 }
 
-#[tokio::test(start_paused = true)]
-async fn expired_presence_of_a_dead_node_is_announced_as_left() {
-    let clock = chorus_clock::ManualClock::starting_at(T0);
-    let (memory, backplane) = memory_backplane(&clock);
-    let n = node(NodeOptions { backplane: Some(backplane), clock, ..Default::default() }).await;
+async fn expired_presence_of_a_dead_node_is_announced_as_left(d: Deployment) {
+    let n = d.node().await;
+    let store = n.hub.backplane().presence.clone();
     let mut watcher = Client::open(&n, &token("wendy", &[])).await;
     watcher.request(json!({"type": "subscribe", "channel": "chat:d"})).await;
-    // An entry of a node that died: in the store, with no connection behind it here.
-    let ghost = PresenceEntry { conn: ConnId::random(), user: UserId::new("ghost"), node: chorus_core::NodeId::new("dead") };
-    memory.join(&channel("chat:d"), ghost.clone()).await.unwrap();
-    let expired = chorus_core::broker::Control::PresenceExpired { channel: channel("chat:d"), user: UserId::new("ghost") };
+    // Entries of a node that died: in the store, with no connection behind them here.
+    let ghost = |user: &str| PresenceEntry { conn: ConnId::random(), user: UserId::new(user), node: chorus_core::NodeId::new("dead") };
+    let expired = |user: &str| chorus_core::broker::Control::PresenceExpired { channel: channel("chat:d"), user: UserId::new(user) };
+    let (staying, gone) = (ghost("staying"), ghost("gone"));
+    for entry in [&staying, &gone] {
+        store.join(&channel("chat:d"), entry.clone()).await.unwrap();
+    }
 
-    // Still present: nothing to announce.
-    n.hub.backplane().broker.control(None, expired.clone()).await.unwrap();
-    settle().await;
+    // Still present (another connection of the user holds it): nothing to
+    // announce, whenever the engine's message is handled.
+    n.hub.backplane().broker.control(None, expired("staying")).await.unwrap();
     // The engine's TTL ran out: gone, and announced once.
-    memory.leave(&channel("chat:d"), ghost.conn, &ghost.user).await.unwrap();
-    n.hub.backplane().broker.control(None, expired).await.unwrap();
-    settle().await;
+    store.leave(&channel("chat:d"), gone.conn, &gone.user).await.unwrap();
+    n.hub.backplane().broker.control(None, expired("gone")).await.unwrap();
+    let mut frames = watcher.until("presence_left").await;
     publish(&n.hub, "chat:d", 0).await;
-    let frames = watcher.until("publication").await;
-    assert_eq!(presence_of(&frames, "ghost"), ["presence_left"]);
+    frames.extend(watcher.until("publication").await);
+    assert_eq!(presence_of(&frames, "gone"), ["presence_left"]);
+    assert_eq!(presence_of(&frames, "staying"), Vec::<String>::new());
 }

@@ -1,10 +1,10 @@
-//! Replay, catch-up and live delivery meeting without gaps or duplicates.
+//! Replay, catch-up and live delivery meeting without gaps or duplicates,
+//! on every engine.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chorus_core::broker::memory::MemoryBroker;
 use chorus_core::broker::{Backplane, Broker, BrokerError, Control, Health, HistoryPage, HistoryQuery, NodeSink, Retention};
 use chorus_core::outbound::Outgoing;
 use chorus_core::publication::{Draft, Publication};
@@ -14,11 +14,19 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::engines::{Deployment, every_engine};
+
+every_engine!(
+    a_lost_delivery_is_caught_up_from_history_in_order,
+    a_gap_history_cannot_fill_closes_with_4008,
+    after_the_unsubscribe_reply_nothing_of_the_channel_follows,
+    every_subscriber_gets_the_same_encoded_frame,
+);
 
 /// A broker that loses some deliveries (and, optionally, hides events from
 /// history), as a cluster broker might.
 struct Lossy {
-    inner: Arc<MemoryBroker>,
+    inner: Arc<dyn Broker>,
     drop_delivery: Arc<Mutex<HashSet<u64>>>,
     /// History shows nothing at or after this offset.
     history_below: Mutex<Option<u64>>,
@@ -92,12 +100,12 @@ impl Broker for Lossy {
     }
 }
 
-async fn lossy_node() -> (Node, Arc<Lossy>) {
-    let clock = chorus_clock::ManualClock::starting_at(T0);
-    let (memory, _) = memory_backplane(&clock);
-    let lossy = Arc::new(Lossy { inner: memory.clone(), drop_delivery: Arc::default(), history_below: Mutex::new(None) });
-    let backplane = Backplane { broker: lossy.clone(), presence: memory.clone(), registry: memory };
-    (node(NodeOptions { backplane: Some(backplane), clock, ..Default::default() }).await, lossy)
+async fn lossy_node(d: &Deployment) -> (Node, Arc<Lossy>) {
+    let id = NodeId::random();
+    let engine = d.backplane(&id).await;
+    let lossy = Arc::new(Lossy { inner: engine.broker, drop_delivery: Arc::default(), history_below: Mutex::new(None) });
+    let backplane = Backplane { broker: lossy.clone(), presence: engine.presence, registry: engine.registry };
+    (d.node_with(NodeOptions { id, backplane: Some(backplane), clock: d.clock.clone(), ..Default::default() }).await, lossy)
 }
 
 async fn next_publication(c: &mut Client) -> Arc<Publication> {
@@ -114,9 +122,8 @@ fn ns(frames: &[Value]) -> Vec<u64> {
     frames.iter().filter(|f| f["type"] == "publication").filter_map(|f| f["data"]["n"].as_u64()).collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_lost_delivery_is_caught_up_from_history_in_order() {
-    let (n, lossy) = lossy_node().await;
+async fn a_lost_delivery_is_caught_up_from_history_in_order(d: Deployment) {
+    let (n, lossy) = lossy_node(&d).await;
     let mut c = Client::open(&n, &token("alice", &["room:g"])).await;
     c.request(json!({"type": "subscribe", "channel": "room:g"})).await;
     // The third event's offset: after the subscriber's own `presence_joined`.
@@ -134,9 +141,8 @@ async fn a_lost_delivery_is_caught_up_from_history_in_order() {
     assert_eq!(ns(&[c.frame().await]), [7], "live again after the catch-up");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_gap_history_cannot_fill_closes_with_4008() {
-    let (n, lossy) = lossy_node().await;
+async fn a_gap_history_cannot_fill_closes_with_4008(d: Deployment) {
+    let (n, lossy) = lossy_node(&d).await;
     let mut c = Client::open(&n, &token("alice", &["room:h"])).await;
     c.request(json!({"type": "subscribe", "channel": "room:h"})).await;
     let first = publish(&n.hub, "room:h", 1).await;
@@ -153,9 +159,8 @@ async fn a_gap_history_cannot_fill_closes_with_4008() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn after_the_unsubscribe_reply_nothing_of_the_channel_follows() {
-    let n = node(NodeOptions::default()).await;
+async fn after_the_unsubscribe_reply_nothing_of_the_channel_follows(d: Deployment) {
+    let n = d.node().await;
     for i in 1..=300 {
         publish(&n.hub, "room:z", i).await;
     }
@@ -182,13 +187,17 @@ async fn after_the_unsubscribe_reply_nothing_of_the_channel_follows() {
     assert_eq!(ns(&rest), [1000]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_subscriber_gets_the_same_encoded_frame() {
-    let n = node(NodeOptions::default()).await;
+async fn every_subscriber_gets_the_same_encoded_frame(d: Deployment) {
+    let n = d.node().await;
     let mut a = Client::open(&n, &token("a", &["room:f"])).await;
     let mut b = Client::open(&n, &token("b", &["room:f"])).await;
     a.request(json!({"type": "subscribe", "channel": "room:f"})).await;
     b.request(json!({"type": "subscribe", "channel": "room:f"})).await;
+    // Both live first: an event that reaches a subscriber still catching up
+    // (the engine's subscription was being set up) comes from history instead.
+    publish(&n.hub, "room:f", 0).await;
+    next_publication(&mut a).await;
+    next_publication(&mut b).await;
     publish(&n.hub, "room:f", 1).await;
     let (pa, pb) = (next_publication(&mut a).await, next_publication(&mut b).await);
     assert!(Arc::ptr_eq(&pa, &pb), "one publication shared");

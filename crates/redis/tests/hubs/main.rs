@@ -1,6 +1,7 @@
-//! Hubs over the Redis engine, as the hub tests run them over the in-memory
-//! one, but with real time and a real `redis-server` per test: several
-//! nodes of one deployment in one process.
+//! Hubs over the Redis engine when Redis fails: a real `redis-server` per
+//! test (killed and restarted), several nodes of one deployment in one
+//! process. The hub tests that hold on every engine are chorus-core's
+//! (`tests/hub`, run on memory and on the suite's Redis).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failure should stop the test where it happens.
 

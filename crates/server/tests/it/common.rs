@@ -313,6 +313,83 @@ impl TestServer {
     }
 }
 
+/// The broker engines a server test runs on. As the store tests run one
+/// body on SQLite and PostgreSQL, the tests that exercise the broker run one
+/// body on each engine (see [`every_engine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Memory,
+    Redis,
+}
+
+pub const REDIS_ENV: &str = "CHORUS_TEST_REDIS_URL";
+
+/// The Redis engine of one node, on the server named by `CHORUS_TEST_REDIS_URL`
+/// (`scripts/test.sh` sets it; without it the test fails). Nodes that share
+/// `prefix` form one deployment; each test takes its own prefix, so tests
+/// share the one server.
+pub async fn redis_node(prefix: &str) -> (NodeId, Backplane) {
+    let url = std::env::var(REDIS_ENV).unwrap_or_default();
+    assert!(
+        !url.trim().is_empty(),
+        "{REDIS_ENV} is not set: the Redis server tests need a server. \
+         Run `eval \"$(scripts/test-services.sh start)\"` first (scripts/test.sh does)."
+    );
+    let node = NodeId::random();
+    let config = chorus_redis::RedisBrokerConfig { url, key_prefix: prefix.to_owned(), ..chorus_redis::RedisBrokerConfig::default() };
+    let engine = chorus_redis::RedisBroker::connect(config, node.clone(), Arc::new(SystemClock), chorus_redis::RedisMetrics::default())
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {REDIS_ENV}: {e}"));
+    (node, engine.backplane())
+}
+
+/// A fresh key prefix: one deployment on the shared test Redis.
+pub fn redis_prefix() -> String {
+    format!("t{}", NodeId::random())
+}
+
+impl TestServer {
+    /// A server on `engine`: the in-memory one, or a node of its own
+    /// deployment on the test Redis (up before this returns).
+    pub async fn start_on(engine: Engine, opts: Options) -> TestServer {
+        match engine {
+            Engine::Memory => TestServer::start(opts).await,
+            Engine::Redis => TestServer::start_in(&redis_prefix(), opts).await,
+        }
+    }
+
+    /// A Redis node of the deployment `prefix`, up before this returns.
+    pub async fn start_in(prefix: &str, opts: Options) -> TestServer {
+        let s = TestServer::start(Options { backplane: Some(redis_node(prefix).await), ..opts }).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !matches!(s.hub.broker_health(), chorus_core::broker::Health::Up { .. }) {
+            assert!(tokio::time::Instant::now() < deadline, "Redis engine not up: {:?}", s.hub.broker_health());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        s
+    }
+}
+
+/// Declares each named `async fn(Engine)` as two tests, `<name>::memory`
+/// and `<name>::redis`.
+macro_rules! every_engine {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$name($crate::common::Engine::Memory).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name($crate::common::Engine::Redis).await
+                }
+            }
+        )+
+    };
+}
+pub(crate) use every_engine;
+
 /// Polls `cond` until it holds; for states with no event to wait for. Fails after [`WAIT`].
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + WAIT;

@@ -6,11 +6,15 @@ use chorus_core::UserId;
 use chorus_protocol::CloseCode;
 use serde_json::{Value, json};
 
-use crate::common::{Options, SilentClient, TestServer, WsClient, metric};
+use crate::common::{Engine, Options, SilentClient, TestServer, WsClient, every_engine, metric};
 
-#[tokio::test]
-async fn a_fourth_connection_closes_the_oldest_with_4004() {
-    let s = TestServer::start(Options::default()).await;
+every_engine!(
+    a_fourth_connection_closes_the_oldest_with_4004,
+    a_slow_consumer_recovers_exactly_after_reconnecting,
+);
+
+async fn a_fourth_connection_closes_the_oldest_with_4004(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     let mut first = s.client("alice", &[]).await;
     let _second = s.client("alice", &[]).await;
     let mut third = s.client("alice", &[]).await;
@@ -185,9 +189,8 @@ async fn a_socket_that_never_sent_connect_gets_1012_on_shutdown() {
     assert_eq!(bare.closed().await.0, 1012);
 }
 
-#[tokio::test]
-async fn a_slow_consumer_recovers_exactly_after_reconnecting() {
-    let s = TestServer::start(Options::default()).await;
+async fn a_slow_consumer_recovers_exactly_after_reconnecting(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     let pad = "x".repeat(16 * 1024);
     let mut normal = Vec::new();
     for i in 0..3 {

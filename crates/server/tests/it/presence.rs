@@ -5,7 +5,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{Options, TestServer, WsClient};
+use crate::common::{Engine, Options, TestServer, WsClient, every_engine};
+
+every_engine!(
+    presence_joins_and_leaves_once_per_user,
+    racing_connections_of_one_user_leave_presence_matching_the_store,
+);
 
 /// Publishes a marker on `channel` and returns every push `c` gets before it.
 async fn until_marker(s: &TestServer, c: &mut WsClient, channel: &str, marker: &str) -> Vec<Value> {
@@ -40,9 +45,8 @@ async fn close(c: &mut WsClient) {
     c.closed().await;
 }
 
-#[tokio::test]
-async fn presence_joins_and_leaves_once_per_user() {
-    let s = TestServer::start(Options::default()).await;
+async fn presence_joins_and_leaves_once_per_user(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     let mut watcher = s.client("watcher", &["room:p"]).await;
     watcher.request(json!({"type": "subscribe", "channel": "room:p"})).await;
 
@@ -76,12 +80,11 @@ async fn presence_joins_and_leaves_once_per_user() {
     assert_eq!(r["result"]["users"], json!([{"user_id": "watcher", "connections": 1}]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_connections_of_one_user_leave_presence_matching_the_store() {
+async fn racing_connections_of_one_user_leave_presence_matching_the_store(engine: Engine) {
     let mut opts = Options::default();
     // A closing connection may still count for a moment while its successor opens.
     opts.limits.connections_per_user = 10;
-    let s = TestServer::start(opts).await;
+    let s = TestServer::start_on(engine, opts).await;
     let channel = "chat:race";
     let mut watcher = s.client("watcher", &[]).await;
     watcher.request(json!({"type": "subscribe", "channel": channel})).await;

@@ -7,7 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::common::{Options, TestServer, WsClient};
+use crate::common::{Engine, Options, TestServer, WsClient, every_engine};
+
+every_engine!(
+    missed_events_are_replayed_then_live_ones_follow,
+    a_gap_beyond_history_is_reported_as_recovery_failed,
+    recovery_under_concurrent_publishing_has_no_gap_or_duplicate_at_the_seam,
+    no_event_of_a_channel_follows_its_unsubscribe_reply_even_mid_replay,
+    a_replay_larger_than_the_queue_is_paced_not_punished,
+    history_returns_retained_events_as_they_were_pushed,
+    a_quiet_channel_dropped_while_nobody_listens_still_resumes_exactly,
+);
 
 async fn publish_n(s: &TestServer, channel: &str, from: u64, to: u64) {
     for n in from..=to {
@@ -20,9 +30,8 @@ fn position(p: &Value) -> Value {
     json!({"offset": p["offset"], "epoch": p["epoch"]})
 }
 
-#[tokio::test]
-async fn missed_events_are_replayed_then_live_ones_follow() {
-    let s = TestServer::start(Options::default()).await;
+async fn missed_events_are_replayed_then_live_ones_follow(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     let mut c = s.client("alice", &["room:r"]).await;
     let r = c.request(json!({"type": "subscribe", "channel": "room:r"})).await;
     assert!(r["result"].get("recovered").is_none() && r["result"].get("replaying").is_none(), "{r}");
@@ -66,13 +75,12 @@ async fn missed_events_are_replayed_then_live_ones_follow() {
     }
 }
 
-#[tokio::test]
-async fn a_gap_beyond_history_is_reported_as_recovery_failed() {
+async fn a_gap_beyond_history_is_reported_as_recovery_failed(engine: Engine) {
     let mut opts = Options::default();
     if let Some(room) = opts.namespaces.0.get_mut("room") {
         room.history_size = 5;
     }
-    let s = TestServer::start(opts).await;
+    let s = TestServer::start_on(engine, opts).await;
     let mut c = s.client("alice", &["room:r"]).await;
     c.request(json!({"type": "subscribe", "channel": "room:r"})).await;
     publish_n(&s, "room:r", 1, 1).await;
@@ -105,9 +113,8 @@ async fn a_gap_beyond_history_is_reported_as_recovery_failed() {
     assert_eq!(c.push().await["type"], "recovery_failed");
 }
 
-#[tokio::test]
-async fn recovery_under_concurrent_publishing_has_no_gap_or_duplicate_at_the_seam() {
-    let s = TestServer::start(Options::default()).await;
+async fn recovery_under_concurrent_publishing_has_no_gap_or_duplicate_at_the_seam(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     // `feed:` has no presence: every event of the stream is a publication.
     let mut c = s.client("alice", &["feed:seam"]).await;
     c.request(json!({"type": "subscribe", "channel": "feed:seam"})).await;
@@ -162,13 +169,12 @@ async fn recovery_under_concurrent_publishing_has_no_gap_or_duplicate_at_the_sea
     assert_eq!((p["data"]["n"].as_str(), p["offset"].as_u64()), (Some("marker"), Some(last_offset + 1)), "{p}");
 }
 
-#[tokio::test]
-async fn no_event_of_a_channel_follows_its_unsubscribe_reply_even_mid_replay() {
+async fn no_event_of_a_channel_follows_its_unsubscribe_reply_even_mid_replay(engine: Engine) {
     let mut opts = Options::default();
     opts.server.body_limit_bytes = 16 << 20;
     // Small queue bytes: the replay is paced a couple of events at a time.
     opts.limits.outbound_queue_bytes = 128 * 1024;
-    let s = TestServer::start(opts).await;
+    let s = TestServer::start_on(engine, opts).await;
     // ~10 MB of history: far more than the buffers between server and client hold.
     let total = 300u64;
     let pad = "x".repeat(32 * 1024);
@@ -216,6 +222,8 @@ async fn no_event_of_a_channel_follows_its_unsubscribe_reply_even_mid_replay() {
 }
 
 // Several workers, as in production: the replay task and the reader race for the queue.
+// In-memory engine only: it measures the session's pacing against socket
+// buffers (16 MB of history), which is the same whichever engine keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_does_not_hold_up_the_clients_commands() {
     let mut opts = Options::default();
@@ -272,11 +280,10 @@ async fn a_replay_does_not_hold_up_the_clients_commands() {
     assert_eq!(c.push().await["data"]["n"], total + 1, "live after the replay");
 }
 
-#[tokio::test]
-async fn a_replay_larger_than_the_queue_is_paced_not_punished() {
+async fn a_replay_larger_than_the_queue_is_paced_not_punished(engine: Engine) {
     let mut opts = Options::default();
     opts.limits.outbound_queue_messages = 10;
-    let s = TestServer::start(opts).await;
+    let s = TestServer::start_on(engine, opts).await;
     let mut c = s.client("alice", &["room:big"]).await;
     c.request(json!({"type": "subscribe", "channel": "room:big"})).await;
     publish_n(&s, "room:big", 1, 1).await;
@@ -296,9 +303,8 @@ async fn a_replay_larger_than_the_queue_is_paced_not_punished() {
     assert_eq!(c.request(json!({"type": "ping"})).await["result"]["pong"], true, "still connected after a replay 30x the queue");
 }
 
-#[tokio::test]
-async fn history_returns_retained_events_as_they_were_pushed() {
-    let s = TestServer::start(Options::default()).await;
+async fn history_returns_retained_events_as_they_were_pushed(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     publish_n(&s, "room:h", 1, 5).await;
     let mut c = s.client("alice", &["room:h"]).await;
     let r = c.request(json!({"type": "history", "channel": "room:h", "limit": 3})).await;
@@ -314,11 +320,9 @@ async fn history_returns_retained_events_as_they_were_pushed() {
     assert_eq!(r["error"]["error"], "forbidden");
 }
 
-#[tokio::test]
-async fn a_quiet_channel_dropped_while_nobody_listens_still_resumes_exactly() {
-    use chorus_core::broker::Broker as _;
-    let s = TestServer::start(Options::default()).await;
-    let before = s.broker.streams();
+async fn a_quiet_channel_dropped_while_nobody_listens_still_resumes_exactly(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
+    let before = s.hub.backplane().broker.streams();
     let mut c = s.client("alice", &["feed:quiet"]).await;
     let r = c.request(json!({"type": "subscribe", "channel": "feed:quiet"})).await;
     let at = position(&r["result"]);
@@ -331,7 +335,7 @@ async fn a_quiet_channel_dropped_while_nobody_listens_still_resumes_exactly() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     s.hub.cleanup().await;
-    assert_eq!(s.broker.streams(), before, "the quiet channel's stream is gone");
+    assert_eq!(s.hub.backplane().broker.streams(), before, "the quiet channel's stream is gone");
     publish_n(&s, "feed:quiet", 1, 2).await;
     let mut c = s.client("alice", &["feed:quiet"]).await;
     let r = c.request(json!({"type": "subscribe", "channel": "feed:quiet", "since": at})).await;

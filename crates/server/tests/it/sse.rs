@@ -8,7 +8,14 @@ use serde_json::{Value, json};
 use chorus_core::UserId;
 use chorus_protocol::CloseCode;
 
-use crate::common::{Options, RawSseClient, TestServer, eventually, metric};
+use crate::common::{Engine, Options, RawSseClient, TestServer, eventually, every_engine, metric};
+
+every_engine!(
+    last_event_id_resumes_every_channel,
+    a_channel_that_cannot_resume_gets_its_own_recovery_failed,
+    sse_counts_toward_the_per_user_limit,
+    a_client_leaving_mid_replay_releases_its_connection_subscriptions_and_presence,
+);
 
 /// An event id as a map: channel -> (epoch, offset).
 fn positions(id: &str) -> BTreeMap<String, (String, u64)> {
@@ -56,9 +63,8 @@ async fn streams_events_with_positions_and_keepalives() {
     assert_eq!(sse.next_of("publication").await.data["data"]["n"], 2);
 }
 
-#[tokio::test]
-async fn last_event_id_resumes_every_channel() {
-    let s = TestServer::start(Options::default()).await;
+async fn last_event_id_resumes_every_channel(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     let token = s.token("alice", &["room:a", "room:b"]);
     let mut sse = s.sse(&token, "channel=room:a&channel=room:b", None).await.unwrap();
     s.publish("room:a", "publication", json!({"n": "a1"})).await;
@@ -83,13 +89,12 @@ async fn last_event_id_resumes_every_channel() {
     assert_eq!(b, vec!["b2"]);
 }
 
-#[tokio::test]
-async fn a_channel_that_cannot_resume_gets_its_own_recovery_failed() {
+async fn a_channel_that_cannot_resume_gets_its_own_recovery_failed(engine: Engine) {
     let mut opts = Options::default();
     if let Some(room) = opts.namespaces.0.get_mut("room") {
         room.history_size = 3;
     }
-    let s = TestServer::start(opts).await;
+    let s = TestServer::start_on(engine, opts).await;
     let token = s.token("alice", &["room:a", "room:b"]);
     let mut sse = s.sse(&token, "channel=room:a&channel=room:b", None).await.unwrap();
     s.publish("room:a", "publication", json!({"n": 0})).await;
@@ -161,9 +166,8 @@ async fn refusals_before_streaming_are_http_errors() {
     assert_eq!(s.hub.connection_count(), 0, "refused streams hold nothing");
 }
 
-#[tokio::test]
-async fn sse_counts_toward_the_per_user_limit() {
-    let s = TestServer::start(Options::default()).await;
+async fn sse_counts_toward_the_per_user_limit(engine: Engine) {
+    let s = TestServer::start_on(engine, Options::default()).await;
     let mut ws1 = s.client("alice", &[]).await;
     let _ws2 = s.client("alice", &[]).await;
     let _ws3 = s.client("alice", &[]).await;
@@ -182,12 +186,11 @@ async fn shutdown_sends_reconnect_before_ending_the_stream() {
     assert!(sse.next().await.is_none(), "the stream ends after reconnect");
 }
 
-#[tokio::test]
-async fn a_client_leaving_mid_replay_releases_its_connection_subscriptions_and_presence() {
+async fn a_client_leaving_mid_replay_releases_its_connection_subscriptions_and_presence(engine: Engine) {
     let mut opts = Options::default();
     // Small queue bytes: the replay is paced one event at a time, so little of it is buffered.
     opts.limits.outbound_queue_bytes = 128 * 1024;
-    let s = TestServer::start(opts).await;
+    let s = TestServer::start_on(engine, opts).await;
     let base_tasks = s.hub.task_count();
     // Events too big for the socket buffers: a replay of them waits on the client.
     let pad = "x".repeat(60 * 1024);
@@ -205,13 +208,16 @@ async fn a_client_leaving_mid_replay_releases_its_connection_subscriptions_and_p
     let e = sse.next().await.unwrap();
     assert_eq!((e.event.as_str(), e.data["data"]["n"].as_u64()), ("publication", Some(1)));
     assert_eq!(s.hub.connection_count(), 1);
-    assert_eq!(s.broker.channels_with_presence(), 1, "alice is present in chat:replay");
+    assert_eq!(s.hub.backplane().presence.channels(), 1, "alice is present in chat:replay");
     let replayed = metric(&s.metrics().await, "chorus_events_out_total{type=\"publication\"}").unwrap();
     assert!(replayed < 199.0, "the replay is still under way when the client leaves ({replayed} queued)");
     drop(sse);
 
     eventually("the stream's connection, subscription and presence are released", || {
-        s.hub.connection_count() == 0 && s.hub.subscription_count() == 0 && s.broker.channels_with_presence() == 0
+        s.hub.connection_count() == 0
+            && s.hub.subscription_count() == 0
+            && s.hub.backplane().presence.channels() == 0
+            && s.hub.backplane().registry.users() == 0
     })
     .await;
     eventually("the stream's tasks end", || s.hub.task_count() == base_tasks).await;
