@@ -58,6 +58,10 @@ pub struct MemoryParts<'a> {
     pub tools: &'a [ToolDefinition],
     pub history_max_messages: u32,
     pub summary_max_tokens: u32,
+    /// The newest message the prompt holds: the run's trigger. Messages
+    /// after it belong to the runs they start (a waiting run answers the
+    /// message that asked, not a later one).
+    pub through_seq: Option<i64>,
     pub cancel: &'a CancellationToken,
 }
 
@@ -105,7 +109,7 @@ pub async fn build(parts: MemoryParts<'_>) -> Result<Prompt, MemoryError> {
     // Newest first, back to the summary's last message (or the history bound).
     let covered = summary.as_ref().map_or(0, |s| s.last_seq);
     let mut newest_first: Vec<(Message, Turn, usize)> = Vec::new();
-    let mut before = i64::MAX;
+    let mut before = parts.through_seq.map_or(i64::MAX, |seq| seq.saturating_add(1));
     while newest_first.len() < parts.history_max_messages as usize {
         // Both bounds: the newest page strictly between them.
         let page = MessagePage { before: Some(before), after: Some(covered), limit: PAGE };

@@ -136,6 +136,13 @@ impl<'a> RunState<'a> {
         let live: &'a Arc<LiveRun> = self.live;
         let frontend = &live.client().frontend_tools;
         definitions.extend(frontend.iter().cloned());
+        let through_seq = match &run.trigger_message_id {
+            Some(id) => match shared.store.get_message(id).await {
+                Ok(message) => message.map(|m| m.seq),
+                Err(e) => return self.fail(RunErrorCode::Internal, format!("the triggering message could not be read: {e}")),
+            },
+            None => None,
+        };
         let prompt = memory::build(MemoryParts {
             store: &shared.store,
             tokens: &shared.tokens,
@@ -145,6 +152,7 @@ impl<'a> RunState<'a> {
             tools: &definitions,
             history_max_messages: shared.config.history_max_messages,
             summary_max_tokens: shared.config.summary_max_tokens,
+            through_seq,
             cancel: self.live.stop_token(),
         })
         .await;

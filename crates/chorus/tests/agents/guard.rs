@@ -80,7 +80,8 @@ async fn rate(engine: TestEngine) {
     let limited = watch.until("agent_chain_limited").await;
     assert_eq!(limited["data"]["reason"], "rate");
     quiesce(&app, &alice, &room, &mut watch).await;
-    assert_eq!(watch.runs.len(), 3, "three runs in the minute, no more");
+    let all = app.get(&format!("/api/v1/channels/{}/runs?limit=200", room.id), &alice.token).await;
+    assert_eq!(watch.runs.len(), 3, "three runs in the minute, no more: {}", all.body);
     app.stop().await;
 }
 

@@ -14,6 +14,7 @@ use crate::providers::{remote, set_mock_key};
 
 both_engines!(a_500_message_channel_stays_under_the_token_budget_and_the_summary_outlives_a_restart, super::long_channel);
 both_engines!(the_daily_budget_is_checked_before_the_start_and_after_every_model_call, super::budget);
+both_engines!(a_waiting_run_sees_the_channel_up_to_the_message_that_started_it, super::through_trigger);
 
 const WINDOW: u32 = 4_096;
 const MAX_OUTPUT: u32 = 200;
@@ -143,5 +144,47 @@ async fn budget(engine: TestEngine) {
     assert_eq!(watch.terminal(&third)["type"], "agent_completed");
     let r = app.get(&format!("/api/v1/runs/{first}"), &alice.token).await;
     assert!((r.body["cost_usd"].as_f64().unwrap() - 0.1).abs() < 1e-9);
+    app.stop().await;
+}
+
+/// The newest user message of a recorded OpenAI request.
+fn last_user_message(body: &Value) -> String {
+    let messages = body["messages"].as_array().expect("messages");
+    let last = messages.iter().rev().find(|m| m["role"] == "user").expect("a user message");
+    last["content"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn through_trigger(engine: TestEngine) {
+    set_mock_key();
+    let mock = MockServer::start().await.unwrap();
+    let model = remote("small", Wire::OpenAi, &mock);
+    let app = App::start_with(engine, move |c| {
+        relaxed_limits(c);
+        c.agents.models = vec![model];
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let room = room(&app, &alice, "order").await;
+    agent_in(&app, &alice, &room, "Keeper", json!({ "tools": [] })).await;
+    let mut watch = Watch::new(&app, &alice, &room).await;
+    // The first answer stalls until it is cancelled; the second is plain.
+    mock.push(Script::turn(Turn::new().text("one two three")).stall_after(1));
+    mock.push(Script::turn(Turn::new().text("Answered.")));
+    say(&app, &alice, &room, "@Keeper first question").await;
+    let first = watch.until("agent_started").await["data"]["run_id"].as_str().unwrap().to_owned();
+    say(&app, &alice, &room, "@Keeper second question").await;
+    let queued = watch.until("agent_queued").await;
+    assert_ne!(queued["data"]["run_id"].as_str(), Some(first.as_str()), "the second run waits behind the first");
+    // Said after the second run was asked for and before it starts.
+    say(&app, &alice, &room, "unrelated chatter").await;
+    let r = app.post(&format!("/api/v1/runs/{first}/cancel"), &alice.token, json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    watch.until_ended(2).await;
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2, "one model call per run");
+    assert!(last_user_message(&requests[0].body).contains("first question"), "{}", requests[0].body);
+    assert!(!requests[0].body.to_string().contains("second question"), "the first run's prompt ends at its trigger: {}", requests[0].body);
+    assert!(last_user_message(&requests[1].body).contains("second question"), "{}", requests[1].body);
+    assert!(!requests[1].body.to_string().contains("unrelated chatter"), "nothing after the trigger: {}", requests[1].body);
     app.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Several real `chorus serve` processes forming one deployment: one
 //! `redis-server` this test starts (so it can pause it), one PostgreSQL
-//! database on `CHORUS_TEST_POSTGRES_URL` (without it these tests return at
-//! once: SQLite cannot be shared between processes). The broker is set
+//! database on `CHORUS_TEST_POSTGRES_URL` (required, as for the store tests:
+//! SQLite cannot be shared between processes). The broker is set
 //! through the documented environment keys, with a short node TTL and
 //! heartbeat so that a dead node is noticed within two seconds. Waits poll
 //! for a state, bounded; every process is killed when its guard drops.
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chorus_store::{NewUser, StoreConfig, UserRole};
 use chorus_testkit::WsClient;
-use chorus_testkit::db::{POSTGRES_ENV, TestDatabase, TestEngine};
+use chorus_testkit::db::{TestDatabase, TestEngine};
 use serde_json::{Value, json};
 
 use crate::process::{Served, WAIT, install_crypto};
@@ -91,12 +91,8 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `None` without PostgreSQL.
-    async fn start(nodes: usize) -> Option<Cluster> {
-        if std::env::var(POSTGRES_ENV).unwrap_or_default().trim().is_empty() {
-            eprintln!("{POSTGRES_ENV} is not set: nodes cannot share a SQLite store; skipping (scripts/test.sh sets it)");
-            return None;
-        }
+    /// Fails the test without PostgreSQL (`TestDatabase::create` says how to start it).
+    async fn start(nodes: usize) -> Cluster {
         install_crypto();
         let redis = RedisProcess::start();
         let db = TestDatabase::create(TestEngine::Postgres).await;
@@ -108,7 +104,7 @@ impl Cluster {
         for i in 0..nodes {
             c.start_node(&format!("n{i}")).await;
         }
-        Some(c)
+        c
     }
 
     async fn start_node(&mut self, name: &str) {
@@ -220,7 +216,7 @@ async fn presence_event(ws: &mut WsClient, kind: &str, user: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_users_leave_presence_counts_and_the_connection_list() {
-    let Some(cluster) = Cluster::start(2).await else { return };
+    let cluster = Cluster::start(2).await;
     let (_, watcher_token) = cluster.user("watcher", UserRole::User).await;
     let (ghost, ghost_token) = cluster.user("ghost", UserRole::User).await;
     let (_, admin) = cluster.user("boss", UserRole::Admin).await;
@@ -262,7 +258,7 @@ async fn a_killed_node_s_users_leave_presence_counts_and_the_connection_list() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_disconnects_and_maintenance_reach_the_other_node() {
-    let Some(mut cluster) = Cluster::start(2).await else { return };
+    let mut cluster = Cluster::start(2).await;
     let (dora, dora_token) = cluster.user("dora", UserRole::User).await;
     let (carol, carol_token) = cluster.user("carol", UserRole::User).await;
     let (_, admin) = cluster.user("boss", UserRole::Admin).await;
@@ -382,7 +378,7 @@ async fn broker_status(cluster: &Cluster, node: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_degrades_both_nodes_and_nothing_acknowledged_is_lost_silently() {
-    let Some(mut cluster) = Cluster::start(2).await else { return };
+    let mut cluster = Cluster::start(2).await;
     let mut members = Vec::new();
     for i in 0..4 {
         let (_, token) = cluster.user(&format!("m{i}"), UserRole::User).await;
