@@ -237,25 +237,12 @@ impl Runtime {
         }
         let span = tracing::info_span!("run", run_id = %run.id, agent_id = %run.agent_id, channel_id = %run.channel_id);
         async {
-            let agent = match shared.store.get_agent(&run.agent_id).await {
-                Ok(Some(agent)) => agent,
-                Ok(None) => {
-                    self.end(&run.id, Ending::failed(RunErrorCode::AgentUnavailable, "the agent no longer exists")).await;
-                    return;
-                }
-                Err(e) => {
-                    // Left live and queued in the store: the next rescan retries.
-                    tracing::warn!(error = %e, "agent not read; the run waits for the next rescan");
-                    shared.ledger.forget(&run.id);
-                    return;
-                }
-            };
+            let Some(agent) = self.agent_of(&run).await else { return };
             let (running, waiting) = shared.queues.lock().pair(&run.agent_id, &run.channel_id);
             let busy = running.is_some() || !waiting.is_empty();
             match OnBusy::from_stored(&agent.on_busy) {
                 OnBusy::Reject if busy => {
-                    let message = format!("{} is busy in this channel; try again when it has answered", agent.name);
-                    self.end(&run.id, Ending::failed(RunErrorCode::Busy, message)).await;
+                    self.end(&run.id, Ending::failed(RunErrorCode::Busy, busy_message(&agent))).await;
                     return;
                 }
                 OnBusy::Interrupt if busy => self.interrupt(running, waiting),
@@ -306,22 +293,10 @@ impl Runtime {
     async fn busy_elsewhere(&self, live: &crate::ledger::LiveRun, owner: &str) {
         let shared = &self.0;
         let run = live.run();
-        let agent = match shared.store.get_agent(&run.agent_id).await {
-            Ok(Some(agent)) => agent,
-            Ok(None) => {
-                self.end(&run.id, Ending::failed(RunErrorCode::AgentUnavailable, "the agent no longer exists")).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(run_id = %run.id, error = %e, "agent not read; the run waits for the next rescan");
-                shared.ledger.forget(&run.id);
-                return;
-            }
-        };
+        let Some(agent) = self.agent_of(run).await else { return };
         let client = live.client();
         if OnBusy::from_stored(&agent.on_busy) == OnBusy::Reject {
-            let message = format!("{} is busy in this channel; try again when it has answered", agent.name);
-            self.end(&run.id, Ending::failed(RunErrorCode::Busy, message)).await;
+            self.end(&run.id, Ending::failed(RunErrorCode::Busy, busy_message(&agent))).await;
         } else if !client.frontend_tools.is_empty() || !client.continuation.is_empty() {
             let message = format!(
                 "{} is busy in this channel on another server, and a run with frontend tools or tool results runs only here; try again when it has answered",
@@ -331,6 +306,24 @@ impl Runtime {
         } else {
             tracing::debug!(run_id = %run.id, %owner, "agent busy in the channel on another node; the run waits for that node");
             shared.ledger.forget(&run.id);
+        }
+    }
+
+    /// The run's agent. `None` when it is gone (the run then ends
+    /// `agent_unavailable`) or cannot be read (the run stays queued in the
+    /// store for the next rescan).
+    async fn agent_of(&self, run: &Run) -> Option<chorus_store::Agent> {
+        match self.0.store.get_agent(&run.agent_id).await {
+            Ok(Some(agent)) => Some(agent),
+            Ok(None) => {
+                self.end(&run.id, Ending::failed(RunErrorCode::AgentUnavailable, "the agent no longer exists")).await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %run.id, error = %e, "agent not read; the run waits for the next rescan");
+                self.0.ledger.forget(&run.id);
+                None
+            }
         }
     }
 
@@ -638,4 +631,9 @@ impl Runtime {
         let _ = tokio::time::timeout(shared.config.cancel_grace * 2, shared.runs.wait()).await;
         shared.tools.shutdown().await;
     }
+}
+
+/// What a run refused with `busy` says.
+fn busy_message(agent: &chorus_store::Agent) -> String {
+    format!("{} is busy in this channel; try again when it has answered", agent.name)
 }
