@@ -39,6 +39,15 @@ impl Report {
         self
     }
 
+    /// The CPU of the measurement as metrics (% of one core, rounded; null
+    /// when not measured).
+    pub fn cpu(&mut self, cpu: &crate::util::CpuUse) -> &mut Self {
+        self.metric("client_cpu_pct", cpu.client_pct.map(f64::round))
+            .metric("server_cpu_pct", cpu.server_pct.map(f64::round))
+            .metric("deployment_cpu_pct", cpu.deployment_pct.map(f64::round))
+            .metric("other_cpu_pct", cpu.other_pct().map(f64::round))
+    }
+
     /// A human-readable line of the "measured" section.
     pub fn line(&mut self, s: impl Into<String>) -> &mut Self {
         self.lines.push(s.into());

@@ -170,10 +170,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &CeilingArgs) -> anyhow::Result<Report> {
         .metric("ceiling_rate", best.map(|s| s.rate))
         .metric("ceiling_deliveries_per_s", best.map(|s| s.deliveries_per_s))
         .metric("ceiling_latency", best.map(|s| s.latency))
-        .metric("client_cpu_pct", cpu_use.client_pct.map(f64::round))
-        .metric("server_cpu_pct", cpu_use.server_pct.map(f64::round))
-        .metric("deployment_cpu_pct", cpu_use.deployment_pct.map(f64::round))
-        .metric("other_cpu_pct", cpu_use.other_pct().map(f64::round))
+        .cpu(&cpu_use)
         .metric("closes", fmt_map(&closes))
         .metric("errors", &errors);
     r.line(format!("subscribed {subscribed}/{} in {connect_s:.1} s (one per channel, spread over {nodes} node(s)); publishers on every node", a.channels));

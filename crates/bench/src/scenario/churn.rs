@@ -221,7 +221,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &ChurnArgs) -> anyhow::Result<Report> {
     r.metric("limiter_back_s_checkpoint", mid_settled.limiter_secs).metric("limiter_back_s_end", end_settled.limiter_secs);
     r.line(format!("{ok} cycles ok, {failed} failed{} — {rate:.0} cycles/s", if errors.is_empty() { String::new() } else { format!(" {errors:?}") }));
     r.line(cpu_use.line());
-    r.metric("client_cpu_pct", cpu_use.client_pct.map(f64::round)).metric("server_cpu_pct", cpu_use.server_pct.map(f64::round)).metric("other_cpu_pct", cpu_use.other_pct().map(f64::round));
+    r.cpu(&cpu_use);
     r.line(format!("baseline:   {}", counts_line(&base)));
     r.line(format!("checkpoint: {} (after {} cycles, settled in {mid_settle:.1} s)", counts_line(&mid), a.checkpoint));
     r.line(format!("end:        {} (settled in {end_settle:.1} s)", counts_line(&end)));

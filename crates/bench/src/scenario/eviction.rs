@@ -224,10 +224,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &EvictionArgs) -> anyhow::Result<Report> {
         .metric("oldest_close_codes", fmt_map(&oldest_codes))
         .metric("other_close_codes", fmt_map(&other_codes))
         .metric("errors", &errors)
-        .metric("client_cpu_pct", cpu_use.client_pct.map(f64::round))
-        .metric("server_cpu_pct", cpu_use.server_pct.map(f64::round))
-        .metric("deployment_cpu_pct", cpu_use.deployment_pct.map(f64::round))
-        .metric("other_cpu_pct", cpu_use.other_pct().map(f64::round));
+        .cpu(&cpu_use);
     r.line(format!("held {held_ok}/{} connections on nodes 1..{} in {hold_s:.1} s", a.users * a.limit, nodes - 1));
     r.line(format!("eviction latency (extra connection's `connected` → oldest's close frame, 0 when the close came first): {}", l.line()));
     r.line(format!("upper bound (extra connection's TCP connect start → oldest's close frame): {}", ls.line()));

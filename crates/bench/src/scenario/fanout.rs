@@ -134,10 +134,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &FanoutArgs) -> anyhow::Result<Report> {
         .metric("totals", totals)
         .metric("latency", l)
         .metric("deliveries_per_s", per_s.round())
-        .metric("client_cpu_pct", cpu_use.client_pct.map(f64::round))
-        .metric("server_cpu_pct", cpu_use.server_pct.map(f64::round))
-        .metric("deployment_cpu_pct", cpu_use.deployment_pct.map(f64::round))
-        .metric("other_cpu_pct", cpu_use.other_pct().map(f64::round))
+        .cpu(&cpu_use)
         .metric("closes", fmt_map(&closes))
         .metric("errors", &errors);
     r.line(format!("subscribed {subscribed}/{} in {connect_s:.1} s{}", a.subscribers, if nodes > 1 { format!(" (spread evenly over {nodes} nodes)") } else { String::new() }));

@@ -217,7 +217,7 @@ pub async fn run(ctx: &Arc<Ctx>, a: &SoakArgs) -> anyhow::Result<Report> {
     ));
     r.line(format!("latency: {}", l.line()));
     r.line(cpu_use.line());
-    r.metric("client_cpu_pct", cpu_use.client_pct.map(f64::round)).metric("server_cpu_pct", cpu_use.server_pct.map(f64::round)).metric("other_cpu_pct", cpu_use.other_pct().map(f64::round));
+    r.cpu(&cpu_use);
     r.line(format!(
         "baseline at {:.0} s: RSS {} KiB · tasks {} · /health {} · connections {}",
         base.at_s,

@@ -285,9 +285,7 @@ fn common_lines(r: &mut Report, o: &Outcome, users: usize) {
         .metric("publish_requests", o.pubs.requests)
         .metric("totals", o.totals)
         .metric("wrong_user", o.wrong_user)
-        .metric("client_cpu_pct", o.cpu.client_pct.map(f64::round))
-        .metric("server_cpu_pct", o.cpu.server_pct.map(f64::round))
-        .metric("other_cpu_pct", o.cpu.other_pct().map(f64::round))
+        .cpu(&o.cpu)
         .metric("closes", fmt_map(&o.closes))
         .metric("errors", &o.errors);
 }

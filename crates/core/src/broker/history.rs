@@ -97,13 +97,16 @@ impl History {
     pub fn push(&mut self, p: Arc<Publication>) {
         self.len += 1;
         let kept = match self.entries.back_mut() {
-            Some(Entry::Series(s)) if s.takes(&p) => {
-                let old = s.cost();
-                s.shrink_prefix_for(&p);
-                s.append(&p);
-                self.bytes = self.bytes - old + s.cost();
-                true
-            }
+            Some(Entry::Series(s)) => match s.shared_with(&p) {
+                Some(shared) => {
+                    let old = s.cost();
+                    s.shrink_prefix_to(shared);
+                    s.append(&p);
+                    self.bytes = self.bytes - old + s.cost();
+                    true
+                }
+                None => false,
+            },
             Some(last) => match Series::pair(last, &p) {
                 Some(series) => {
                     self.bytes = self.bytes - last.cost() + series.cost();
@@ -196,7 +199,7 @@ impl Series {
             return None;
         }
         let (a, b) = (first.data.as_bytes(), next.data.as_bytes());
-        let shared = a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count();
+        let shared = common_prefix(a, b);
         // End it after a quote when there is one: a prefix that ends inside a
         // value (digits of a number, letters of a word) would soon need shrinking.
         let shared = a[..shared].iter().rposition(|&c| c == b'"').map_or(shared, |q| q + 1);
@@ -221,21 +224,22 @@ impl Series {
         Some(series)
     }
 
-    /// Whether `p` continues this series (after shrinking its prefix if need be).
-    fn takes(&self, p: &Publication) -> bool {
-        p.event == self.event
+    /// How much of the prefix `p` shares, when `p` continues this series
+    /// (after shrinking the prefix to that if need be).
+    fn shared_with(&self, p: &Publication) -> Option<usize> {
+        let continues = p.event == self.event
             && p.origin == self.origin
             && p.epoch == self.epoch
             && p.offset == self.first_offset + self.count as u64
             && p.time_ms >= self.base_time_ms
-            && u32::try_from(p.time_ms - self.base_time_ms).is_ok()
-            && common_prefix(&self.prefix, p.data.as_bytes()) >= MIN_SHARED
+            && u32::try_from(p.time_ms - self.base_time_ms).is_ok();
+        let shared = common_prefix(&self.prefix, p.data.as_bytes());
+        (continues && shared >= MIN_SHARED).then_some(shared)
     }
 
-    /// Shortens the prefix to what `p` shares with it, moving the cut bytes
+    /// Shortens the prefix to its first `shared` bytes, moving the cut bytes
     /// into every kept piece (rare: prefixes end after a quote).
-    fn shrink_prefix_for(&mut self, p: &Publication) {
-        let shared = common_prefix(&self.prefix, p.data.as_bytes());
+    fn shrink_prefix_to(&mut self, shared: usize) {
         if shared == self.prefix.len() {
             return;
         }
@@ -294,7 +298,6 @@ impl Series {
     /// Rebuilds up to `limit` events from offset `from` on into `out`.
     fn render(&self, from: u64, limit: usize, out: &mut Vec<Arc<Publication>>) -> Result<(), Corrupt> {
         let mut at = self.start;
-        let mut data = Vec::new();
         let mut taken = 0;
         for i in 0..self.count as u64 {
             if taken == limit {
@@ -307,10 +310,10 @@ impl Series {
                 continue;
             }
             taken += 1;
-            data.clear();
+            let mut data = Vec::with_capacity(self.prefix.len() + rest.len());
             data.extend_from_slice(&self.prefix);
             data.extend_from_slice(rest);
-            let payload = Payload::from_bytes(Bytes::copy_from_slice(&data)).map_err(|_| Corrupt)?;
+            let payload = Payload::from_bytes(Bytes::from(data)).map_err(|_| Corrupt)?;
             let draft = Draft { event: self.event, data: payload, origin: self.origin.clone() };
             let position = Position { offset, epoch: self.epoch.clone() };
             out.push(Arc::new(Publication::new(self.channel.clone(), position, self.base_time_ms + time as i64, draft)));
